@@ -27,5 +27,5 @@ def get_num_threads() -> int:
 
 
 # -- float layer exports (megq.Tensor, megq.Parameter, ...) are added below by the module layer --
-from . import autodiff, functional, random  # noqa: E402
+from . import autodiff, data, functional, models, module, optimizer, random  # noqa: E402
 from .tensor import Parameter, Tensor  # noqa: E402
