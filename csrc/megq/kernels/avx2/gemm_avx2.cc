@@ -1,0 +1,177 @@
+// AVX2 GEMM kernel (compiled with -mavx2 -mfma only here). Exact for every
+// input: no vpmaddubsw, whose int16 pair sums saturate (255*127*2 > 32767).
+//
+// Inner product: both operands are int16 and vpmaddwd multiplies pairs and
+// adds each pair into an int32 lane. Weights are pre-widened to int16 once at
+// pack time (layout nr = 16, kr = 2, int16 elements); each row tile of A is
+// widened into scratch as (a - z_a), which lies in [-255, 255], so a pair sum
+// is at most 2 * 255 * 128 in magnitude and the only int16 overflow case of
+// vpmaddwd (two (-32768)^2 products) cannot occur. Accumulation wraps modulo
+// 2^32 like the other paths; packing guarantees the true sums fit in int32.
+//
+// Register tile: up to 6 rows x 1 panel (12 ymm accumulators + 2 weight
+// vectors + 1 broadcast); few-row tiles take 2 panels at once.
+#include <immintrin.h>
+
+#include "megq/kernels/gemm_kernels.h"
+
+namespace megq {
+namespace avx2 {
+namespace {
+
+constexpr int kMR = 6;
+constexpr int kNR = 16;
+constexpr int kKR = 2;
+
+// Widens rows [m, m + rows) of A to int16 (a - z_a) with Kp entries per row.
+void pack_a_rows(const GemmArgs& g, int m, int rows, int16_t* dst) {
+  const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(g.a_zero_point));
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* src = g.a + (m + r) * g.a_stride;
+    int16_t* d = dst + static_cast<ptrdiff_t>(r) * g.Kp;
+    int k = 0;
+    for (; k + 16 <= g.K; k += 16) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k));
+      const __m256i wide = g.a_signed ? _mm256_cvtepi8_epi16(bytes) : _mm256_cvtepu8_epi16(bytes);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), _mm256_sub_epi16(wide, zp));
+    }
+    for (; k < g.K; ++k) {  // tail: byte by byte, never past the row
+      const int32_t x = g.a_signed ? static_cast<int8_t>(src[k]) : src[k];
+      d[k] = static_cast<int16_t>(x - g.a_zero_point);
+    }
+    for (; k < g.Kp; ++k) d[k] = 0;
+  }
+}
+
+// Round half away from zero (see requantize.h): truncate, then step away from
+// zero where the dropped fraction is at least one half.
+inline __m256 round_half_away(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = _mm256_sub_ps(v, t);  // exact
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 up = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
+  const __m256 down = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
+  return _mm256_sub_ps(_mm256_add_ps(t, up), down);
+}
+
+inline void store8(const GemmArgs& g, __m256i acc, int row, int col, int valid) {
+  if (valid <= 0) return;
+  acc = _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias + col)));
+  uint8_t* c = g.c + row * g.c_stride;
+  if (g.out_type == OutputType::kInt32) {
+    int32_t* dst = reinterpret_cast<int32_t*>(c) + col;
+    if (valid >= 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc);
+    } else {
+      // vpmaskmovd does not touch (or fault on) masked-off lanes.
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      _mm256_maskstore_epi32(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lane), acc);
+    }
+    return;
+  }
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(g.multiplier + col));
+  v = _mm256_max_ps(v, _mm256_set1_ps(static_cast<float>(g.out_min - g.out_zero_point)));
+  v = _mm256_min_ps(v, _mm256_set1_ps(static_cast<float>(g.out_max - g.out_zero_point)));
+  __m256i q = _mm256_cvtps_epi32(round_half_away(v));  // integral already: exact
+  q = _mm256_add_epi32(q, _mm256_set1_epi32(g.out_zero_point));
+  // Values are inside the output type's range, so the saturating packs keep
+  // them; the two 128-bit lanes each end up with four bytes in their low dword.
+  const __m256i w16 = _mm256_packs_epi32(q, q);
+  const __m256i b8 = g.out_type == OutputType::kInt8 ? _mm256_packs_epi16(w16, w16)
+                                                     : _mm256_packus_epi16(w16, w16);
+  const __m128i bytes = _mm_unpacklo_epi32(_mm256_castsi256_si128(b8), _mm256_extracti128_si256(b8, 1));
+  if (valid >= 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(c + col), bytes);
+  } else {
+    alignas(16) uint8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+    for (int j = 0; j < valid; ++j) c[col + j] = tmp[j];
+  }
+}
+
+template <int ROWS, int NP>
+void tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel) {
+  __m256i acc[ROWS][2 * NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm256_setzero_si256();
+
+  const uint8_t* b = g.packed + panel * g.panel_bytes;
+  const int groups = g.Kp / kKR;
+  for (int q = 0; q < groups; ++q) {
+    __m256i w[2 * NP];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      const uint8_t* src = b + p * g.panel_bytes + q * (kNR * kKR * 2);
+      w[2 * p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+      w[2 * p + 1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t pair;
+      __builtin_memcpy(&pair, a_packed + r * g.Kp + q * kKR, 4);
+      const __m256i av = _mm256_set1_epi32(pair);
+#pragma GCC unroll 8
+      for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(av, w[j]));
+    }
+  }
+
+  const int col0 = panel * kNR;
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NP; ++j) store8(g, acc[r][j], row0 + r, col0 + 8 * j, g.N - col0 - 8 * j);
+}
+
+template <int ROWS>
+void row_tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel_begin, int panel_end) {
+  int p = panel_begin;
+  if constexpr (ROWS <= 3) {
+    for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, a_packed, row0, p);
+  }
+  for (; p < panel_end; ++p) tile<ROWS, 1>(g, a_packed, row0, p);
+}
+
+}  // namespace
+
+GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, kKR, 2, AInput::kSubtractZeroPoint, 2}; }
+
+void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
+                uint8_t* scratch) {
+  int16_t* a_packed = reinterpret_cast<int16_t*>(scratch);
+  for (int m = m_begin; m < m_end; m += kMR) {
+    const int rows = m_end - m < kMR ? m_end - m : kMR;
+    pack_a_rows(g, m, rows, a_packed);
+    switch (rows) {
+      case 1: row_tile<1>(g, a_packed, m, panel_begin, panel_end); break;
+      case 2: row_tile<2>(g, a_packed, m, panel_begin, panel_end); break;
+      case 3: row_tile<3>(g, a_packed, m, panel_begin, panel_end); break;
+      case 4: row_tile<4>(g, a_packed, m, panel_begin, panel_end); break;
+      case 5: row_tile<5>(g, a_packed, m, panel_begin, panel_end); break;
+      default: row_tile<6>(g, a_packed, m, panel_begin, panel_end); break;
+    }
+  }
+}
+
+// 12 independent chains of vpmaddwd + vpaddd (the kernel's instruction mix),
+// 16 multiply-adds each. The madd reads its own chain's accumulator so that
+// the compiler cannot hoist it out of the loop.
+const int64_t kPeakOpsPerIteration = 12 * 16 * 2;
+void dot_peak_loop(int64_t iterations, int32_t* sink) {
+  __m256i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+  const __m256i b = _mm256_set1_epi16(5);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc[i], b));
+  }
+  __m256i s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_epi32(s, acc[i]);
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  *sink = lanes[0] + lanes[7];
+}
+
+}  // namespace avx2
+}  // namespace megq

@@ -1,0 +1,96 @@
+// The interface between megq's GEMM driver (csrc/megq/gemm.cc) and the
+// per-ISA GEMM kernels (csrc/megq/kernels/<isa>/gemm_*.cc).
+//
+// Packed weight layout (built by the driver from an ISA's GemmLayout):
+//   N is split into panels of `nr` columns; panel p is one contiguous record of
+//   panel_bytes bytes. K is padded with zero weights to Kp (a multiple of kr)
+//   and split into groups of kr consecutive k. For each group, the record holds
+//   nr columns of kr weights each, column-major within the group ("c<kr>"
+//   interleave): element (k, n) of panel p sits at
+//     ((k / kr) * nr + (n % nr)) * kr + (k % kr)     [in elements]
+//   Columns beyond N and k beyond K hold 0, so kernels run whole groups and
+//   whole panels and the tails contribute nothing.
+//   Elements are int8, or int16 where the layout says so (AVX2 pre-widens the
+//   weights once at pack time for vpmaddwd).
+// bias and multiplier arrays are padded to panels * nr entries (+ slack), so
+// kernels load whole vectors from them.
+//
+// How a kernel sees the activations (AInput):
+//   kSubtractZeroPoint: it computes sum (a - z_a) * w itself, exactly;
+//   kUnsigned / kSigned: it computes sum a' * w with a' = a reinterpreted as
+//     u8 / s8 after flipping the sign bit when A's signedness differs
+//     (a' = a + delta, delta = +-128 or 0); the driver folds
+//     -(z_a + delta) * sum_k w into the packed bias (modulo 2^32: exact
+//     whenever the true result fits in int32, which packing checks).
+//
+// Kernels never read past the caller's rows: they copy each row tile into
+// megq-owned scratch (which may be over-read) or handle tails with masks.
+#ifndef MEGQ_KERNELS_GEMM_KERNELS_H_
+#define MEGQ_KERNELS_GEMM_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace megq {
+
+enum class OutputType { kInt32 = 0, kInt8 = 1, kUint8 = 2 };
+enum class AInput { kSubtractZeroPoint, kUnsigned, kSigned };
+
+struct GemmLayout {
+  int mr;             // rows per register tile
+  int nr;             // columns per panel
+  int kr;             // k interleave
+  int b_elem_bytes;   // 1 (int8 weights) or 2 (pre-widened int16)
+  AInput a_input;
+  int scratch_bytes_per_k_row;  // scratch a kernel needs: mr * Kp * this
+};
+
+struct GemmArgs {
+  const uint8_t* a;        // row 0 of A (int8 or uint8 bytes)
+  ptrdiff_t a_stride;      // bytes between rows
+  bool a_signed;
+  int32_t a_zero_point;
+  int K;
+  int Kp;                  // K padded to kr
+  const uint8_t* packed;   // panel 0
+  size_t panel_bytes;
+  const int32_t* bias;     // folded bias, padded
+  const float* multiplier; // padded; unused for kInt32 output
+  OutputType out_type;
+  uint8_t* c;              // row 0 of C
+  ptrdiff_t c_stride;      // bytes between rows
+  int N;
+  int32_t out_zero_point, out_min, out_max;
+};
+
+// Each ISA namespace provides:
+//   GemmLayout gemm_layout();
+//   void gemm_block(const GemmArgs&, int m_begin, int m_end, int panel_begin,
+//                   int panel_end, uint8_t* scratch);
+//     computes C rows [m_begin, m_end) x panels [panel_begin, panel_end);
+//     scratch holds at least layout.mr * Kp * scratch_bytes_per_k_row bytes
+//     plus 64 bytes of slack.
+//   void dot_peak_loop(int64_t iterations, int32_t* sink);  (x86 ISAs)
+//     the ISA's best multiply-accumulate instruction mix on independent
+//     registers, for measuring the machine's peak; ops per iteration in
+//     kPeakOpsPerIteration.
+#define MEGQ_DECLARE_GEMM_ISA(ns)                                                    \
+  namespace ns {                                                                     \
+  GemmLayout gemm_layout();                                                          \
+  void gemm_block(const GemmArgs& args, int m_begin, int m_end, int panel_begin,     \
+                  int panel_end, uint8_t* scratch);                                  \
+  void dot_peak_loop(int64_t iterations, int32_t* sink);                             \
+  extern const int64_t kPeakOpsPerIteration;                                         \
+  }
+
+MEGQ_DECLARE_GEMM_ISA(scalar)
+MEGQ_DECLARE_GEMM_ISA(avx2)
+MEGQ_DECLARE_GEMM_ISA(avx512vnni)
+MEGQ_DECLARE_GEMM_ISA(neon)
+MEGQ_DECLARE_GEMM_ISA(neondot)
+
+#undef MEGQ_DECLARE_GEMM_ISA
+
+}  // namespace megq
+
+#endif  // MEGQ_KERNELS_GEMM_KERNELS_H_

@@ -1,0 +1,36 @@
+// Shared helpers for megq._C's binding files (one file per kernel family).
+#ifndef MEGQ_PYTHON_BINDINGS_H_
+#define MEGQ_PYTHON_BINDINGS_H_
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+namespace megq_python {
+
+namespace py = pybind11;
+
+// Raises TypeError naming `name` unless `array` has dtype T.
+template <typename T>
+void require_dtype(const py::array& array, const char* name, const char* expected) {
+  if (!array.dtype().is(py::dtype::of<T>())) {
+    throw py::type_error(std::string(name) + ": expected dtype " + expected + ", got " +
+                         std::string(py::str(array.dtype())));
+  }
+}
+
+inline void require_ndim(const py::array& array, const char* name, int ndim, const char* what) {
+  if (array.ndim() != ndim) {
+    throw py::value_error(std::string(name) + ": expected " + what + ", got an array with " +
+                          std::to_string(array.ndim()) + " dimension(s)");
+  }
+}
+
+void register_runtime(py::module_& m);
+void register_gemm(py::module_& m);
+
+}  // namespace megq_python
+
+#endif  // MEGQ_PYTHON_BINDINGS_H_

@@ -1,0 +1,14 @@
+// megq._C: the compiled kernels. The public, documented API is the Python
+// package megq.kernels, which wraps these functions.
+#include "bindings.h"
+#include "megq/gemm.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "megq's int8 CPU kernels (use megq.kernels, the documented wrapper)";
+  // Argument errors from the C++ core become ValueError.
+  py::register_exception<megq::ArgumentError>(m, "ArgumentError", PyExc_ValueError);
+  megq_python::register_runtime(m);
+  megq_python::register_gemm(m);
+}

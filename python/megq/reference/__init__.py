@@ -1,0 +1,11 @@
+"""Executable specification of megq's integer kernels, in numpy.
+
+Every function here computes, bit for bit, what the corresponding C++ kernel in
+``megq.kernels`` computes (tests compare every ISA path against independent
+numpy code and these functions). The QFloat model's eval forward uses the same
+integer-grid arithmetic, which is what makes QFloat and Q agree exactly.
+"""
+from .rounding import round_half_away_from_zero
+from .gemm import gemm, requantize, requantize_multiplier
+
+__all__ = ["round_half_away_from_zero", "gemm", "requantize", "requantize_multiplier"]
