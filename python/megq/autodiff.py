@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
+from ._malloc import tune_malloc
 from .tensor import _RECORDING, Tensor
 
 __all__ = ["GradManager", "no_grad"]
@@ -49,6 +50,7 @@ class GradManager:
         """Start recording (what ``with gm:`` does on entry)."""
         if self._recording:
             raise RuntimeError("GradManager is already recording")
+        tune_malloc()
         self._recording = True
         _RECORDING[0] += 1
 
