@@ -21,7 +21,7 @@ std::unique_ptr<megq::PackedGemmWeights> pack(const py::array& weight, std::opti
   require_dtype<int8_t>(weight, "weight", "int8");
   require_ndim(weight, "weight", 2, "a 2-D (K, N) array");
   const int K = static_cast<int>(weight.shape(0)), N = static_cast<int>(weight.shape(1));
-  if (weight.strides(1) != 1) {
+  if (K > 0 && N > 1 && weight.strides(1) != 1) {  // a single column may have any stride
     throw py::value_error("weight: rows must be contiguous (stride of axis 1 must be 1 byte)");
   }
   megq::PackGemmOptions o;
@@ -69,7 +69,7 @@ py::array run_gemm(const py::array& a, const megq::PackedGemmWeights& p, const s
     throw py::value_error("a: has K=" + std::to_string(a.shape(1)) + " columns but the packed weights expect K=" +
                           std::to_string(p.K));
   }
-  if (a.shape(0) > 0 && a.strides(1) != 1) {
+  if (a.shape(0) > 0 && a.shape(1) > 1 && a.strides(1) != 1) {
     throw py::value_error("a: rows must be contiguous (stride of axis 1 must be 1 byte); any row stride is fine");
   }
   megq::GemmOutput out;

@@ -30,7 +30,8 @@ def requantize(acc: np.ndarray, multiplier, out_dtype: str = "int8", out_zero_po
     lo, hi = _RANGES[out_dtype]
     lo = lo if out_min is None else out_min
     hi = hi if out_max is None else out_max
-    v = np.asarray(acc, dtype=np.int32).astype(np.float32) * np.asarray(multiplier, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a huge multiplier gives +-inf, which the clamp bounds
+        v = np.asarray(acc, dtype=np.int32).astype(np.float32) * np.asarray(multiplier, dtype=np.float32)
     v = np.clip(v, np.float32(lo - out_zero_point), np.float32(hi - out_zero_point))
     return (round_half_away_from_zero(v).astype(np.int32) + out_zero_point).astype(out_dtype)
 
