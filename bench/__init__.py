@@ -1,0 +1,1 @@
+"""megq benchmarks. Run from the repository root: ``python -m bench gemm --help``."""
