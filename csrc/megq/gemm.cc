@@ -169,16 +169,17 @@ std::unique_ptr<PackedGemmWeights> pack_gemm_weights(const int8_t* w, int K, int
   return p;
 }
 
-void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_stride, const GemmOutput& out,
-          uint8_t* c, ptrdiff_t c_row_stride) {
-  if (M < 1) return;
+namespace {
+
+void check_output(const PackedGemmWeights& p, const GemmOutput& out) {
   if (out.type != OutputType::kInt32 && !p.has_multiplier) {
     throw ArgumentError("packed: these weights were packed without a multiplier; pass one to pack them for "
                         "int8/uint8 output, or ask for int32 output");
   }
-  const GemmIsaEntry entry = gemm_entry(p.isa);
-  const GemmLayout& L = p.layout;
+}
 
+GemmArgs make_args(const PackedGemmWeights& p, const uint8_t* a, ptrdiff_t a_row_stride, const GemmOutput& out,
+                   uint8_t* c, ptrdiff_t c_row_stride) {
   GemmArgs g;
   g.a = a;
   g.a_stride = a_row_stride;
@@ -197,6 +198,30 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   g.out_zero_point = out.zero_point;
   g.out_min = out.min;
   g.out_max = out.max;
+  return g;
+}
+
+}  // namespace
+
+size_t gemm_scratch_bytes(const PackedGemmWeights& p) {
+  return static_cast<size_t>(p.layout.mr) * p.Kp * p.layout.scratch_bytes_per_k_row;
+}
+
+void gemm_rows(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t a_row_stride,
+               const GemmOutput& out, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end,
+               uint8_t* scratch) {
+  check_output(p, out);
+  const GemmArgs g = make_args(p, a, a_row_stride, out, c, c_row_stride);
+  gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, scratch);
+}
+
+void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_stride, const GemmOutput& out,
+          uint8_t* c, ptrdiff_t c_row_stride) {
+  if (M < 1) return;
+  check_output(p, out);
+  const GemmIsaEntry entry = gemm_entry(p.isa);
+  const GemmLayout& L = p.layout;
+  const GemmArgs g = make_args(p, a, a_row_stride, out, c, c_row_stride);
 
   // Tasks: blocks of panels (sized for L2) x chunks of row tiles. Each task
   // covers the full K, so the requantizing epilogue stays in the kernel and
@@ -215,7 +240,7 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   }
   const int tiles_per_chunk = ceil_div(m_tiles, m_chunks);
   m_chunks = ceil_div(m_tiles, tiles_per_chunk);
-  const size_t scratch_bytes = static_cast<size_t>(L.mr) * p.Kp * L.scratch_bytes_per_k_row;
+  const size_t scratch_bytes = gemm_scratch_bytes(p);
 
   parallel_for(n_blocks * m_chunks, [&](int task) {
     thread_local AlignedBuffer scratch;

@@ -79,6 +79,16 @@ struct GemmOutput {
 void gemm(const PackedGemmWeights& packed, const uint8_t* a, int M, ptrdiff_t a_row_stride,
           const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride);
 
+// Building blocks for operators built on the GEMM (conv2d): computes rows
+// [0, rows) of A (row r at a + r * a_row_stride) times panels
+// [panel_begin, panel_end) of the packed weights into C, on the calling thread.
+// scratch must hold gemm_scratch_bytes(packed) bytes (plus the 64 bytes of
+// slack an AlignedBuffer has).
+size_t gemm_scratch_bytes(const PackedGemmWeights& packed);
+void gemm_rows(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrdiff_t a_row_stride,
+               const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end,
+               uint8_t* scratch);
+
 // Runs the ISA's peak instruction loop `iterations` times; returns the ops
 // (2 per multiply-add) it executed, or 0 if the ISA has no such loop.
 int64_t run_peak_loop(Isa isa, int64_t iterations);

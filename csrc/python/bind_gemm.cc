@@ -7,13 +7,6 @@
 namespace megq_python {
 namespace {
 
-megq::OutputType parse_output_type(const std::string& s) {
-  if (s == "int8") return megq::OutputType::kInt8;
-  if (s == "uint8") return megq::OutputType::kUint8;
-  if (s == "int32") return megq::OutputType::kInt32;
-  throw py::value_error("out_dtype: expected 'int8', 'uint8' or 'int32', got '" + s + "'");
-}
-
 std::unique_ptr<megq::PackedGemmWeights> pack(const py::array& weight, std::optional<py::array> bias,
                                               std::optional<py::array> multiplier, bool input_signed,
                                               int input_zero_point, bool narrow_range,
@@ -72,37 +65,9 @@ py::array run_gemm(const py::array& a, const megq::PackedGemmWeights& p, const s
   if (a.shape(0) > 0 && a.shape(1) > 1 && a.strides(1) != 1) {
     throw py::value_error("a: rows must be contiguous (stride of axis 1 must be 1 byte); any row stride is fine");
   }
-  megq::GemmOutput out;
-  out.type = parse_output_type(out_dtype);
+  const megq::GemmOutput out = parse_gemm_output(out_dtype, out_zero_point, out_min, out_max);
   const int M = static_cast<int>(a.shape(0));
-  py::array result;
-  if (out.type == megq::OutputType::kInt32) {
-    if (out_zero_point != 0 || out_min || out_max) {
-      throw py::value_error("out_zero_point: int32 output is the raw accumulator; zero point and clamp bounds "
-                            "apply to int8/uint8 output only");
-    }
-    result = py::array_t<int32_t>({M, p.N});
-  } else {
-    const int lo = out.type == megq::OutputType::kInt8 ? -128 : 0;
-    const int hi = out.type == megq::OutputType::kInt8 ? 127 : 255;
-    if (out_zero_point < lo || out_zero_point > hi) {
-      throw py::value_error("out_zero_point: " + std::to_string(out_zero_point) + " is outside [" +
-                            std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    }
-    out.zero_point = out_zero_point;
-    out.min = out_min.value_or(lo);
-    out.max = out_max.value_or(hi);
-    if (out.min < lo || out.max > hi || out.min > out.max) {
-      throw py::value_error("out_min/out_max: expected " + std::to_string(lo) + " <= out_min <= out_max <= " +
-                            std::to_string(hi) + ", got [" + std::to_string(out.min) + ", " +
-                            std::to_string(out.max) + "]");
-    }
-    if (out.type == megq::OutputType::kInt8) {
-      result = py::array_t<int8_t>({M, p.N});
-    } else {
-      result = py::array_t<uint8_t>({M, p.N});
-    }
-  }
+  py::array result = make_output(out.type, {M, p.N});
   if (M == 0) return result;
   const uint8_t* a_ptr = static_cast<const uint8_t*>(a.data());
   const ptrdiff_t a_stride = a.strides(0);

@@ -6,7 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
+#include <vector>
+
+#include "megq/gemm.h"
 
 namespace megq_python {
 
@@ -28,8 +32,16 @@ inline void require_ndim(const py::array& array, const char* name, int ndim, con
   }
 }
 
+// Output type, zero point and clamp bounds of an int8 kernel call, checked
+// (int32 output takes neither zero point nor bounds).
+megq::GemmOutput parse_gemm_output(const std::string& out_dtype, int out_zero_point, std::optional<int> out_min,
+                                   std::optional<int> out_max);
+// A new C-contiguous array of the output type.
+py::array make_output(megq::OutputType type, const std::vector<py::ssize_t>& shape);
+
 void register_runtime(py::module_& m);
 void register_gemm(py::module_& m);
+void register_conv(py::module_& m);
 
 }  // namespace megq_python
 

@@ -4,7 +4,8 @@ One module per kernel family; everything public is re-exported here:
 
 * :mod:`megq.kernels.runtime` -- ISA selection (``cpu_info``, ``set_isa``, ``use_isa``),
   threads, peak measurement;
-* :mod:`megq.kernels.gemm` -- int8 GEMM with int32 accumulation and requantization.
+* :mod:`megq.kernels.gemm` -- int8 GEMM with int32 accumulation and requantization;
+* :mod:`megq.kernels.conv` -- int8 conv2d (NHWC) on the GEMM engine.
 
 Every kernel has a numpy twin in :mod:`megq.reference` that defines its result bit for bit.
 """
@@ -12,9 +13,10 @@ from ..reference.gemm import requantize_multiplier
 from .runtime import (active_isa, cpu_info, get_num_threads, measure_peak_gops, set_isa,
                       set_num_threads, use_isa)
 from .gemm import MAX_SAFE_K, PackedGemmWeights, gemm, pack_gemm_weights, relu_bounds
+from .conv import PackedConv2dWeights, conv2d, pack_conv2d_weights
 
 __all__ = [
-    "MAX_SAFE_K", "PackedGemmWeights", "active_isa", "cpu_info", "gemm", "get_num_threads",
+    "MAX_SAFE_K", "PackedConv2dWeights", "PackedGemmWeights", "conv2d", "pack_conv2d_weights", "active_isa", "cpu_info", "gemm", "get_num_threads",
     "measure_peak_gops", "pack_gemm_weights", "relu_bounds", "requantize_multiplier", "set_isa",
     "set_num_threads", "use_isa",
 ]

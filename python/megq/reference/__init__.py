@@ -7,5 +7,6 @@ integer-grid arithmetic, which is what makes QFloat and Q agree exactly.
 """
 from .rounding import round_half_away_from_zero
 from .gemm import gemm, requantize, requantize_multiplier
+from .conv import conv2d
 
-__all__ = ["round_half_away_from_zero", "gemm", "requantize", "requantize_multiplier"]
+__all__ = ["round_half_away_from_zero", "gemm", "requantize", "requantize_multiplier", "conv2d"]

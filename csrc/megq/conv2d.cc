@@ -1,0 +1,197 @@
+#include "megq/conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "megq/thread_pool.h"
+
+namespace megq {
+namespace {
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// An im2col tile of this many bytes stays in L1/L2 while the kernel re-reads
+// it for every panel.
+constexpr size_t kIm2colTileBytes = 48 * 1024;
+constexpr int kMaxTilePixels = 256;
+constexpr double kParallelMinMacs = 64.0 * 1024;
+constexpr int kTasksPerThread = 4;
+
+size_t output_bytes(OutputType t) { return t == OutputType::kInt32 ? 4 : 1; }
+
+}  // namespace
+
+int conv_output_size(int in, int kernel, int stride, int pad, int dilation) {
+  const long long span = static_cast<long long>(dilation) * (kernel - 1) + 1;
+  const long long padded = static_cast<long long>(in) + 2LL * pad;
+  if (padded < span) return 0;
+  return static_cast<int>((padded - span) / stride + 1);
+}
+
+std::unique_ptr<PackedConv2dWeights> pack_conv2d_weights(const int8_t* w, int out_channels,
+                                                         int in_channels_per_group, int kernel_h, int kernel_w,
+                                                         int groups, const PackGemmOptions& o, Isa isa) {
+  if (out_channels < 1 || in_channels_per_group < 1 || kernel_h < 1 || kernel_w < 1) {
+    throw ArgumentError("weight: expected a (Cout, Cin/groups, kh, kw) array with every size >= 1");
+  }
+  if (groups < 1 || out_channels % groups != 0) {
+    throw ArgumentError("groups: " + std::to_string(groups) + " must be >= 1 and divide the " +
+                        std::to_string(out_channels) + " output channels");
+  }
+  if (o.multiplier != nullptr && o.multiplier_count != 1 && o.multiplier_count != out_channels) {
+    throw ArgumentError("multiplier: expected 1 or Cout=" + std::to_string(out_channels) + " values, got " +
+                        std::to_string(o.multiplier_count));
+  }
+  auto p = std::make_unique<PackedConv2dWeights>();
+  p->out_channels = out_channels;
+  p->in_channels = in_channels_per_group * groups;
+  p->kernel_h = kernel_h;
+  p->kernel_w = kernel_w;
+  p->groups = groups;
+  const int cout_g = out_channels / groups;
+  const int k = kernel_h * kernel_w * in_channels_per_group;
+  std::vector<int8_t> b(static_cast<size_t>(k) * cout_g);
+  for (int g = 0; g < groups; ++g) {
+    // B[(ky*kw + kx)*Cg + ci, co] = w[g*cout_g + co, ci, ky, kx]
+    for (int co = 0; co < cout_g; ++co) {
+      const int8_t* src = w + static_cast<size_t>(g * cout_g + co) * in_channels_per_group * kernel_h * kernel_w;
+      for (int ci = 0; ci < in_channels_per_group; ++ci) {
+        for (int ky = 0; ky < kernel_h; ++ky) {
+          for (int kx = 0; kx < kernel_w; ++kx) {
+            const int row = (ky * kernel_w + kx) * in_channels_per_group + ci;
+            b[static_cast<size_t>(row) * cout_g + co] = src[(ci * kernel_h + ky) * kernel_w + kx];
+          }
+        }
+      }
+    }
+    PackGemmOptions og = o;
+    if (o.bias) og.bias = o.bias + g * cout_g;
+    if (o.multiplier && o.multiplier_count > 1) {
+      og.multiplier = o.multiplier + g * cout_g;
+      og.multiplier_count = cout_g;
+    }
+    p->group_weights.push_back(pack_gemm_weights(b.data(), k, cout_g, cout_g, og, isa));
+  }
+  return p;
+}
+
+void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dParams& c, const GemmOutput& out,
+            uint8_t* y) {
+  if (x.channels != p.in_channels) {
+    throw ArgumentError("x: has " + std::to_string(x.channels) + " channels but the weights expect " +
+                        std::to_string(p.in_channels));
+  }
+  if (c.stride_h < 1 || c.stride_w < 1) throw ArgumentError("stride: must be >= 1");
+  if (c.dilation_h < 1 || c.dilation_w < 1) throw ArgumentError("dilation: must be >= 1");
+  if (c.pad_h < 0 || c.pad_w < 0) throw ArgumentError("padding: must be >= 0");
+  const int oh = conv_output_size(x.height, p.kernel_h, c.stride_h, c.pad_h, c.dilation_h);
+  const int ow = conv_output_size(x.width, p.kernel_w, c.stride_w, c.pad_w, c.dilation_w);
+  if (oh < 1 || ow < 1) {
+    throw ArgumentError("x: the " + std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) +
+                        " kernel (with dilation) is larger than the padded " + std::to_string(x.height) + "x" +
+                        std::to_string(x.width) + " input");
+  }
+  if (x.batch < 1) return;
+  const PackedGemmWeights& first = *p.group_weights[0];
+  if (out.type != OutputType::kInt32 && !first.has_multiplier) {
+    throw ArgumentError("packed: these weights were packed without a multiplier; pass one to pack them for "
+                        "int8/uint8 output, or ask for int32 output");
+  }
+  const size_t elem = output_bytes(out.type);
+  const ptrdiff_t y_pixel_stride = static_cast<ptrdiff_t>(p.out_channels) * elem;
+  const int groups = p.groups, cin_g = p.in_channels / groups, cout_g = p.out_channels / groups;
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && c.pad_h == 0 && c.pad_w == 0;
+
+  // 1x1 stride 1 over a dense NHWC input: one GEMM over all pixels, no copy.
+  if (pointwise && groups == 1 && c.stride_h == 1 && c.stride_w == 1 && x.stride_w == x.channels &&
+      x.stride_h == static_cast<ptrdiff_t>(x.width) * x.stride_w &&
+      (x.batch == 1 || x.stride_n == static_cast<ptrdiff_t>(x.height) * x.stride_h)) {
+    gemm(first, x.data, x.batch * x.height * x.width, x.stride_w, out, y, y_pixel_stride);
+    return;
+  }
+
+  const int pixels = x.batch * oh * ow;
+  const int threads = get_num_threads();
+  const double macs = static_cast<double>(pixels) * p.out_channels * cin_g * p.kernel_h * p.kernel_w;
+  const int wanted = (threads > 1 && macs >= kParallelMinMacs) ? kTasksPerThread * threads : 1;
+  const int mr = first.layout.mr;
+  const int panels = first.panels;
+
+  if (pointwise) {
+    // 1x1 with stride (downsampling) or grouped: output row by output row,
+    // reading the input in place with a row stride of stride_w pixels.
+    const int rows = x.batch * oh;
+    const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, rows)));
+    const int panels_per_block = ceil_div(panels, n_blocks);
+    const size_t scratch_bytes = gemm_scratch_bytes(first);
+    parallel_for(rows * n_blocks * groups, [&](int task) {
+      thread_local AlignedBuffer scratch;
+      scratch.reserve(scratch_bytes);
+      const int g = task % groups, nb = (task / groups) % n_blocks, row = task / groups / n_blocks;
+      const int n = row / oh, oy = row % oh;
+      const uint8_t* a = x.data + n * x.stride_n + static_cast<ptrdiff_t>(oy) * c.stride_h * x.stride_h + g * cin_g;
+      uint8_t* dst = y + static_cast<ptrdiff_t>(row) * ow * y_pixel_stride + g * cout_g * elem;
+      const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 < p1) {
+        gemm_rows(*p.group_weights[g], a, ow, c.stride_w * x.stride_w, out, dst, y_pixel_stride, p0, p1,
+                  scratch.as<uint8_t>());
+      }
+    });
+    return;
+  }
+
+  // General case: im2col tiles of `tile` output pixels x K bytes.
+  const int k = p.kernel_h * p.kernel_w * cin_g;
+  int tile = static_cast<int>(kIm2colTileBytes / static_cast<size_t>(k));
+  tile = std::clamp(tile / mr * mr, mr, kMaxTilePixels);
+  int tiles = ceil_div(pixels, tile);
+  if (tiles < wanted) {  // small images: smaller tiles so every thread has work
+    tile = std::max(mr, ceil_div(ceil_div(pixels, wanted), mr) * mr);
+    tiles = ceil_div(pixels, tile);
+  }
+  const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, tiles)));
+  const int panels_per_block = ceil_div(panels, n_blocks);
+  const size_t im2col_bytes = static_cast<size_t>(tile) * k;
+  const size_t scratch_bytes = gemm_scratch_bytes(first);
+  const uint8_t pad_byte = static_cast<uint8_t>(first.input_zero_point);
+
+  parallel_for(tiles * n_blocks * groups, [&](int task) {
+    thread_local AlignedBuffer patches, scratch;
+    patches.reserve(im2col_bytes);
+    scratch.reserve(scratch_bytes);
+    const int g = task % groups, nb = (task / groups) % n_blocks, t = task / groups / n_blocks;
+    const int p_begin = t * tile, count = std::min(tile, pixels - p_begin);
+    uint8_t* rows = patches.as<uint8_t>();
+    for (int r = 0; r < count; ++r) {
+      const int pix = p_begin + r;
+      const int n = pix / (oh * ow), oy = (pix / ow) % oh, ox = pix % ow;
+      uint8_t* dst = rows + static_cast<size_t>(r) * k;
+      const uint8_t* image = x.data + n * x.stride_n + g * cin_g;
+      for (int ky = 0; ky < p.kernel_h; ++ky) {
+        const int iy = oy * c.stride_h - c.pad_h + ky * c.dilation_h;
+        if (iy < 0 || iy >= x.height) {  // a whole row of taps in the padding
+          std::memset(dst, pad_byte, static_cast<size_t>(p.kernel_w) * cin_g);
+          dst += static_cast<size_t>(p.kernel_w) * cin_g;
+          continue;
+        }
+        for (int kx = 0; kx < p.kernel_w; ++kx, dst += cin_g) {
+          const int ix = ox * c.stride_w - c.pad_w + kx * c.dilation_w;
+          if (ix < 0 || ix >= x.width) {
+            std::memset(dst, pad_byte, cin_g);
+          } else {
+            std::memcpy(dst, image + iy * x.stride_h + ix * x.stride_w, cin_g);
+          }
+        }
+      }
+    }
+    const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+    if (p0 < p1) {
+      gemm_rows(*p.group_weights[g], rows, count, k, out,
+                y + static_cast<ptrdiff_t>(p_begin) * y_pixel_stride + g * cout_g * elem, y_pixel_stride, p0, p1,
+                scratch.as<uint8_t>());
+    }
+  });
+}
+
+}  // namespace megq
