@@ -1,0 +1,176 @@
+"""megq.kernels.conv2d against an independent numpy oracle (direct loops over taps), bit for bit."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+K = pytest.importorskip("megq.kernels")
+from megq import reference  # noqa: E402
+
+from gemm_oracle import RANGES, round_half_away_f64  # noqa: E402
+
+
+def oracle_conv(x, w, bias, mult, *, stride, padding, dilation, groups, zx, out_dtype="int8", zy=0,
+                lo=None, hi=None):
+    """Direct convolution: for every tap, shift the zero-padded input and accumulate in int64."""
+    n, h, wd, cin = x.shape
+    cout, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    padded = np.zeros((n, h + 2 * ph, wd + 2 * pw, cin), np.int64)
+    padded[:, ph:ph + h, pw:pw + wd] = x.astype(np.int64) - zx  # padding is real zero
+    acc = np.zeros((n, oh, ow, cout), np.int64)
+    og = cout // groups
+    for co in range(cout):
+        g = co // og
+        for ky, kx in itertools.product(range(kh), range(kw)):
+            rows = padded[:, ky * dh::sh][:, :oh, kx * dw::sw][:, :, :ow, g * cg:(g + 1) * cg]
+            acc[..., co] += rows @ w[co, :, ky, kx].astype(np.int64)
+    if bias is not None:
+        acc += bias
+    if out_dtype == "int32":
+        return acc.astype(np.int32)
+    lo_d, hi_d = RANGES[out_dtype]
+    v = acc.astype(np.float32) * np.asarray(mult, np.float32)
+    y = round_half_away_f64(v) + zy
+    return np.clip(y, lo_d if lo is None else lo, hi_d if hi is None else hi).astype(out_dtype)
+
+
+def check(rng, n, h, w, cin, cout, kh, kw, stride=1, padding=0, dilation=1, groups=1, *, a_dtype="int8",
+          zx=0, per_channel=True, out_dtype="int8", zy=0, x=None):
+    lo, hi = RANGES[a_dtype]
+    if x is None:
+        x = rng.integers(lo, hi + 1, (n, h, w, cin)).astype(a_dtype)
+    wt = rng.integers(-127, 128, (cout, cin // groups, kh, kw)).astype(np.int8)
+    b = rng.integers(-2000, 2000, cout).astype(np.int32)
+    scale = 1.0 / (64.0 * np.sqrt(kh * kw * cin / groups))
+    m = (rng.uniform(0.5, 2, cout) * scale).astype(np.float32) if per_channel else np.float32(scale)
+    pk = K.pack_conv2d_weights(wt, b, m, groups=groups, input_dtype=a_dtype, input_zero_point=zx)
+    p2 = lambda v: (v, v) if np.isscalar(v) else tuple(v)  # noqa: E731
+    got = K.conv2d(x, pk, stride=stride, padding=padding, dilation=dilation, out_dtype=out_dtype,
+                   out_zero_point=zy)
+    want = oracle_conv(x, wt, b, m, stride=p2(stride), padding=p2(padding), dilation=p2(dilation),
+                       groups=groups, zx=zx, out_dtype=out_dtype, zy=zy)
+    np.testing.assert_array_equal(got, want)
+    return x, wt, b, m, got
+
+
+def test_channel_counts_1_to_33(isa, threads):
+    rng = np.random.default_rng(10)
+    for c in range(1, 34):
+        check(rng, 1, 5, 6, c, 3, 3, 3, padding=1)
+        check(rng, 1, 4, 3, 2, c, 3, 3, padding=1)
+        check(rng, 1, 3, 5, c, 35 - c, 1, 1)
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, 5, 7])
+def test_stride_padding_dilation_sweep(isa, kernel):
+    rng = np.random.default_rng(11)
+    for stride, padding, dilation in itertools.product([1, 2, 3], [0, 1, 3], [1, 2]):
+        if (kernel - 1) * dilation + 1 > 11 + 2 * padding:
+            continue
+        check(rng, 1, 11, 9 + kernel, 5, 7, kernel, kernel, stride, padding, dilation)
+
+
+@pytest.mark.parametrize("groups,cin,cout", [(2, 8, 6), (4, 8, 12), (3, 9, 3), (8, 16, 16)])
+def test_groups(isa, threads, groups, cin, cout):
+    rng = np.random.default_rng(12)
+    check(rng, 2, 7, 6, cin, cout, 3, 3, 1, 1, groups=groups)
+    check(rng, 1, 8, 8, cin, cout, 1, 1, 2, 0, groups=groups)
+    check(rng, 1, 8, 8, cin, cout, 1, 1, 1, 0, groups=groups)
+
+
+def test_batch_rectangular_and_asymmetric_args(isa, threads):
+    rng = np.random.default_rng(13)
+    check(rng, 3, 13, 7, 6, 10, 3, 5, (2, 1), (1, 2), (1, 2))
+    check(rng, 4, 9, 9, 16, 24, 1, 1, (2, 2))  # 1x1 stride 2 (downsample), read in place
+    check(rng, 3, 5, 4, 24, 40, 1, 1)          # 1x1 stride 1 over the batch: one GEMM
+
+
+@pytest.mark.parametrize("a_dtype,zx", [("int8", 0), ("int8", -9), ("uint8", 128), ("uint8", 7)])
+@pytest.mark.parametrize("out_dtype,zy", [("int8", 0), ("uint8", 128), ("int32", 0)])
+def test_zero_points_and_output_types(isa, a_dtype, zx, out_dtype, zy):
+    rng = np.random.default_rng(14)
+    check(rng, 1, 9, 8, 7, 19, 3, 3, 2, 2, a_dtype=a_dtype, zx=zx, out_dtype=out_dtype, zy=zy)
+    check(rng, 1, 6, 6, 7, 19, 1, 1, a_dtype=a_dtype, zx=zx, out_dtype=out_dtype, zy=zy, per_channel=False)
+
+
+def test_extreme_values(isa):
+    x = np.full((1, 6, 6, 40), -128, np.int8)
+    wt = np.full((9, 40, 3, 3), -128, np.int8)
+    pk = K.pack_conv2d_weights(wt, narrow_range=False)
+    got = K.conv2d(x, pk, padding=1, out_dtype="int32")
+    want = oracle_conv(x, wt, None, None, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, zx=0,
+                       out_dtype="int32")
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 2, 2, 0] == 9 * 40 * 128 * 128
+
+
+def test_offset_and_strided_input_views(isa, threads):
+    rng = np.random.default_rng(15)
+    big = rng.integers(-128, 128, (2, 20, 30, 24)).astype(np.int8)
+    for view in (big[:, 3:14, 5:17, 4:12], big[:, ::2, ::3, :8], big[1:, ::-1, 2:9, 16:]):
+        assert not view.flags.c_contiguous
+        check(rng, *view.shape, 9, 3, 3, 1, 1, x=view)
+        check(rng, *view.shape, 9, 1, 1, 1, 0, x=view)
+        check(rng, *view.shape, 9, 1, 1, 2, 0, x=view)
+
+
+def test_resnet_and_mobilenet_shapes(isa):
+    rng = np.random.default_rng(16)
+    check(rng, 1, 32, 32, 3, 16, 7, 7, 2, 3)     # stem
+    check(rng, 1, 14, 14, 64, 64, 3, 3, 1, 1)
+    check(rng, 1, 14, 14, 64, 128, 3, 3, 2, 1)
+    check(rng, 1, 14, 14, 32, 96, 1, 1)         # expansion
+    check(rng, 1, 7, 7, 96, 24, 1, 1)           # projection
+
+
+def test_reference_conv_matches_oracle():
+    rng = np.random.default_rng(17)
+    x = rng.integers(0, 256, (2, 9, 8, 6)).astype(np.uint8)
+    wt = rng.integers(-127, 128, (8, 3, 3, 2)).astype(np.int8)
+    b = rng.integers(-100, 100, 8).astype(np.int32)
+    m = rng.uniform(1e-3, 1e-2, 8).astype(np.float32)
+    got = reference.conv2d(x, wt, b, m, stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2,
+                           input_zero_point=100, out_dtype="uint8", out_zero_point=10)
+    want = oracle_conv(x, wt, b, m, stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2, zx=100,
+                       out_dtype="uint8", zy=10)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.float32), pk), TypeError, "x: expected dtype int8"),
+    (lambda pk: K.conv2d(np.ones((5, 5, 4), np.int8), pk), ValueError, "x: expected a 4-D NHWC"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 3), np.int8), pk), ValueError, "x: has 3 channels but"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 8), np.int8)[..., ::2], pk), ValueError, "x: channels must be"),
+    (lambda pk: K.conv2d(np.ones((1, 2, 2, 4), np.int8), pk), ValueError, "x: the kernel .* larger than"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), pk, padding=-1), ValueError, "padding: must be"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), pk, stride=0), ValueError, "stride: must be"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), pk, dilation=(1, 0)), ValueError, "dilation: must"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), pk, stride=(1, 2, 3)), TypeError, "stride: expected"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), pk, out_zero_point=300), ValueError, "out_zero_point"),
+    (lambda pk: K.conv2d(np.ones((1, 5, 5, 4), np.int8), "w"), TypeError, "packed: expected PackedConv2d"),
+])
+def test_bad_conv_inputs(call, exc, match):
+    pk = K.pack_conv2d_weights(np.ones((6, 4, 3, 3), np.int8), None, np.float32(0.01))
+    with pytest.raises(exc, match=match):
+        call(pk)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(weight=np.ones((6, 4, 3), np.int8)), ValueError, "weight: expected a 4-D"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int16)), TypeError, "weight: expected dtype int8"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int8), groups=4), ValueError, "groups: 4 must be >= 1 and divide"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int8), groups=0), ValueError, "groups: 0"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int8), bias=np.ones(5, np.int32)), ValueError, "bias: expected Cout"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int8), multiplier=np.ones(4, np.float32)), ValueError,
+     "multiplier: expected 1 or Cout"),
+    (dict(weight=np.ones((6, 4, 3, 3), np.int8), multiplier=-1.0), ValueError, "multiplier: every value"),
+    (dict(weight=np.full((6, 4, 3, 3), -128, np.int8)), ValueError, "weight: value -128"),
+])
+def test_bad_conv_weights(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        K.pack_conv2d_weights(**kwargs)
