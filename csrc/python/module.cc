@@ -11,5 +11,6 @@ PYBIND11_MODULE(_C, m) {
   py::register_exception<megq::ArgumentError>(m, "ArgumentError", PyExc_ValueError);
   megq_python::register_runtime(m);
   megq_python::register_gemm(m);
+  megq_python::register_quantize(m);
   megq_python::register_conv(m);
 }

@@ -21,3 +21,5 @@ __all__ = [
     "set_num_threads", "use_isa",
 ]
 # Other kernel families register their exports below.
+from .quantize import dequantize, quantize, requantize
+__all__ += ["quantize", "dequantize", "requantize"]

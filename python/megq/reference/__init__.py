@@ -10,3 +10,5 @@ from .gemm import gemm, requantize, requantize_multiplier
 from .conv import conv2d
 
 __all__ = ["round_half_away_from_zero", "gemm", "requantize", "requantize_multiplier", "conv2d"]
+from .quantize import dequantize, quantize, requantize_tensor
+__all__ += ["quantize", "dequantize", "requantize_tensor"]

@@ -1,0 +1,121 @@
+// AVX2 quantize / dequantize / requantize kernels (contract: quantize.h).
+// Channel rows are converted 32 values at a time (true vdivps for quantize),
+// and the NCHW <-> NHWC layout change is an 8x8 byte transpose through
+// scratch. Tails use scalar code with the same float operations, so every
+// element gets identical bytes whichever path handles it.
+#include <cmath>
+
+#include "megq/kernels/avx2/ops_avx2_util.h"
+#include "megq/kernels/quantize_kernels.h"
+
+namespace megq {
+namespace avx2 {
+namespace {
+
+using namespace util;
+
+// Quantizes P contiguous floats into P bytes; returns true if any was NaN.
+bool quantize_row(const float* s, int P, const QuantizeParams& q, uint8_t* d) {
+  const __m256 vs = _mm256_set1_ps(q.scale);
+  const float flo = static_cast<float>(q.qmin - q.zero_point), fhi = static_cast<float>(q.qmax - q.zero_point);
+  const __m256 lo = _mm256_set1_ps(flo), hi = _mm256_set1_ps(fhi);
+  const __m256i z = _mm256_set1_epi32(q.zero_point);
+  const bool is_signed = q.qmin < 0;
+  __m256 nan = _mm256_setzero_ps();
+  int p = 0;
+  for (; p + 32 <= P; p += 32) {
+    __m256i r[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 x = _mm256_loadu_ps(s + p + 8 * k);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      r[k] = clamp_round_add(_mm256_div_ps(x, vs), lo, hi, z);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + p), pack32(r[0], r[1], r[2], r[3], is_signed));
+  }
+  for (; p + 8 <= P; p += 8) {
+    const __m256 x = _mm256_loadu_ps(s + p);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    store8(d + p, pack8(clamp_round_add(_mm256_div_ps(x, vs), lo, hi, z), is_signed));
+  }
+  bool any_nan = _mm256_movemask_ps(nan) != 0;
+  for (; p < P; ++p) {
+    float v = s[p] / q.scale;
+    if (v != v) {
+      any_nan = true;
+      v = 0.0f;
+    }
+    d[p] = static_cast<uint8_t>(clamp_round_add_1(v, flo, fhi, q.zero_point));
+  }
+  return any_nan;
+}
+
+// P contiguous bytes -> P floats (q - z) * scale.
+void dequantize_row(const uint8_t* s, int P, bool is_signed, float scale, int32_t zero_point, float* d) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  const __m256i z = _mm256_set1_epi32(zero_point);
+  int p = 0;
+  for (; p + 8 <= P; p += 8) {
+    const __m256i q = _mm256_sub_epi32(widen8(load8(s + p), is_signed), z);
+    _mm256_storeu_ps(d + p, _mm256_mul_ps(_mm256_cvtepi32_ps(q), vs));
+  }
+  for (; p < P; ++p) {
+    const int32_t q = is_signed ? static_cast<int8_t>(s[p]) : s[p];
+    d[p] = static_cast<float>(q - zero_point) * scale;
+  }
+}
+
+}  // namespace
+
+bool quantize_block(const float* src, ptrdiff_t src_c_stride, int C, int P, const QuantizeParams& q,
+                    uint8_t* dst, uint8_t* scratch) {
+  if (C == 1) return quantize_row(src, P, q, dst);
+  bool nan = false;
+  for (int c = 0; c < C; ++c) nan |= quantize_row(src + c * src_c_stride, P, q, scratch + static_cast<ptrdiff_t>(c) * P);
+  transpose_bytes(scratch, P, C, P, dst, C);
+  return nan;
+}
+
+void dequantize_block(const uint8_t* src, ptrdiff_t src_p_stride, int C, int P, bool is_signed, float scale,
+                      int32_t zero_point, float* dst, ptrdiff_t dst_c_stride, uint8_t* scratch) {
+  if (C == 1 && src_p_stride == 1) {
+    dequantize_row(src, P, is_signed, scale, zero_point, dst);
+    return;
+  }
+  transpose_bytes(src, src_p_stride, P, C, scratch, P);
+  for (int c = 0; c < C; ++c) {
+    dequantize_row(scratch + static_cast<ptrdiff_t>(c) * P, P, is_signed, scale, zero_point, dst + c * dst_c_stride);
+  }
+}
+
+void requantize_rows(const uint8_t* src, ptrdiff_t src_stride, uint8_t* dst, ptrdiff_t dst_stride, int rows,
+                     int64_t cols, const RequantizeParams& r) {
+  const __m256 m = _mm256_set1_ps(r.multiplier);
+  const float flo = static_cast<float>(r.lo - r.out_zero_point), fhi = static_cast<float>(r.hi - r.out_zero_point);
+  const __m256 lo = _mm256_set1_ps(flo), hi = _mm256_set1_ps(fhi);
+  const __m256i zi = _mm256_set1_epi32(r.in_zero_point), zo = _mm256_set1_epi32(r.out_zero_point);
+  const bool out_signed = r.lo < 0;
+  for (int i = 0; i < rows; ++i) {
+    const uint8_t* s = src + i * src_stride;
+    uint8_t* d = dst + i * dst_stride;
+    int64_t j = 0;
+    for (; j + 32 <= cols; j += 32) {
+      __m256i v[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = _mm256_sub_epi32(widen8(load8(s + j + 8 * k), r.in_signed), zi);
+        v[k] = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(q), m), lo, hi, zo);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), pack32(v[0], v[1], v[2], v[3], out_signed));
+    }
+    for (; j + 8 <= cols; j += 8) {
+      const __m256i q = _mm256_sub_epi32(widen8(load8(s + j), r.in_signed), zi);
+      store8(d + j, pack8(clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(q), m), lo, hi, zo), out_signed));
+    }
+    for (; j < cols; ++j) {
+      const int32_t q = (r.in_signed ? static_cast<int8_t>(s[j]) : s[j]) - r.in_zero_point;
+      d[j] = static_cast<uint8_t>(clamp_round_add_1(static_cast<float>(q) * r.multiplier, flo, fhi, r.out_zero_point));
+    }
+  }
+}
+
+}  // namespace avx2
+}  // namespace megq
