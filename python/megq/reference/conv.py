@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gemm import requantize
+from .gemm import exact_int_matmul, requantize
 
 
 def _pair(v):
@@ -18,18 +18,18 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, mu
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     n, h, w, cin = x.shape
     cout, cg, kh, kw = weight.shape
-    xs = np.pad(x.astype(np.int64) - input_zero_point, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    xs = np.pad(x.astype(np.float64) - input_zero_point, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     acc = np.zeros((n, oh, ow, cout), np.int64)
     cout_g = cout // groups
     for g in range(groups):
-        wg = weight[g * cout_g:(g + 1) * cout_g].astype(np.int64)  # (cout_g, cg, kh, kw)
-        for ky in range(kh):
-            for kx in range(kw):
-                patch = xs[:, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw,
-                           g * cg:(g + 1) * cg]
-                acc[..., g * cout_g:(g + 1) * cout_g] += patch @ wg[:, :, ky, kx].T
+        # im2col of this group: (pixels, kh*kw*cg) with K ordered (ky, kx, ci), then one exact product.
+        taps = [xs[:, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw,
+                   g * cg:(g + 1) * cg] for ky in range(kh) for kx in range(kw)]
+        cols = np.concatenate(taps, axis=-1).reshape(n * oh * ow, kh * kw * cg)
+        wg = weight[g * cout_g:(g + 1) * cout_g].transpose(2, 3, 1, 0).reshape(kh * kw * cg, cout_g)
+        acc[..., g * cout_g:(g + 1) * cout_g] = exact_int_matmul(cols, wg).reshape(n, oh, ow, cout_g)
     if bias is not None:
         acc += np.asarray(bias, np.int64)
     if acc.size and (acc.max() > np.iinfo(np.int32).max or acc.min() < np.iinfo(np.int32).min):
