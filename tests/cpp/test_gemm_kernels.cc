@@ -19,11 +19,13 @@
 //              an emulator cannot skip the path it is meant to test)
 //   --cube     M, N, K each in 1..N for the exhaustive small-shape sweep (33)
 // The last line is "N passed, M failed"; the exit code is 1 on any failure.
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -57,6 +59,25 @@ struct Rng {
   bool coin(int percent = 50) { return static_cast<int>(next() % 100) < percent; }
   double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 };
+
+// ------------------------------------------------------- fault reporting
+// A kernel that reads past A's rows hits a guard page: report which case and
+// ISA did it, with the usual summary line, instead of dying silently.
+char g_current[512] = "(setup)";
+long g_passed_so_far = 0, g_failed_so_far = 0;
+
+void on_fault(int sig) {
+  char buf[800];
+  const int n = std::snprintf(buf, sizeof buf,
+                              "FAIL %s: signal %d (a read outside the caller's A rows hits a guard page)\n"
+                              "%ld passed, %ld failed\n",
+                              g_current, sig, g_passed_so_far, g_failed_so_far + 1);
+  if (n > 0) {
+    ssize_t ignored = write(STDOUT_FILENO, buf, static_cast<size_t>(n));
+    (void)ignored;
+  }
+  _exit(1);
+}
 
 // ------------------------------------------------------ guarded A placement
 // One mapping of `capacity` bytes with a PROT_NONE page right after it (tail
@@ -254,6 +275,8 @@ class Runner {
       std::string error;
       std::vector<uint8_t> cbuf(c_total, canary);
       uint8_t* cp = cbuf.data() + c.c_offset;
+      std::snprintf(g_current, sizeof g_current, "[%s] %s", megq::isa_name(isa), describe(c).c_str());
+      g_passed_so_far = stats_.passed, g_failed_so_far = stats_.failed;
       try {
         auto packed = megq::pack_gemm_weights(c.w.data(), c.K, c.N, c.N, po, isa);
         megq::gemm(*packed, a, c.M, c.a_stride, go, cp, c_stride);
@@ -530,6 +553,7 @@ std::vector<std::string> split(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // keep output if a fault ends the run
   Options opt;
   std::vector<std::string> only, required;
   for (int i = 1; i < argc; ++i) {
@@ -583,6 +607,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
   std::fflush(stdout);
 
+  std::signal(SIGSEGV, on_fault);
+  std::signal(SIGBUS, on_fault);
   Runner run(opt);
   struct Section {
     const char* name;
