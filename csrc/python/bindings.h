@@ -42,6 +42,7 @@ py::array make_output(megq::OutputType type, const std::vector<py::ssize_t>& sha
 void register_runtime(py::module_& m);
 void register_gemm(py::module_& m);
 void register_quantize(py::module_& m);
+void register_elementwise(py::module_& m);
 void register_conv(py::module_& m);
 
 }  // namespace megq_python

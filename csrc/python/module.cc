@@ -12,5 +12,6 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_runtime(m);
   megq_python::register_gemm(m);
   megq_python::register_quantize(m);
+  megq_python::register_elementwise(m);
   megq_python::register_conv(m);
 }

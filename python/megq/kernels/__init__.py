@@ -23,3 +23,5 @@ __all__ = [
 # Other kernel families register their exports below.
 from .quantize import dequantize, quantize, requantize
 __all__ += ["quantize", "dequantize", "requantize"]
+from .elementwise import add, fuse_add_relu, mul
+__all__ += ["add", "fuse_add_relu", "mul"]

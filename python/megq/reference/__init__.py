@@ -12,3 +12,5 @@ from .conv import conv2d
 __all__ = ["round_half_away_from_zero", "gemm", "requantize", "requantize_multiplier", "conv2d"]
 from .quantize import dequantize, quantize, requantize_tensor
 __all__ += ["quantize", "dequantize", "requantize_tensor"]
+from .elementwise import add, fuse_add_relu, mul
+__all__ += ["add", "fuse_add_relu", "mul"]

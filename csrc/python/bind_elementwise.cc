@@ -1,0 +1,64 @@
+// megq._C.add / fuse_add_relu / mul (contract: csrc/megq/elementwise.h).
+#include <algorithm>
+
+#include "bindings.h"
+#include "megq/elementwise.h"
+#include "ops_bindings_util.h"
+
+namespace megq_python {
+namespace {
+
+using namespace ops;
+
+py::array contiguous(const py::array& a, bool is_signed) {
+  if (is_signed) return py::array_t<int8_t, py::array::c_style>::ensure(a);
+  return py::array_t<uint8_t, py::array::c_style>::ensure(a);
+}
+
+py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, int a_zero_point, float b_scale,
+                 int b_zero_point, float out_scale, int out_zero_point, const std::string& out_dtype, int kind) {
+  const bool a_signed = quantized_dtype(a_in, "a");
+  const bool b_signed = quantized_dtype(b_in, "b");
+  const bool out_signed = parse_quantized_dtype(out_dtype, "out_dtype");
+  if (a_in.ndim() != b_in.ndim() || !std::equal(a_in.shape(), a_in.shape() + a_in.ndim(), b_in.shape())) {
+    throw py::value_error("b: shape " + std::string(py::str(b_in.attr("shape"))) + " does not match a's shape " +
+                          std::string(py::str(a_in.attr("shape"))));
+  }
+  const py::array a = contiguous(a_in, a_signed), b = contiguous(b_in, b_signed);
+  std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
+  py::array y = new_quantized(out_signed, shape);
+  const megq::TensorQParams qa{a_scale, a_zero_point, a_signed}, qb{b_scale, b_zero_point, b_signed};
+  const megq::TensorQParams qy{out_scale, out_zero_point, out_signed};
+  const uint8_t* ap = static_cast<const uint8_t*>(a.data());
+  const uint8_t* bp = static_cast<const uint8_t*>(b.data());
+  uint8_t* yp = static_cast<uint8_t*>(y.mutable_data());
+  const int64_t n = static_cast<int64_t>(a.size());
+  {
+    py::gil_scoped_release release;
+    if (kind == 2) {
+      megq::quantized_mul(ap, qa, bp, qb, yp, qy, n);
+    } else {
+      megq::quantized_add(ap, qa, bp, qb, yp, qy, n, kind == 1);
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+void register_elementwise(py::module_& m) {
+  for (int kind = 0; kind < 3; ++kind) {
+    const char* name = kind == 0 ? "add" : (kind == 1 ? "fuse_add_relu" : "mul");
+    m.def(
+        name,
+        [kind](const py::array& a, const py::array& b, float a_scale, int a_zero_point, float b_scale,
+               int b_zero_point, float out_scale, int out_zero_point, const std::string& out_dtype) {
+          return binary(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_dtype,
+                        kind);
+        },
+        py::arg("a"), py::arg("b"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("b_scale"),
+        py::arg("b_zero_point"), py::arg("out_scale"), py::arg("out_zero_point"), py::arg("out_dtype"));
+  }
+}
+
+}  // namespace megq_python
