@@ -155,6 +155,7 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   const size_t im2col_bytes = static_cast<size_t>(tile) * k;
   const size_t scratch_bytes = gemm_scratch_bytes(first);
   const uint8_t pad_byte = static_cast<uint8_t>(first.input_zero_point);
+  const bool row_taps_contiguous = groups == 1 && c.dilation_w == 1 && x.stride_w == x.channels;
 
   parallel_for(tiles * n_blocks * groups, [&](int task) {
     thread_local AlignedBuffer patches, scratch;
@@ -175,12 +176,21 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
           dst += static_cast<size_t>(p.kernel_w) * cin_g;
           continue;
         }
+        const uint8_t* row = image + iy * x.stride_h;
+        const int ix0 = ox * c.stride_w - c.pad_w;
+        if (row_taps_contiguous && ix0 >= 0 && ix0 + p.kernel_w <= x.width) {
+          // The kw taps are adjacent pixels: one copy instead of kw small ones
+          // (the 7x7 stem has 3-byte taps).
+          std::memcpy(dst, row + ix0 * x.stride_w, static_cast<size_t>(p.kernel_w) * cin_g);
+          dst += static_cast<size_t>(p.kernel_w) * cin_g;
+          continue;
+        }
         for (int kx = 0; kx < p.kernel_w; ++kx, dst += cin_g) {
           const int ix = ox * c.stride_w - c.pad_w + kx * c.dilation_w;
           if (ix < 0 || ix >= x.width) {
             std::memset(dst, pad_byte, cin_g);
           } else {
-            std::memcpy(dst, image + iy * x.stride_h + ix * x.stride_w, cin_g);
+            std::memcpy(dst, row + ix * x.stride_w, cin_g);
           }
         }
       }
