@@ -111,69 +111,81 @@ def schedule(opt, total: int, warmup: int):
     return optim.LinearWarmup(opt, warmup, 0.1, after=cosine)
 
 
-def train_megq(model, loader, epochs, lr, wd, warmup) -> float:
-    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
-    sched = schedule(opt, epochs * len(loader), warmup)
-    gm = GradManager().attach(model.parameters())
-    model.train()
-    t0 = time.perf_counter()
-    for ep in range(epochs):
-        for x, y in D.progress(loader, total=len(loader), desc=f"megq epoch {ep}"):
-            with gm:
-                loss = F.cross_entropy(model(megq.Tensor(x)), megq.Tensor(y))
-                gm.backward(loss)
-            opt.step()
-            opt.clear_grad()
-            sched.step()
-    return time.perf_counter() - t0
+class MegqTrainer:
+    """One epoch at a time, so the benchmark can interleave megq and torch epochs (fair under varying load)."""
+
+    def __init__(self, model, loader, epochs, lr, wd, warmup) -> None:
+        self.model, self.loader = model, loader
+        self.opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        self.sched = schedule(self.opt, epochs * len(loader), warmup)
+        self.gm = GradManager().attach(model.parameters())
+        self.seconds = 0.0
+
+    def epoch(self, index: int) -> None:
+        self.loader.epoch = index  # same shuffle as the torch run's epoch `index`
+        self.model.train()
+        t0 = time.perf_counter()
+        for x, y in D.progress(self.loader, total=len(self.loader), desc=f"megq epoch {index}"):
+            with self.gm:
+                loss = F.cross_entropy(self.model(megq.Tensor(x)), megq.Tensor(y))
+                self.gm.backward(loss)
+            self.opt.step()
+            self.opt.clear_grad()
+            self.sched.step()
+        self.seconds += time.perf_counter() - t0
+
+    def evaluate(self, loader) -> Tuple[float, float]:
+        self.model.eval()
+        t0 = time.perf_counter()
+        correct = total = 0
+        with no_grad():
+            for x, y in loader:
+                correct += int((self.model(megq.Tensor(x)).numpy().argmax(1) == y).sum())
+                total += len(y)
+        return correct / total, time.perf_counter() - t0
 
 
-def eval_megq(model, loader) -> Tuple[float, float]:
-    model.eval()
-    t0 = time.perf_counter()
-    correct = total = 0
-    with no_grad():
-        for x, y in loader:
-            correct += int((model(megq.Tensor(x)).numpy().argmax(1) == y).sum())
-            total += len(y)
-    return correct / total, time.perf_counter() - t0
+class TorchTrainer:
+    """The same loop in PyTorch (same batches, same schedule)."""
 
+    def __init__(self, model, loader, epochs, lr, wd, warmup) -> None:
+        import torch
 
-def train_torch(model, loader, epochs, lr, wd, warmup) -> float:
-    import torch
+        self.torch, self.model, self.loader = torch, model, loader
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        total = epochs * len(loader)
 
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
-    total = epochs * len(loader)
+        def factor(step):  # identical to megq's LinearWarmup(0.1) + CosineAnnealingLR
+            if step < warmup:
+                return 0.1 + 0.9 * step / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
 
-    def factor(step):  # identical to megq's LinearWarmup(0.1) + CosineAnnealingLR
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
+        self.seconds = 0.0
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    model.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long())
-            opt.zero_grad()
+    def epoch(self, index: int) -> None:
+        torch = self.torch
+        self.loader.epoch = index
+        self.model.train()
+        t0 = time.perf_counter()
+        for x, y in self.loader:
+            loss = torch.nn.functional.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y).long())
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
-            sched.step()
-    return time.perf_counter() - t0
+            self.opt.step()
+            self.sched.step()
+        self.seconds += time.perf_counter() - t0
 
-
-def eval_torch(model, loader) -> Tuple[float, float]:
-    import torch
-
-    model.eval()
-    t0 = time.perf_counter()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(torch.from_numpy(x)).numpy().argmax(1) == y).sum())
-            total += len(y)
-    return correct / total, time.perf_counter() - t0
+    def evaluate(self, loader) -> Tuple[float, float]:
+        torch = self.torch
+        self.model.eval()
+        t0 = time.perf_counter()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct += int((self.model(torch.from_numpy(x)).numpy().argmax(1) == y).sum())
+                total += len(y)
+        return correct / total, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -187,8 +199,8 @@ def task_setup(task: str, subset: int):
     train, test = D.FashionMNIST(True), D.FashionMNIST(False)
     if subset:
         train = D.ArrayDataset(train.images[:subset], train.labels[:subset])
-    return dict(model=lambda: models.resnet8(in_channels=1), train=D.DataLoader(train, 128, shuffle=True, seed=0,
-                transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.1, wd=5e-4, warmup=100)
+    return dict(model=lambda: models.resnet8(in_channels=1), train=D.DataLoader(train, 64, shuffle=True, seed=0,
+                transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200)
 
 
 def run(task: str, use_torch: bool, epochs: int, subset: int) -> Dict[str, float]:
@@ -196,23 +208,25 @@ def run(task: str, use_torch: bool, epochs: int, subset: int) -> Dict[str, float
     epochs = epochs or cfg["epochs"]
     megq.random.seed(0)
     model = cfg["model"]()
-    res: Dict[str, float] = {}
+    hp = (epochs, cfg["lr"], cfg["wd"], cfg["warmup"])
+    trainers = {"megq": MegqTrainer(model, cfg["train"], *hp)}
     if use_torch:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
         tmodel = torch_models()[task]()
-        copy_to_torch(model, tmodel)
-        cfg["train"].epoch = 0
-        res["torch_train_s"] = train_torch(tmodel, cfg["train"], epochs, cfg["lr"], cfg["wd"], cfg["warmup"])
-        res["torch_acc"], res["torch_eval_s"] = eval_torch(tmodel, cfg["test"])
-        print(f"[{task}] torch: train {res['torch_train_s']:.1f} s, test acc {res['torch_acc']:.4f}, "
-              f"eval {res['torch_eval_s']:.1f} s", flush=True)
-    cfg["train"].epoch = 0  # same shuffles as torch saw
-    res["megq_train_s"] = train_megq(model, cfg["train"], epochs, cfg["lr"], cfg["wd"], cfg["warmup"])
-    res["megq_acc"], res["megq_eval_s"] = eval_megq(model, cfg["test"])
-    print(f"[{task}] megq:  train {res['megq_train_s']:.1f} s, test acc {res['megq_acc']:.4f}, "
-          f"eval {res['megq_eval_s']:.1f} s", flush=True)
+        copy_to_torch(model, tmodel)  # same initial weights
+        trainers = {"torch": TorchTrainer(tmodel, cfg["train"], *hp), **trainers}
+    # Interleave epochs (torch e0, megq e0, torch e1, ...) so that load from other processes hits both alike.
+    for e in range(epochs):
+        for name, tr in trainers.items():
+            tr.epoch(e)
+            print(f"[{task}] {name} epoch {e}: {tr.seconds:.1f} s so far", flush=True)
+    res: Dict[str, float] = {}
+    for name, tr in trainers.items():
+        acc, ev = tr.evaluate(cfg["test"])
+        res[f"{name}_train_s"], res[f"{name}_acc"], res[f"{name}_eval_s"] = tr.seconds, acc, ev
+        print(f"[{task}] {name}: train {tr.seconds:.1f} s, test acc {acc:.4f}, eval {ev:.1f} s", flush=True)
     if use_torch:
         print(f"[{task}] megq/torch train time: {res['megq_train_s'] / res['torch_train_s']:.2f}x", flush=True)
     return res
