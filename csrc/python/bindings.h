@@ -43,6 +43,7 @@ void register_runtime(py::module_& m);
 void register_gemm(py::module_& m);
 void register_quantize(py::module_& m);
 void register_elementwise(py::module_& m);
+void register_pooling(py::module_& m);
 void register_conv(py::module_& m);
 
 }  // namespace megq_python

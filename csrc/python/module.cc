@@ -13,5 +13,6 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_gemm(m);
   megq_python::register_quantize(m);
   megq_python::register_elementwise(m);
+  megq_python::register_pooling(m);
   megq_python::register_conv(m);
 }

@@ -25,3 +25,5 @@ from .quantize import dequantize, quantize, requantize
 __all__ += ["quantize", "dequantize", "requantize"]
 from .elementwise import add, fuse_add_relu, mul
 __all__ += ["add", "fuse_add_relu", "mul"]
+from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
+__all__ += ["max_pool2d", "avg_pool2d", "global_avg_pool2d"]

@@ -14,3 +14,5 @@ from .quantize import dequantize, quantize, requantize_tensor
 __all__ += ["quantize", "dequantize", "requantize_tensor"]
 from .elementwise import add, fuse_add_relu, mul
 __all__ += ["add", "fuse_add_relu", "mul"]
+from .pooling import global_avg_pool2d, pool2d
+__all__ += ["pool2d", "global_avg_pool2d"]
