@@ -44,6 +44,7 @@ void register_gemm(py::module_& m);
 void register_quantize(py::module_& m);
 void register_elementwise(py::module_& m);
 void register_pooling(py::module_& m);
+void register_concat(py::module_& m);
 void register_conv(py::module_& m);
 
 }  // namespace megq_python

@@ -14,5 +14,6 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_quantize(m);
   megq_python::register_elementwise(m);
   megq_python::register_pooling(m);
+  megq_python::register_concat(m);
   megq_python::register_conv(m);
 }

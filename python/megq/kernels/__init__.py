@@ -27,3 +27,5 @@ from .elementwise import add, fuse_add_relu, mul
 __all__ += ["add", "fuse_add_relu", "mul"]
 from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 __all__ += ["max_pool2d", "avg_pool2d", "global_avg_pool2d"]
+from .concat import concat
+__all__ += ["concat"]

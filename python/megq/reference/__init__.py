@@ -16,3 +16,5 @@ from .elementwise import add, fuse_add_relu, mul
 __all__ += ["add", "fuse_add_relu", "mul"]
 from .pooling import global_avg_pool2d, pool2d
 __all__ += ["pool2d", "global_avg_pool2d"]
+from .concat import concat
+__all__ += ["concat"]
