@@ -1,0 +1,355 @@
+"""Model-level functions: quantize_qat, propagate_qconfig, reset_qconfig, enable/disable switches, EasyQuant.
+
+``quantize`` (QAT → quantized) lives in ``convert.py`` (quantized layer).
+"""
+from __future__ import annotations
+
+import logging
+from copy import deepcopy
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..autodiff import no_grad
+from ..module.module import HookHandle, Module
+from ..tensor import Tensor
+from .integer_eval import integer_eval
+from .observer import PassiveObserver
+from .qconfig import QConfig, ema_fakequant_qconfig
+
+__all__ = ["quantize_qat", "propagate_qconfig", "reset_qconfig", "enable_fake_quant", "disable_fake_quant",
+           "enable_observer", "disable_observer", "apply_easy_quant", "hook_qat_module",
+           "QPARAMS_PASSTHROUGH_TYPES"]
+
+logger = logging.getLogger("megq.quantization")
+
+
+def _qat():
+    from ..module import qat  # lazy: megq.module.qat imports megq.quantization submodules
+
+    return qat
+
+
+def _get_quantable_module_names() -> List[str]:
+    """Names X with ``megq.module.X`` and ``megq.module.qat.X`` both defined (the mapping is name-based, as in
+    MegEngine; the quantized layer uses the same names)."""
+    from .. import module as M
+
+    qat = _qat()
+    return [n for n in qat.__all__ if n != "QATModule" and isinstance(getattr(M, n, None), type)]
+
+
+def _get_convert_dict() -> Dict[type, type]:
+    """Default float → QAT mapping ``{megq.module.X: megq.module.qat.X}``."""
+    from .. import module as M
+
+    qat = _qat()
+    return {getattr(M, n): getattr(qat, n) for n in _get_quantable_module_names()}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# tree surgery
+# ------------------------------------------------------------------------------------------------------------------
+
+def _set_child(parent: Module, key: str, new: Module) -> None:
+    if "." in key:
+        attr, idx = key.split(".", 1)
+        seq = getattr(parent, attr)
+        if isinstance(seq, list):
+            seq[int(idx)] = new
+        else:
+            items = list(seq)
+            items[int(idx)] = new
+            setattr(parent, attr, type(seq)(items) if type(seq) is tuple else tuple(items))
+    else:
+        setattr(parent, key, new)
+
+
+def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fakequant_qconfig,
+                 mapping: Optional[Dict[type, type]] = None) -> Module:
+    """Float → QAT: replace every quantable sub-module by its QAT class (``QATClass.from_float_module``, sharing
+    parameters), then ``propagate_qconfig(module, qconfig)``. Returns the converted module.
+
+    Skipped: children of a quantable parent (``ConvBn2d.conv``/``.bn`` stay float), modules with
+    ``quantize_disabled`` (see ``Module.disable_quantize``), and modules that are already QAT. ``inplace=False``
+    converts a deep copy. ``mapping`` (``{FloatClass: QATClass}``) extends/overrides the default name-based mapping.
+
+    megq differences: the root module itself is converted too if quantable (use the return value); a second call is
+    a no-op for modules already QAT (MegEngine raises ``KeyError``); a subclass of a quantable float class without its
+    own mapping raises ``TypeError`` instead of ``KeyError``. Pooling / ReLU / Flatten / Identity / Dropout modules
+    get a forward hook that passes their input's qparams on to their output (``QPARAMS_PASSTHROUGH_TYPES``).
+    """
+    if not isinstance(inplace, bool):
+        raise TypeError(f"quantize_qat: inplace must be a bool, got {inplace!r}")
+    if not isinstance(qconfig, QConfig):
+        raise TypeError(f"quantize_qat: qconfig must be a QConfig, got {type(qconfig).__name__}")
+    if not isinstance(module, Module):
+        raise TypeError(f"quantize_qat: module must be a megq Module, got {type(module).__name__}")
+    if not inplace:
+        module = deepcopy(module)
+    qat = _qat()
+    convert = _get_convert_dict()
+    if mapping:
+        convert.update(mapping)
+    keys = tuple(convert)
+
+    def quantable(m: Module) -> bool:
+        return isinstance(m, keys) or isinstance(m, qat.QATModule)
+
+    def convertible(m: Module, path: str) -> bool:
+        if isinstance(m, qat.QATModule) or not isinstance(m, keys) or m.quantize_disabled:
+            return False
+        if type(m) not in convert:
+            base = next(k for k in keys if isinstance(m, k))
+            raise TypeError(f"quantize_qat: '{path or '<root>'}' is a {type(m).__name__}, a subclass of "
+                            f"{base.__name__} with no QAT mapping; pass mapping={{{type(m).__name__}: QATClass}} or "
+                            f"call .disable_quantize() on it")
+        return True
+
+    done: Dict[int, Module] = {}
+
+    def to_qat(m: Module) -> Module:
+        if id(m) not in done:
+            done[id(m)] = convert[type(m)].from_float_module(m)
+        return done[id(m)]
+
+    if convertible(module, ""):
+        module = to_qat(module)
+
+    visited = set()
+
+    def visit(parent: Module, prefix: str) -> None:
+        if id(parent) in visited:
+            return
+        visited.add(id(parent))
+        parent_quantable = quantable(parent)
+        for key, child in list(parent.named_children()):
+            path = f"{prefix}.{key}" if prefix else key
+            if id(child) in done:
+                _set_child(parent, key, done[id(child)])
+                child = done[id(child)]
+            elif not parent_quantable and convertible(child, path):
+                child = to_qat(child)
+                _set_child(parent, key, child)
+            visit(child, path)
+
+    visit(module, "")
+    propagate_qconfig(module, qconfig)
+    _install_qparams_passthrough(module)
+    return module
+
+
+def _name_quant_children(module: Module) -> None:
+    qat = _qat()
+    for name, m in list(module.named_modules()):
+        if isinstance(m, qat.QATModule):
+            for slot in ("weight_observer", "act_observer", "weight_fake_quant", "act_fake_quant"):
+                obj = getattr(m, slot, None)
+                if obj is not None:
+                    obj.name = f"{name}.{slot}" if name else slot
+
+
+def propagate_qconfig(module: Module, qconfig: QConfig) -> None:
+    """``set_qconfig(qconfig)`` on every QAT module: fresh observers / fake quants (statistics are reset)."""
+    if not isinstance(qconfig, QConfig):
+        raise TypeError(f"propagate_qconfig: qconfig must be a QConfig, got {type(qconfig).__name__}")
+    qat = _qat()
+    for m in list(module.modules()):
+        if isinstance(m, qat.QATModule):
+            m.set_qconfig(qconfig)
+    _name_quant_children(module)
+
+
+def reset_qconfig(module: Module, qconfig: QConfig, inplace: bool = True) -> Module:
+    """Swap to ``qconfig`` while keeping the learned qparams: read each QAT module's current weight/activation
+    qparams, create the new observers / fake quants and call ``set_qparams(old)`` on those that have it
+    (PassiveObserver, TQT, LSQ). Typical: calibrate or EMA-train, then ``reset_qconfig(net, tqt_qconfig)``."""
+    if not isinstance(qconfig, QConfig):
+        raise TypeError(f"reset_qconfig: qconfig must be a QConfig, got {type(qconfig).__name__}")
+    if not inplace:
+        module = deepcopy(module)
+    qat = _qat()
+
+    def make(factory: Optional[Callable], qparams: Any) -> Any:
+        inst = factory() if factory is not None else None
+        if inst is not None and hasattr(inst, "set_qparams"):
+            if qparams is None:
+                raise ValueError(f"reset_qconfig: {type(inst).__name__}.set_qparams needs qparams, but the module has "
+                                 "none (no observer or learned fake quant before the reset)")
+            inst.set_qparams(qparams)
+        return inst
+
+    for m in list(module.modules()):
+        if not isinstance(m, qat.QATModule):
+            continue
+        if m.with_weight:
+            wq = m.get_weight_qparams()
+            m.weight_observer = make(qconfig.weight_observer, wq)
+            m.weight_fake_quant = make(qconfig.weight_fake_quant, wq)
+            if wq is None or not wq.per_channel:
+                m._init_weight_channels()
+        if m.with_act:
+            aq = m.get_activation_qparams()
+            m.act_observer = make(qconfig.act_observer, aq)
+            m.act_fake_quant = make(qconfig.act_fake_quant, aq)
+    _name_quant_children(module)
+    return module
+
+
+def _set_all(module: Module, method: str, value: bool) -> None:
+    qat = _qat()
+    for m in list(module.modules()):
+        if isinstance(m, qat.QATModule):
+            getattr(m, method)(value)
+
+
+def enable_fake_quant(module: Module) -> None:
+    """Enable every QAT module's fake quants."""
+    _set_all(module, "set_fake_quant", True)
+
+
+def disable_fake_quant(module: Module) -> None:
+    """Disable every QAT module's fake quants (the QAT model then runs float, observers still watching)."""
+    _set_all(module, "set_fake_quant", False)
+
+
+def enable_observer(module: Module) -> None:
+    """Enable every QAT module's observers (e.g. calibration after ``model.eval()``)."""
+    _set_all(module, "set_observer", True)
+
+
+def disable_observer(module: Module) -> None:
+    """Disable every QAT module's observers (freeze scales). Note ``model.train()`` re-enables them."""
+    _set_all(module, "set_observer", False)
+
+
+def hook_qat_module(module: Module, func: Callable) -> List[HookHandle]:
+    """Register ``func(module, inputs, output)`` as a forward hook on every QAT module; returns the handles."""
+    qat = _qat()
+    return [m.register_forward_hook(func) for m in list(module.modules()) if isinstance(m, qat.QATModule)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# qparams pass-through for float ops that keep the quantization grid
+# ------------------------------------------------------------------------------------------------------------------
+
+def _passthrough_types() -> tuple:
+    from .. import module as M
+
+    return (M.MaxPool2d, M.AvgPool2d, M.AdaptiveAvgPool2d, M.Flatten, M.Identity, M.Dropout, M.ReLU)
+
+
+QPARAMS_PASSTHROUGH_TYPES = _passthrough_types
+
+
+def _pass_qparams(module: Module, inputs: tuple, output: Any) -> None:
+    if (isinstance(output, Tensor) and output.qparams is None and inputs and isinstance(inputs[0], Tensor)
+            and inputs[0].qparams is not None):
+        output.qparams = inputs[0].qparams
+    return None
+
+
+def _install_qparams_passthrough(module: Module) -> None:
+    qat = _qat()
+    types = _passthrough_types()
+    for m in list(module.modules()):
+        if isinstance(m, types) and not isinstance(m, qat.QATModule) and not m.quantize_disabled:
+            if _pass_qparams not in m._forward_hooks.values():
+                m.register_forward_hook(_pass_qparams)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# EasyQuant
+# ------------------------------------------------------------------------------------------------------------------
+
+def _split(x: Any, sl: slice) -> Any:
+    if isinstance(x, Tensor):
+        return x[sl]
+    if isinstance(x, (list, tuple)):
+        return type(x)(_split(v, sl) for v in x)
+    return x
+
+
+def _cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    a = x.reshape(n, -1).astype(np.float64)
+    b = y.reshape(n, -1).astype(np.float64)
+    up = (a * b).sum(axis=1)
+    down = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(down > 0, up / np.where(down > 0, down, 1), 0.0)
+
+
+def apply_easy_quant(module: Module, data: Any, start: float = 0.8, stop: float = 1.2, num: int = 40) -> Module:
+    """EasyQuant (arXiv 2006.16669) scale search, as MegEngine: needs PassiveObservers
+    (``reset_qconfig(net, passive_qconfig)`` first). ``data`` is run as ``[data; data]``; a hook on each QAT module
+    compares, per candidate scale in ``linspace(start, stop, num) * orig_scale``, the fake-quant output on the second
+    half with the float output on the first half (batch-mean cosine similarity) and keeps the best; first for the
+    weight observers, then the activation observers. Runs with ``no_grad`` and the float fake-quant eval path.
+
+    megq difference: modules without the searched observer still return ``[float half; fake-quant half]`` (MegEngine
+    returns its all-fake-quant output unchanged).
+    """
+    from .. import functional as F
+    from ..tensor import as_tensor
+
+    qat = _qat()
+    data = as_tensor(data)
+    batch = data.shape[0]
+    for m in module.modules():
+        if isinstance(m, qat.QATModule):
+            for ob in (m.weight_observer, m.act_observer):
+                if ob is not None and not isinstance(ob, PassiveObserver):
+                    raise ValueError("apply_easy_quant needs PassiveObservers: call reset_qconfig(net, "
+                                     f"passive_qconfig) first ({ob._label()} is a {type(ob).__name__})")
+
+    handles: Dict[int, HookHandle] = {}
+
+    def search(mod: Module, inputs: tuple, outputs: Any, where: str) -> Any:
+        h = handles.pop(id(mod), None)
+        if h is not None:
+            h.remove()
+        normal_in = [_split(x, slice(None, batch)) for x in inputs]
+        fq_in = [_split(x, slice(batch, None)) for x in inputs]
+        mod.set_fake_quant(False)
+        normal_out = mod(*normal_in)
+        mod.set_fake_quant(True)
+        ob = getattr(mod, where)
+        if ob is not None:
+            orig_scale = ob.orig_scale
+            if orig_scale is None:
+                raise ValueError(f"apply_easy_quant: {ob._label()} has no qparams (call reset_qconfig first)")
+            best, optimal = 0.0, None
+            for scale in np.linspace(start * orig_scale, stop * orig_scale, num):
+                ob.scale = scale
+                out = mod(*fq_in)
+                dis = float(_cosine(normal_out.numpy(), out.numpy()).mean())
+                if dis > best:
+                    best, optimal = dis, scale
+            if optimal is None:
+                logger.warning("EasyQuant finds no better scale")
+                ob.scale = orig_scale
+            else:
+                ob.scale = optimal
+        return F.concat([normal_out, _split(outputs, slice(batch, None))], 0)
+
+    both = F.concat([data, data], 0)
+    with no_grad(), integer_eval(False):
+        for where in ("weight_observer", "act_observer"):
+            for m in list(module.modules()):
+                if isinstance(m, qat.QATModule):
+                    handles[id(m)] = m.register_forward_hook(partial(search, where=where))
+            try:
+                module(both)
+            finally:
+                for h in handles.values():
+                    h.remove()
+                handles.clear()
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# quantize(module, inplace=True, mapping=None): QAT -> quantized. NOT HERE: it is provided by the quantized layer in
+# megq/quantization/convert.py and exported from megq/quantization/__init__.py.
+# ---------------------------------------------------------------------------------------------------------------
