@@ -233,3 +233,45 @@ def test_dropout():
     assert np.array_equal(F.dropout(megq.Tensor(x), 0.3, training=False).numpy(), x)
     with pytest.raises(ValueError, match="drop_prob"):
         F.dropout(megq.Tensor(x), 1.0)
+
+
+def test_large_shapes_use_threaded_paths():
+    """Shapes above the thread-pool threshold (row-split im2col/matmul, blocked BN) against numpy references."""
+    from megq.autodiff import GradManager
+
+    r = np.random.default_rng(7)
+    x = r.standard_normal((8, 16, 32, 32)).astype(np.float32)
+    w = (r.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+    g = r.standard_normal((8, 16, 32, 32)).astype(np.float32)
+    tx, tw = megq.Tensor(x), megq.Parameter(w)
+    gm = GradManager().attach([tx, tw])
+    with gm:
+        y = F.conv2d(tx, tw, padding=1)
+        gm.backward(y, g)
+    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    np.testing.assert_allclose(y.numpy(), naive_conv(x64, w64, None, 1, 1, 1, 1), rtol=1e-4, atol=1e-4)
+    xp = np.pad(x64, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    gw = np.stack([np.stack([np.einsum("nohw,nchw->oc", g64, xp[:, :, i:i + 32, j:j + 32]) for j in range(3)], -1)
+                   for i in range(3)], -2)
+    np.testing.assert_allclose(tw.grad.numpy(), gw, rtol=1e-3, atol=1e-2)
+    # input gradient = full correlation of the output gradient with the flipped, transposed kernel
+    gx = naive_conv(g64, w64[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), None, 1, 1, 1, 1)
+    np.testing.assert_allclose(tx.grad.numpy(), gx, rtol=1e-3, atol=1e-3)
+
+    xb = (r.standard_normal((64, 16, 32, 32)) * 2 + 1).astype(np.float32)
+    gam, bet = r.uniform(0.5, 1.5, 16).astype(np.float32), r.standard_normal(16).astype(np.float32)
+    tb, tg = megq.Tensor(xb), megq.Parameter(gam)
+    gm = GradManager().attach([tb, tg])
+    gy = r.standard_normal(xb.shape).astype(np.float32)
+    with gm:
+        out = F.batch_norm(tb, None, None, tg, megq.Tensor(bet), training=True)
+        gm.backward(out, gy)
+    xb64, gy64 = xb.astype(np.float64), gy.astype(np.float64)
+    mu, var = xb64.mean((0, 2, 3), keepdims=True), xb64.var((0, 2, 3), keepdims=True)
+    xhat = (xb64 - mu) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(out.numpy(), xhat * gam.reshape(1, -1, 1, 1) + bet.reshape(1, -1, 1, 1), atol=1e-4)
+    gxhat = gy64 * gam.reshape(1, -1, 1, 1)
+    ref_gx = (gxhat - gxhat.mean((0, 2, 3), keepdims=True) - xhat * (gxhat * xhat).mean((0, 2, 3), keepdims=True)) \
+        / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(tb.grad.numpy(), ref_gx, atol=1e-4)
+    np.testing.assert_allclose(tg.grad.numpy(), (gy64 * xhat).sum((0, 2, 3)), rtol=1e-3)

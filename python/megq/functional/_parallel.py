@@ -100,3 +100,13 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for p in parts[1:]:
         out += p
     return out
+
+
+def parallel_rows(fn, n: int, size: int) -> list:
+    """Run ``fn(lo, hi)`` over row blocks ``[lo, hi)`` of ``range(n)`` on the pool when ``size`` (elements
+    touched) is large, else once on the calling thread; returns the list of results in block order."""
+    pool = _pool()
+    if pool is None or size < _MIN_ELEMENTS or n < _STATE["workers"]:
+        return [fn(0, n)]
+    b = _bounds(n)
+    return [f.result() for f in [pool.submit(fn, lo, hi) for lo, hi in zip(b[:-1], b[1:])]]

@@ -6,6 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..tensor import Tensor, make_result
+from ._parallel import parallel_rows
 from ._utils import data, nchw_rows, rows_to_nchw
 
 __all__ = ["batch_norm"]
@@ -37,10 +38,16 @@ def batch_norm(inp: Any, running_mean: Optional[Tensor] = None, running_var: Opt
     if training:
         if m < 2:
             raise ValueError(f"batch_norm: training needs more than one value per channel, got inp shape {x.shape}")
-        ones = np.ones(m, dt)
-        mean = ones @ rows / m
-        xc = rows - mean
-        var = np.einsum("ij,ij->j", xc, xc) / m
+        # Row blocks on the thread pool: block sums, then centring + block sums of squares (two-pass variance).
+        ones = np.ones(m, dt)  # column sums as matrix-vector products (much faster than ndarray.sum(axis=0))
+        mean = sum(parallel_rows(lambda lo, hi: ones[lo:hi] @ rows[lo:hi], m, rows.size)) / m
+        xc = np.empty_like(rows)
+
+        def centre(lo: int, hi: int) -> np.ndarray:
+            np.subtract(rows[lo:hi], mean, out=xc[lo:hi])
+            return np.einsum("ij,ij->j", xc[lo:hi], xc[lo:hi])
+
+        var = sum(parallel_rows(centre, m, rows.size)) / m
         if inplace and running_mean is not None and running_var is not None:
             rm, rv = running_mean._data, running_var._data
             rm[...] = (momentum * rm.reshape(c) + (1 - momentum) * mean).reshape(rm.shape)
@@ -53,33 +60,47 @@ def batch_norm(inp: Any, running_mean: Optional[Tensor] = None, running_var: Opt
         xc = None
     istd = (1.0 / np.sqrt(var + eps)).astype(dt, copy=False)
     scale = istd if gamma is None else gamma * istd
-    if xc is not None:
-        out = xc * scale
-        if beta is not None:
-            out += beta
-    else:
-        shift = -mean * scale if beta is None else beta - mean * scale
-        out = rows * scale + shift
+    src = xc if xc is not None else rows
+    shift = (np.zeros(c, dt) if beta is None else beta) - (0 if xc is not None else mean * scale)
+    out = np.empty_like(rows)
+
+    def affine(lo: int, hi: int) -> None:
+        np.multiply(src[lo:hi], scale, out=out[lo:hi])
+        out[lo:hi] += shift
+
+    parallel_rows(affine, m, rows.size)
     out_nd = out if x.ndim == 2 else rows_to_nchw(out, x.shape)
 
     def backward(g: np.ndarray):
         gr = _rows(g)
-        ones_g = np.ones(m, gr.dtype)
-        gsum = ones_g @ gr
         xcen = xc if xc is not None else rows - mean
-        gxc = np.einsum("ij,ij->j", gr, xcen)  # sum(g * (x - mean))
+
+        ones = np.ones(m, gr.dtype)
+
+        def sums(lo: int, hi: int):
+            return ones[lo:hi] @ gr[lo:hi], np.einsum("ij,ij->j", gr[lo:hi], xcen[lo:hi])
+
+        parts = parallel_rows(sums, m, 2 * gr.size)
+        gsum = sum(p[0] for p in parts)
+        gxc = sum(p[1] for p in parts)  # sum(g * (x - mean))
         ggamma = None if gamma is None else (gxc * istd).reshape(data(weight).shape)
         gbeta = None if beta is None else gsum.reshape(data(bias).shape)
+        gx = np.empty_like(gr)
         if training:
-            # d/dx of (x - mean(x)) * istd(x) * scale, batch statistics depend on x
+            # d/dx of (x - mean(x)) * istd(x) * scale: batch statistics depend on x
             k1 = -scale * istd * istd * gxc / m
-            gx = xcen * k1
-            gx += gr * scale
-            gx -= scale * gsum / m
+            k0 = -scale * gsum / m
+
+            def grad_rows(lo: int, hi: int) -> None:
+                np.multiply(xcen[lo:hi], k1, out=gx[lo:hi])
+                gx[lo:hi] += gr[lo:hi] * scale
+                gx[lo:hi] += k0
         else:
-            gx = gr * scale
-        if x.ndim == 4:
-            gx = rows_to_nchw(gx, x.shape)
-        return gx, None, None, ggamma, gbeta
+            def grad_rows(lo: int, hi: int) -> None:
+                np.multiply(gr[lo:hi], scale, out=gx[lo:hi])
+
+        parallel_rows(grad_rows, m, 2 * gr.size)
+        gx_nd = gx if x.ndim == 2 else rows_to_nchw(gx, x.shape)
+        return gx_nd, None, None, ggamma, gbeta
 
     return make_result(out_nd, (inp, running_mean, running_var, weight, bias), backward)
