@@ -597,6 +597,6 @@ def _candidate_search(hist: np.ndarray, hmin: float, hmax: float, mode: QuantMod
             mask = pl > 0
             pn, qn = pl[mask] / total, q[mask] / total
             err = float(np.sum(pn * np.log(pn / qn)))
-        if err < best_err - 1e-12 * max(1.0, abs(best_err)):
+        if best_err == float("inf") or err < best_err - 1e-12 * abs(best_err):
             best, best_err = (lo, hi), err
     return best

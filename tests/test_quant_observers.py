@@ -1,0 +1,277 @@
+"""Observers against hand-computed cases: scales, zero points, eps floor, EMA first batch, histogram methods,
+per-channel, NaN/Inf refusal, train/eval switching, state_dict."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import megq
+import megq.module as M
+from megq.quantization import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, Observer,
+                               PassiveObserver, PerChannelExponentialMovingAverageObserver, PerChannelMinMaxObserver,
+                               QuantMode, SyncExponentialMovingAverageObserver, SyncMinMaxObserver, create_qparams,
+                               qint8, qint8_narrow)
+
+f32 = np.float32
+
+
+def T(a):
+    return megq.Tensor(np.asarray(a, np.float32))
+
+
+def test_observer_is_abstract():
+    with pytest.raises(TypeError):
+        Observer("qint8")
+
+
+def test_minmax_symmetric_divisors():
+    x = T([-0.5, 1.27, 0.3])
+    ob = MinMaxObserver(dtype="qint8_narrow")
+    assert ob(x) is x
+    qp = ob.get_qparams()
+    assert qp.scale.dtype == np.float32 and qp.scale.shape == () and qp.zero_point is None
+    assert qp.scale == f32(f32(1.27) / f32(127))
+    ob8 = MinMaxObserver(dtype="qint8")
+    ob8(x)
+    assert ob8.get_qparams().scale == f32(f32(1.27) / f32(127.5))
+    ob4 = MinMaxObserver(dtype="qint4")
+    ob4(T([-3.0, 1.0]))
+    assert ob4.get_qparams().scale == f32(3.0 / 7.5)
+
+
+def test_minmax_running_extremes_and_range_includes_zero():
+    ob = MinMaxObserver(dtype="qint8")
+    ob(T([1.0, 2.0]))
+    ob(T([0.5, 1.5]))
+    assert ob.min_val.numpy() == 0.5 and ob.max_val.numpy() == 2.0
+    assert ob.get_qparams().scale == f32(f32(2.0) / f32(127.5))  # min clamped to 0
+
+
+def test_asymmetric_scale_and_zero_point():
+    ob = MinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    ob(T([-1.0, 3.0]))
+    qp = ob.get_qparams()
+    s = f32(f32(4.0) / f32(255))
+    assert qp.scale == s
+    assert qp.zero_point.dtype == np.int32 and qp.zero_point == 0 - int(np.floor(1.0 / s + 0.5)) * -1
+    assert qp.zero_point == 64  # 0 - round(-1/0.015686) = 63.75 -> 64
+    # all-positive data: zero point qmin
+    ob2 = MinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    ob2(T([2.0, 5.0]))
+    assert ob2.get_qparams().zero_point == 0
+
+
+def test_eps_floor_zero_range_and_no_data():
+    assert MinMaxObserver(dtype="qint8").get_qparams().scale == f32(1e-5)  # no data yet
+    for mode, dt in ((QuantMode.SYMMERTIC, "qint8"), (QuantMode.ASYMMERTIC, "quint8")):
+        ob = MinMaxObserver(mode=mode, dtype=dt)
+        ob(T(np.zeros((3, 3))))
+        qp = ob.get_qparams()
+        assert qp.scale == f32(1e-5) and np.all(np.isfinite(qp.scale))
+    ob = MinMaxObserver(dtype="qint8", eps=1e-3)
+    ob(T([1e-6]))
+    assert ob.get_qparams().scale == f32(1e-3)
+
+
+def test_ema_first_batch_rule_and_momentum():
+    ob = ExponentialMovingAverageObserver(momentum=0.9, dtype="qint8")
+    ob(T([-1.0, 2.0]))
+    assert ob.min_val.numpy() == -1.0 and ob.max_val.numpy() == 2.0  # first batch sets exactly
+    ob(T([-3.0, 4.0]))
+    t = f32(0.9)
+    assert ob.min_val.numpy() == f32(f32(-1.0) * t + (f32(1) - t) * f32(-3.0))
+    assert ob.max_val.numpy() == f32(f32(2.0) * t + (f32(1) - t) * f32(4.0))
+    ob.set_momentum(0.5)
+    ob(T([0.0, 0.0]))
+    assert ob.max_val.numpy() == f32(ob.max_val.numpy())  # still float32
+    sd = ob.state_dict()
+    assert set(sd) == {"min_val", "max_val", "momentum", "runtime_momentum"}
+
+
+def test_train_eval_toggle_observers_and_disable():
+    net = M.Sequential(M.Identity())
+    ob = MinMaxObserver()
+    net.ob = ob
+    net.eval()
+    assert not ob.enabled
+    ob(T([5.0]))
+    assert ob.max_val.numpy() < 0  # untouched
+    net.train()
+    assert ob.enabled
+    ob.disable()
+    ob(T([5.0]))
+    assert ob.max_val.numpy() < 0
+    ob.train(True)
+    assert ob.enabled  # train() re-enables even after disable() (MegEngine)
+
+
+@pytest.mark.parametrize("cls", [MinMaxObserver, ExponentialMovingAverageObserver, SyncMinMaxObserver,
+                                 SyncExponentialMovingAverageObserver, HistogramObserver,
+                                 PerChannelMinMaxObserver, PerChannelExponentialMovingAverageObserver])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_raises_naming_observer(cls, bad):
+    ob = cls(name="layer.act_observer")
+    x = np.ones((2, 3), np.float32)
+    x[1, 1] = bad
+    with pytest.raises(ValueError, match=rf"{cls.__name__} 'layer.act_observer'.*NaN or Inf"):
+        ob(T(x))
+
+
+def test_sync_observers_honour_disable():
+    for cls in (SyncMinMaxObserver, SyncExponentialMovingAverageObserver):
+        ob = cls()
+        ob.disable()
+        ob(T([1.0]))
+        assert ob.get_qparams().scale == f32(1e-5)
+        ob.enable()
+        ob(T([1.0]))
+        assert ob.get_qparams().scale == f32(1 / f32(127.5))
+
+
+def test_per_channel_minmax_and_ema():
+    w = np.zeros((3, 2, 2, 2), np.float32)
+    w[0, 0, 0, 0], w[1, 1, 1, 1], w[2] = 1.27, -2.54, 0.0
+    ob = PerChannelMinMaxObserver(dtype="qint8_narrow")
+    ob(T(w))
+    qp = ob.get_qparams()
+    assert qp.scale.shape == (3,) and qp.axis == 0 and qp.zero_point is None
+    np.testing.assert_array_equal(qp.scale, np.array([f32(1.27) / f32(127), f32(2.54) / f32(127), 1e-5], np.float32))
+    ob(T(w * 2))
+    np.testing.assert_array_equal(ob.max_val.numpy(), np.array([2.54, 0, 0], np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        ob(T(np.zeros((4, 2), np.float32)))
+    ema = PerChannelExponentialMovingAverageObserver(momentum=0.5, num_channels=2)
+    assert ema.state_dict()["min_val"].shape == (2,)
+    ema(T([[1.0, -1.0], [2.0, 3.0]]))
+    ema(T([[3.0, 3.0], [0.0, 1.0]]))
+    np.testing.assert_array_equal(ema.max_val.numpy(), np.array([2.0, 2.0], np.float32))
+    np.testing.assert_array_equal(ema.min_val.numpy(), np.array([1.0, 1.0], np.float32))
+    asym = PerChannelMinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    asym(T([[-1.0, 3.0], [0.0, 2.55]]))
+    qp = asym.get_qparams()
+    np.testing.assert_array_equal(qp.zero_point, np.array([64, 0], np.int32))
+
+
+def test_passive_observer():
+    ob = PassiveObserver(dtype="qint8")
+    with pytest.raises(ValueError):
+        ob.scale
+    ob.set_qparams(create_qparams(QuantMode.SYMMERTIC, None, 0.5))
+    assert ob.get_qparams().dtype_meta is qint8 and ob.scale == f32(0.5) and ob.orig_scale == f32(0.5)
+    ob.scale = 0.25
+    assert ob.get_qparams().scale == f32(0.25) and ob.orig_scale == f32(0.5)
+    with pytest.raises(ValueError, match="> 0"):
+        ob.scale = 0.0
+    with pytest.raises(ValueError, match="not the observer dtype"):
+        ob.set_qparams(create_qparams(QuantMode.SYMMERTIC, qint8_narrow, 0.5))
+    x = T([1.0])
+    assert ob(x) is x
+
+
+def test_observer_state_dict_roundtrip():
+    a = MinMaxObserver()
+    a(T([-2.0, 3.0]))
+    b = MinMaxObserver()
+    b.load_state_dict(a.state_dict())
+    assert b.get_qparams() == a.get_qparams()
+
+
+# -- histogram -----------------------------------------------------------------------------------------------------
+
+def _hist_obs(x, method, **kw):
+    ob = HistogramObserver(dtype=kw.pop("dtype", "qint8"), method=method, **kw)
+    for chunk in np.array_split(x, 4):
+        ob(T(chunk))
+    return ob
+
+
+def test_histogram_accumulates_union_range_and_keeps_counts():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, 5000).astype(np.float32), rng.uniform(-3, 2, 5000).astype(np.float32)
+    ob = HistogramObserver()
+    ob(T(a))
+    ob(T(b))
+    assert ob.min_val.numpy() <= b.min() and ob.max_val.numpy() >= b.max()
+    np.testing.assert_allclose(ob.histogram.numpy().sum(), 10000, rtol=1e-9)
+    assert ob.histogram.numpy().dtype == np.float64
+
+
+def test_histogram_uniform_l2_keeps_nearly_full_range():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, 100000).astype(np.float32)
+    qp = _hist_obs(x, "l2").get_qparams()
+    assert abs(float(qp.scale) * 127.5 - 1.0) < 0.03
+
+
+def test_histogram_l2_clips_outlier():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.standard_normal(100000), [60.0]]).astype(np.float32)
+    amax = float(_hist_obs(x, "l2").get_qparams().scale) * 127.5
+    assert amax < 20  # far below the outlier
+    assert amax > 3
+
+
+def test_histogram_percentile_symmetric_and_asymmetric():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, 200000).astype(np.float32)
+    qp = _hist_obs(x, "percentile", percentile=90.0).get_qparams()
+    np.testing.assert_allclose(float(qp.scale) * 127.5, 0.9, rtol=0.01)  # |x| <= 0.9 holds 90 %
+    y = rng.uniform(0, 10, 200000).astype(np.float32)
+    ob = _hist_obs(y, "percentile", percentile=80.0, mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    qp = ob.get_qparams()
+    # 10 % cut from each tail -> [1, 9], range forced to include 0 -> [0, 9]
+    np.testing.assert_allclose(float(qp.scale) * 255, 9.0, rtol=0.01)
+    assert qp.zero_point == 0
+
+
+def test_histogram_kl_and_mse_clip_gaussian_tails_reasonably():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal(200000), [12.0, -12.0]]).astype(np.float32)
+    for method in ("kl", "mse"):
+        amax = float(_hist_obs(x, method).get_qparams().scale) * 127.5
+        assert 2.5 < amax < 11.0, (method, amax)
+    # uniform data: nothing to clip, both keep nearly the whole range
+    u = rng.uniform(-1, 1, 100000).astype(np.float32)
+    for method in ("kl", "mse"):
+        amax = float(_hist_obs(u, method).get_qparams().scale) * 127.5
+        assert amax > 0.9, (method, amax)
+
+
+def test_histogram_mse_beats_minmax_on_heavy_tail():
+    rng = np.random.default_rng(5)
+    x = rng.laplace(size=50000).astype(np.float32)
+    mse_qp = _hist_obs(x, "mse").get_qparams()
+    mm = MinMaxObserver()
+    mm(T(x))
+    from megq.quantization import fake_quant_tensor
+
+    def err(qp):
+        return float(np.mean((fake_quant_tensor(T(x), qp).numpy() - x) ** 2))
+
+    assert err(mse_qp) < err(mm.get_qparams())
+
+
+def test_histogram_zero_and_constant_data():
+    ob = HistogramObserver()
+    assert ob.get_qparams().scale == f32(1e-5)  # no data
+    ob(T(np.zeros(10)))
+    assert ob.get_qparams().scale == f32(1e-5)
+    ob(T(np.full(10, 2.0)))  # point mass, then a wider range
+    ob(T(np.full(10, 2.0)))
+    assert np.isclose(ob.histogram.numpy().sum(), 30)
+    assert np.isfinite(ob.get_qparams().scale)
+    for method in ("percentile", "kl", "mse"):
+        o = HistogramObserver(method=method)
+        o(T(np.full(7, 3.0)))
+        assert np.isfinite(o.get_qparams().scale) and o.get_qparams().scale > 0
+
+
+def test_histogram_honours_enabled_and_bad_args():
+    ob = HistogramObserver()
+    ob.disable()
+    ob(T([1.0, 2.0]))
+    assert ob.histogram.numpy()[0] == -1
+    with pytest.raises(ValueError, match="method"):
+        HistogramObserver(method="entropy")
+    with pytest.raises(ValueError, match="percentile"):
+        HistogramObserver(method="percentile", percentile=0)
