@@ -47,15 +47,24 @@ def shape_name(s: Sequence[int]) -> str:
 # ------------------------------------------------------------------ worker
 
 def _settings(quick: bool) -> dict:
+    # slow_s: a contestant whose single call takes longer (a fallback path such as
+    # torch._int_mm without VNNI, ~100x slower) gets slow_samples single-call samples
+    # in the first round only, without warm-up beyond the check call.
     if quick:
-        return dict(rounds=1, warmup_s=0.03, min_samples=5, target_s=0.04, settle_s=0.01)
-    return dict(rounds=3, warmup_s=0.1, min_samples=7, target_s=0.3, settle_s=0.03)
+        return dict(rounds=1, warmup_s=0.03, min_samples=5, target_s=0.04, settle_s=0.01,
+                    slow_s=0.1, slow_samples=1)
+    return dict(rounds=3, warmup_s=0.1, min_samples=7, target_s=0.3, settle_s=0.03,
+                slow_s=0.25, slow_samples=3)
 
 
 def run_worker(threads: int, shapes: List[Tuple[int, int, int]], quick: bool) -> dict:
     """Times every contestant on every shape at ``threads`` threads (this process)."""
+    import warnings
+
     import numpy as np  # noqa: F401
 
+    # torch warns that quantized tensor constructors are deprecated; the op is what users have today.
+    warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
     from . import peers_gemm as pg
     from .timing import measure
 
@@ -89,21 +98,30 @@ def run_worker(threads: int, shapes: List[Tuple[int, int, int]], quick: bool) ->
                 continue
             try:
                 c.prepare()
+                t_check = time.perf_counter()
                 check = c.check()
+                t_check = time.perf_counter() - t_check
             except Exception as e:  # noqa: BLE001
                 entry[name] = {"skip": f"check failed: {type(e).__name__}: {e}"}
                 continue
             results["notes"].setdefault(name, c.note)
-            entry[name] = {"check": check}
+            entry[name] = {"check": check, "slow": t_check > cfg["slow_s"]}
             live.append(c)
         timings = {}
         for r in range(cfg["rounds"]):
             order = live[r % max(1, len(live)):] + live[:r % max(1, len(live))]
             for c in order:
+                slow = entry[c.name]["slow"]
+                if slow and r > 0:
+                    continue
                 c.prepare()
                 time.sleep(cfg["settle_s"])
-                t = measure(c.fn, warmup_s=cfg["warmup_s"], min_samples=cfg["min_samples"],
-                            target_s=cfg["target_s"])
+                if slow:
+                    t = measure(c.fn, warmup_s=0.0, min_samples=cfg["slow_samples"], target_s=0.0, calls=1,
+                                skip_first=True)
+                else:
+                    t = measure(c.fn, warmup_s=cfg["warmup_s"], min_samples=cfg["min_samples"],
+                                target_s=cfg["target_s"])
                 if c.name in timings:
                     timings[c.name].merge(t)
                 else:
@@ -253,6 +271,12 @@ def render(results: List[dict], peaks: dict, shapes, command: str, meta: dict) -
                     skips.setdefault(name, set()).add(f"{sn}: {e['skip']}")
                 elif e.get("check") not in (None, "exact"):
                     checks.setdefault(name, set()).add(f"{sn}: {e['check']}")
+    slow = sorted({f"`{n}` {sn}" for res in results for sn, ent in res["shapes"].items()
+                   for n, e in ent.items() if e.get("slow")})
+    if slow:
+        add("Slow contestants (one call > the slow limit) were timed with only a few single-call samples: "
+            + ", ".join(slow) + ".")
+        add("")
     add("Contestants:")
     add("")
     for name in ALL_NAMES:

@@ -109,12 +109,14 @@ def calls_for(fn: Callable[[], object], min_sample_s: float) -> int:
 
 def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, min_samples: int = 15,
             target_s: float = 0.8, min_sample_s: float = 2e-3, max_samples: int = 1000,
-            calls: Optional[int] = None) -> Timing:
+            calls: Optional[int] = None, skip_first: bool = False) -> Timing:
     """Warm up for ``warmup_s``, then take samples (each a group of ``calls``
     back-to-back calls lasting >= ``min_sample_s``) until both ``min_samples``
-    and ``target_s`` are reached. Returns per-call latencies per sample."""
+    and ``target_s`` are reached. Returns per-call latencies per sample.
+    ``skip_first``: no warm-up call at all (the caller has just run ``fn``)."""
     end = time.perf_counter() + warmup_s
-    fn()
+    if not skip_first:
+        fn()
     while time.perf_counter() < end:
         fn()
     n = calls if calls is not None else calls_for(fn, min_sample_s)
