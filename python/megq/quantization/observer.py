@@ -434,6 +434,10 @@ class HistogramObserver(MinMaxObserver):
     def _extra_repr(self) -> str:
         return f"dtype={self.dtype.name}, method={self.method!r}, bins={self.bins}, enabled={self.enabled}"
 
+    # QATModule does not attach this observer's qparams to output tensors when no fake quant uses them (the search
+    # runs per call); ``get_qparams()`` / ``QATModule.get_activation_qparams()`` compute them on demand.
+    lazy_qparams = True
+
 
 def _histogram(x: np.ndarray, bins: int, lo: float, hi: float) -> np.ndarray:
     if hi <= lo:
@@ -563,10 +567,17 @@ def _candidates(hmin: float, hmax: float, mode: QuantMode, bins: int, n: int = 2
 
 def _candidate_search(hist: np.ndarray, hmin: float, hmax: float, mode: QuantMode, dtype_meta: QuantDtypeMeta,
                       eps: float, method: str) -> Tuple[float, float]:
+    """Best candidate range for "kl" or "mse" (all candidates evaluated at once)."""
     F, edges, cum = _cdf(hist, hmin, hmax)
     total = cum[-1]
     qmin, qmax = dtype_meta.qmin, dtype_meta.qmax
     nlev = qmax - qmin + 1
+    cands = _candidates(hmin, hmax, mode, hist.size)
+    lo = np.array([c[0] for c in cands], np.float32)
+    hi = np.array([c[1] for c in cands], np.float32)
+    qp = calculate_qparams(lo, hi, mode, dtype_meta, eps)
+    s = qp.scale.astype(np.float32)[:, None]
+    z = (qp.zero_point.astype(np.float32) if qp.zero_point is not None else np.zeros(len(cands), np.float32))[:, None]
     if method == "mse":
         sub = 4
         width = (hmax - hmin) / hist.size
@@ -574,29 +585,24 @@ def _candidate_search(hist: np.ndarray, hmin: float, hmax: float, mode: QuantMod
         keep = hist > 0
         pts = (hmin + (np.nonzero(keep)[0][:, None] + offs[None, :]) * width).ravel().astype(np.float32)
         wts = np.repeat(hist[keep] / sub, sub)
-    best, best_err = (hmin, hmax), float("inf")
-    for lo, hi in _candidates(hmin, hmax, mode, hist.size):
-        qp = calculate_qparams(np.float32(lo), np.float32(hi), mode, dtype_meta, eps)
-        s = float(qp.scale)
-        z = float(qp.zero_point) if qp.zero_point is not None else 0.0
-        if method == "mse":
-            q = np.clip(_rha(pts / np.float32(s)) + np.float32(z), qmin, qmax)
-            y = (q - np.float32(z)) * np.float32(s)
-            err = float(np.sum(wts * (pts.astype(np.float64) - y) ** 2))
-        else:  # kl
-            m = 8
-            e = np.linspace((qmin - z - 0.5) * s, (qmax - z + 0.5) * s, nlev * m + 1)
-            Fe = F(e)
-            p = np.diff(Fe)
-            p[0] += Fe[0]
-            p[-1] += total - Fe[-1]
-            p = np.maximum(p, 0.0)
-            pl = p.reshape(nlev, m)
-            nz = (pl > 0).sum(axis=1, keepdims=True)
-            q = np.where(pl > 0, pl.sum(axis=1, keepdims=True) / np.maximum(nz, 1), 0.0)
-            mask = pl > 0
-            pn, qn = pl[mask] / total, q[mask] / total
-            err = float(np.sum(pn * np.log(pn / qn)))
-        if best_err == float("inf") or err < best_err - 1e-12 * abs(best_err):
-            best, best_err = (lo, hi), err
-    return best
+        q = np.clip(_rha(pts[None, :] / s) + z, qmin, qmax)
+        y = (q - z) * s
+        err = ((pts[None, :].astype(np.float64) - y) ** 2) @ wts
+    else:  # kl
+        m = 8
+        t = np.linspace(0.0, 1.0, nlev * m + 1)[None, :]
+        a = (qmin - z - 0.5) * s
+        b = (qmax - z + 0.5) * s
+        e = a + (b - a) * t
+        Fe = F(e)
+        p = np.diff(Fe, axis=1)
+        p[:, 0] += Fe[:, 0]
+        p[:, -1] += total - Fe[:, -1]
+        p = np.maximum(p, 0.0).reshape(len(cands), nlev, m)
+        nz = (p > 0).sum(axis=2, keepdims=True)
+        qd = np.where(p > 0, p.sum(axis=2, keepdims=True) / np.maximum(nz, 1), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, (p / total) * np.log(np.where(p > 0, p, 1.0) / qd), 0.0)
+        err = terms.reshape(len(cands), -1).sum(axis=1)
+    best = int(np.argmin(err))  # first (smallest range) among equal errors
+    return float(cands[best][0]), float(cands[best][1])

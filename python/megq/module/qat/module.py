@@ -96,7 +96,8 @@ class QATModule(Module):
         out = target
         if observer is not None:
             out = observer(target)
-            qparams = observer.get_qparams()
+            if fake_quant is not None or not getattr(observer, "lazy_qparams", False):
+                qparams = observer.get_qparams()
         if fake_quant is not None:
             out = fake_quant(out, qparams)
             if hasattr(fake_quant, "get_qparams"):
