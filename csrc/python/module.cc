@@ -15,5 +15,6 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_elementwise(m);
   megq_python::register_pooling(m);
   megq_python::register_concat(m);
+  megq_python::register_depthwise(m);
   megq_python::register_conv(m);
 }

@@ -29,3 +29,5 @@ from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 __all__ += ["max_pool2d", "avg_pool2d", "global_avg_pool2d"]
 from .concat import concat
 __all__ += ["concat"]
+from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_weights
+__all__ += ["PackedDepthwiseWeights", "pack_depthwise_weights", "depthwise_conv2d"]

@@ -18,3 +18,5 @@ from .pooling import global_avg_pool2d, pool2d
 __all__ += ["pool2d", "global_avg_pool2d"]
 from .concat import concat
 __all__ += ["concat"]
+from .depthwise import depthwise_conv2d
+__all__ += ["depthwise_conv2d"]

@@ -1,0 +1,247 @@
+// Depthwise conv driver: checks, packing, row widening into per-task scratch,
+// and the split of the output into (image, band of rows) tasks.
+#include "megq/depthwise.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "megq/qparams.h"
+#include "megq/thread_pool.h"
+
+namespace megq {
+namespace {
+
+struct DepthwiseIsaEntry {
+  void (*row)(const DwRowArgs&);
+  void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);
+  bool packs_tiles;
+};
+
+DepthwiseIsaEntry depthwise_entry(Isa isa) {
+  switch (isa) {
+#ifdef MEGQ_BUILT_AVX2
+    case Isa::kAvx2:
+    case Isa::kAvx512Vnni:  // AVX2 tiles serve AVX-512 machines too
+      return {avx2::depthwise_row, avx2::widen_row, true};
+#endif
+    default:
+      return {scalar::depthwise_row, scalar::widen_row, false};
+  }
+}
+
+constexpr int kLoChannel[8] = {0, 1, 2, 3, 8, 9, 10, 11};
+constexpr int kHiChannel[8] = {4, 5, 6, 7, 12, 13, 14, 15};
+
+// Bytes of one AVX2 tile: pairs x (lo, hi) x 32 bytes, bias lo/hi, multiplier lo/hi.
+size_t tile_bytes(int taps) { return static_cast<size_t>((taps + 1) / 2) * 64 + 128; }
+
+void pack_tiles(PackedDepthwiseWeights& p) {
+  const int T = p.KH * p.KW, pairs = (T + 1) / 2, tiles = p.Cs / kDwTile;
+  const size_t tb = tile_bytes(T);
+  p.packed.resize(tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  for (int ct = 0; ct < tiles; ++ct) {
+    uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
+    int16_t* wv = reinterpret_cast<int16_t*>(tile);
+    for (int pr = 0; pr < pairs; ++pr) {
+      for (int half = 0; half < 2; ++half) {
+        int16_t* v = wv + (pr * 2 + half) * 16;
+        for (int k = 0; k < 8; ++k) {
+          const int c = ct * kDwTile + (half == 0 ? kLoChannel[k] : kHiChannel[k]);
+          for (int e = 0; e < 2; ++e) {
+            const int t = 2 * pr + e;
+            v[2 * k + e] = (c < p.C_out && t < T) ? w[c * T + t] : 0;
+          }
+        }
+      }
+    }
+    int32_t* b = reinterpret_cast<int32_t*>(tile + pairs * 64);
+    float* m = reinterpret_cast<float*>(tile + pairs * 64 + 64);
+    for (int half = 0; half < 2; ++half) {
+      for (int k = 0; k < 8; ++k) {
+        const int c = ct * kDwTile + (half == 0 ? kLoChannel[k] : kHiChannel[k]);
+        b[half * 8 + k] = c < p.C_out ? p.bias.as<int32_t>()[c] : 0;
+        m[half * 8 + k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<PackedDepthwiseWeights> pack_depthwise_weights(const int8_t* w, int C_in, int multiplier, int KH,
+                                                               int KW, const PackDepthwiseOptions& o, Isa isa) {
+  if (C_in < 1) throw ArgumentError("in_channels: expected >= 1, got " + std::to_string(C_in));
+  if (multiplier < 1) throw ArgumentError("weight: channel multiplier must be >= 1, got " + std::to_string(multiplier));
+  if (KH < 1 || KW < 1) {
+    throw ArgumentError("weight: expected a kernel of at least 1 x 1, got " + std::to_string(KH) + " x " +
+                        std::to_string(KW));
+  }
+  if (static_cast<int64_t>(KH) * KW > 65536) throw ArgumentError("weight: kernel larger than 65536 taps");
+  if (!isa_usable(isa)) throw ArgumentError(std::string("isa: ") + isa_name(isa) + " is not usable here");
+  check_zero_point("input_zero_point", o.input_signed, o.input_zero_point);
+  const int64_t C_out64 = static_cast<int64_t>(C_in) * multiplier;
+  if (C_out64 > (1 << 24)) throw ArgumentError("weight: too many output channels");
+  const int C_out = static_cast<int>(C_out64);
+  if (o.multiplier == nullptr) throw ArgumentError("multiplier: required (float32 requantization multipliers)");
+  if (o.multiplier_count != 1 && o.multiplier_count != C_out) {
+    throw ArgumentError("multiplier: expected 1 or C_out=" + std::to_string(C_out) + " values, got " +
+                        std::to_string(o.multiplier_count));
+  }
+  for (int i = 0; i < o.multiplier_count; ++i) {
+    const float m = o.multiplier[i];
+    if (!(std::isfinite(m) && m > 0.0f)) {
+      throw ArgumentError("multiplier: every value must be finite and > 0, got " + std::to_string(m) +
+                          " at index " + std::to_string(i));
+    }
+  }
+  const int T = KH * KW;
+  const int64_t lo = qmin_of(o.input_signed), hi = qmax_of(o.input_signed);
+  const int64_t max_abs_x = std::max(std::llabs(lo - o.input_zero_point), std::llabs(hi - o.input_zero_point));
+  for (int c = 0; c < C_out; ++c) {
+    int64_t abs_sum = 0;
+    for (int t = 0; t < T; ++t) {
+      const int v = w[static_cast<int64_t>(c) * T + t];
+      if (o.narrow_range && v == -128) {
+        throw ArgumentError("weight: value -128 at (channel " + std::to_string(c) + ", tap " + std::to_string(t) +
+                            ") but narrow_range=True expects weights in [-127, 127]");
+      }
+      abs_sum += v < 0 ? -v : v;
+    }
+    const int64_t b = o.bias ? o.bias[c] : 0;
+    const int64_t bound = max_abs_x * abs_sum + std::llabs(b);
+    if (bound > std::numeric_limits<int32_t>::max()) {
+      throw ArgumentError("weight: output channel " + std::to_string(c) + " could reach " + std::to_string(bound) +
+                          " and overflow the int32 accumulator");
+    }
+  }
+
+  auto p = std::make_unique<PackedDepthwiseWeights>();
+  p->isa = isa;
+  p->C_in = C_in;
+  p->multiplier = multiplier;
+  p->C_out = C_out;
+  p->KH = KH;
+  p->KW = KW;
+  p->Cs = ceil_div_int(C_out, kDwTile) * kDwTile;
+  p->input_signed = o.input_signed;
+  p->input_zero_point = o.input_zero_point;
+  p->per_channel = o.multiplier_count == C_out && C_out > 1;
+  p->weight.resize(static_cast<size_t>(C_out) * T);
+  std::copy(w, w + static_cast<size_t>(C_out) * T, p->weight.as<int8_t>());
+  p->bias.resize(static_cast<size_t>(p->Cs) * sizeof(int32_t));
+  p->multiplier_values.resize(static_cast<size_t>(p->Cs) * sizeof(float));
+  for (int c = 0; c < C_out; ++c) {
+    p->bias.as<int32_t>()[c] = o.bias ? o.bias[c] : 0;
+    p->multiplier_values.as<float>()[c] = o.multiplier[o.multiplier_count == 1 ? 0 : c];
+  }
+  if (depthwise_entry(isa).packs_tiles) pack_tiles(*p);
+  return p;
+}
+
+int depthwise_output_size(int size, int k, int stride, int pad, int dil, const char* axis) {
+  const std::string ax(axis);
+  if (stride < 1) throw ArgumentError("stride: expected >= 1 along " + ax + ", got " + std::to_string(stride));
+  if (pad < 0) throw ArgumentError("padding: expected >= 0 along " + ax + ", got " + std::to_string(pad));
+  if (dil < 1) throw ArgumentError("dilation: expected >= 1 along " + ax + ", got " + std::to_string(dil));
+  const int64_t eff = static_cast<int64_t>(k - 1) * dil + 1;
+  const int64_t padded = static_cast<int64_t>(size) + 2 * static_cast<int64_t>(pad);
+  if (eff > padded) {
+    throw ArgumentError("weight: the kernel (" + std::to_string(eff) + " with dilation) is larger than the padded " +
+                        "input (" + std::to_string(padded) + ") along " + ax);
+  }
+  return static_cast<int>((padded - eff) / stride + 1);
+}
+
+void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, int H, int W, ptrdiff_t sn,
+                      ptrdiff_t sh, ptrdiff_t sw, const DepthwiseParams& dp, uint8_t* y) {
+  if (N < 0 || H < 1 || W < 1) {
+    throw ArgumentError("x: expected N >= 0 and H, W >= 1, got N=" + std::to_string(N) + " H=" + std::to_string(H) +
+                        " W=" + std::to_string(W));
+  }
+  if (dp.out_type == OutputType::kInt32) throw ArgumentError("out_dtype: expected 'int8' or 'uint8'");
+  const bool out_signed = dp.out_type == OutputType::kInt8;
+  check_zero_point("out_zero_point", out_signed, dp.zero_point);
+  check_clamp("out_min/out_max", out_signed, dp.min, dp.max);
+  const int OH = depthwise_output_size(H, p.KH, dp.stride_h, dp.pad_h, dp.dil_h, "H");
+  const int OW = depthwise_output_size(W, p.KW, dp.stride_w, dp.pad_w, dp.dil_w, "W");
+  if (N == 0) return;
+  const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
+  const int T = p.KH * p.KW;
+  const int Wp = W + 2 * dp.pad_w;
+  const size_t row_elems = static_cast<size_t>(Wp) * p.Cs;
+  const size_t row_bytes = row_elems * sizeof(int16_t);
+
+  // Bands of output rows: widened rows of a band fit ~192 KiB of scratch, and
+  // there are enough tasks to keep every thread busy.
+  const int threads = get_num_threads();
+  const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
+  const bool parallel = threads > 1 && macs >= 256.0 * 1024;
+  auto rows_needed = [&](int band) { return (band - 1) * dp.stride_h + (p.KH - 1) * dp.dil_h + 1; };
+  int band = OH;
+  while (band > 1 && static_cast<size_t>(rows_needed(band)) * row_bytes > 192 * 1024) band = (band + 1) / 2;
+  if (parallel) {
+    const int want = 4 * threads;
+    while (band > 1 && static_cast<int64_t>(N) * ceil_div_int(OH, band) < want) band = (band + 1) / 2;
+  }
+  const int bands = ceil_div_int(OH, band);
+  const int max_rows = rows_needed(band);
+
+  auto task = [&](int t) {
+    thread_local AlignedBuffer scratch;
+    scratch.reserve((static_cast<size_t>(max_rows) + 1) * row_bytes);
+    std::vector<const int16_t*> row_ptrs(p.KH);
+    std::vector<const int16_t*> tap_ptrs(T + 1);
+    int16_t* zero_row = scratch.as<int16_t>();
+    std::fill(zero_row, zero_row + row_elems, static_cast<int16_t>(0));
+    int16_t* rows = zero_row + row_elems;
+    const int n = t / bands;
+    const int oh0 = (t % bands) * band, oh1 = std::min(OH, oh0 + band);
+    const int ih_first = oh0 * dp.stride_h - dp.pad_h;
+    const int ih_last = (oh1 - 1) * dp.stride_h - dp.pad_h + (p.KH - 1) * dp.dil_h;
+    const uint8_t* image = x + n * sn;
+    // Widen every input row the band reads (each once).
+    for (int ih = std::max(0, ih_first); ih <= std::min(H - 1, ih_last); ++ih) {
+      entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w, Wp,
+                  p.Cs, rows + static_cast<size_t>(ih - ih_first) * row_elems);
+    }
+    DwRowArgs a;
+    a.rows = row_ptrs.data();
+    a.Cs = p.Cs;
+    a.C = p.C_out;
+    a.KH = p.KH;
+    a.KW = p.KW;
+    a.stride_w = dp.stride_w;
+    a.dil_w = dp.dil_w;
+    a.OW = OW;
+    a.packed = p.packed.as<uint8_t>();
+    a.weights = p.weight.as<int8_t>();
+    a.bias = p.bias.as<int32_t>();
+    a.multiplier = p.multiplier_values.as<float>();
+    a.out_signed = out_signed;
+    a.zo = dp.zero_point;
+    a.lo = dp.min;
+    a.hi = dp.max;
+    a.taps = tap_ptrs.data();
+    for (int oh = oh0; oh < oh1; ++oh) {
+      for (int i = 0; i < p.KH; ++i) {
+        const int ih = oh * dp.stride_h - dp.pad_h + i * dp.dil_h;
+        row_ptrs[i] = (ih < 0 || ih >= H) ? zero_row : rows + static_cast<size_t>(ih - ih_first) * row_elems;
+      }
+      a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
+      entry.row(a);
+    }
+  };
+  const int tasks = N * bands;
+  if (parallel && tasks > 1) {
+    parallel_for(tasks, task);
+  } else {
+    for (int t = 0; t < tasks; ++t) task(t);
+  }
+}
+
+}  // namespace megq

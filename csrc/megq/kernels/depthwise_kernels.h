@@ -1,0 +1,61 @@
+// Interface between the depthwise conv driver (csrc/megq/depthwise.cc) and its
+// per-ISA kernels (kernels/<isa>/depthwise_*.cc). Contract: depthwise.h.
+//
+// The driver widens each needed input row once per task into megq-owned
+// scratch: int16 (x - z_x), output-channel order (input channel o / multiplier
+// repeated), Wp = W + 2 * pad_w positions of Cs = round_up(C_out, 16) channels,
+// zeros at padding positions and channels >= C_out. Rows above/below the image
+// point at an all-zero row. So padding taps contribute exactly 0 and kernels
+// read whole 16-channel tiles without tails (scratch may be over-read; the
+// caller's output is written exactly).
+//
+// AVX2 packed layout (tile of 16 output channels, T = KH * KW taps, taps
+// paired (2p, 2p + 1); an odd T gets a zero-weight last partner):
+//   for each pair p: 2 vectors of 16 int16: "lo" holds, per int32 lane k,
+//     (w[c][2p], w[c][2p + 1]) for channel c = kLoChannel[k] = {0,1,2,3,8,9,10,11},
+//     "hi" the same for kHiChannel = {4,5,6,7,12,13,14,15} -- the order
+//     vpunpck{l,h}wd produce from two 16-channel tap vectors;
+//   then bias (int32) lo, hi; then multiplier (float) lo, hi  (8 values each).
+#ifndef MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
+#define MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace megq {
+
+constexpr int kDwTile = 16;
+
+struct DwRowArgs {
+  const int16_t* const* rows;  // KH widened rows for this output row
+  int Cs, C;                   // channel stride in the rows; real output channels
+  int KH, KW, stride_w, dil_w, OW;
+  const uint8_t* packed;       // ISA layout (AVX2 above)
+  const int8_t* weights;       // plain C x (KH * KW) (scalar kernel)
+  const int32_t* bias;         // plain, C values
+  const float* multiplier;     // plain, C values
+  bool out_signed;
+  int32_t zo, lo, hi;
+  uint8_t* out;                // OW x C bytes
+  const int16_t** taps;        // scratch for KH * KW + 1 pointers
+};
+
+// Each ISA namespace provides:
+//   depthwise_row: one output row.
+//   widen_row: image row (W positions at src + w * sw, C_in contiguous bytes)
+//     -> dst (Wp x Cs int16, as described above).
+#define MEGQ_DECLARE_DEPTHWISE_ISA(ns)                                                            \
+  namespace ns {                                                                                  \
+  void depthwise_row(const DwRowArgs& a);                                                         \
+  void widen_row(const uint8_t* src, ptrdiff_t sw, int W, int C_in, int multiplier, bool is_signed, \
+                 int32_t zero_point, int pad_w, int Wp, int Cs, int16_t* dst);                    \
+  }
+
+MEGQ_DECLARE_DEPTHWISE_ISA(scalar)
+MEGQ_DECLARE_DEPTHWISE_ISA(avx2)
+
+#undef MEGQ_DECLARE_DEPTHWISE_ISA
+
+}  // namespace megq
+
+#endif  // MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
