@@ -187,8 +187,7 @@ def reset_qconfig(module: Module, qconfig: QConfig, inplace: bool = True) -> Mod
             wq = m.get_weight_qparams()
             m.weight_observer = make(qconfig.weight_observer, wq)
             m.weight_fake_quant = make(qconfig.weight_fake_quant, wq)
-            if wq is None or not wq.per_channel:
-                m._init_weight_channels()
+            m._init_weight_channels()  # sizes new per-channel observers (no-op for the others)
         if m.with_act:
             aq = m.get_activation_qparams()
             m.act_observer = make(qconfig.act_observer, aq)
