@@ -15,18 +15,6 @@ from typing import Tuple
 
 import numpy as np
 
-_STORAGE = {"qint8": "int8", "qint8_narrow": "int8", "qint4": "int8", "quint8": "uint8", "quint4": "uint8"}
-
-
-def storage_dtype(qdtype_name: str) -> str:
-    """numpy storage dtype of a quantized activation dtype ("qint8" -> "int8", "quint4" -> "uint8")."""
-    try:
-        return _STORAGE[qdtype_name]
-    except KeyError:
-        raise ValueError(f"dtype: {qdtype_name!r} cannot be an activation dtype of a Q model; expected one of "
-                         f"{sorted(_STORAGE)}") from None
-
-
 class QuantizedTensor:
     """Quantized activations of a Q model (see the module docstring)."""
 

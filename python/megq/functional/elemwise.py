@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
 from ._utils import data, unbroadcast
 
@@ -96,6 +97,11 @@ def clip(x: Any, lower: float, upper: float) -> Tensor:
 
 def relu(x: Any) -> Tensor:
     """``max(x, 0)``."""
+    if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.relu(x)
+
     out = np.maximum(data(x), 0)
     return make_result(out, (x,), lambda g: (g * (out > 0),))
 

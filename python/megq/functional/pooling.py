@@ -6,6 +6,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
 from ._utils import check_rank, data, pair
 from .conv import _col2im
@@ -46,6 +47,11 @@ def _padded(xh: np.ndarray, ph: int, pw: int, value: float) -> np.ndarray:
 
 def max_pool2d(inp: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
     """Max over ``kernel_size`` windows (stride defaults to ``kernel_size``; padding counts as -inf)."""
+    if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.max_pool2d(inp, kernel_size, stride, padding)
+
     x = data(inp)
     kh, kw, sh, sw, ph, pw, ho, wo = _geometry(x, kernel_size, stride, padding, "max_pool2d")
     n, c, h, w = x.shape
@@ -67,6 +73,11 @@ def avg_pool2d(inp: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                mode: str = "average_count_exclude_padding") -> Tensor:
     """Mean over windows. ``mode``: "average_count_exclude_padding" (MegEngine's default) divides by the number
     of real pixels in the window, "average" by the full window size."""
+    if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.avg_pool2d(inp, kernel_size, stride, padding, mode)
+
     if mode not in ("average_count_exclude_padding", "average"):
         raise ValueError(f"avg_pool2d: mode must be 'average_count_exclude_padding' or 'average', got {mode!r}")
     x = data(inp)
@@ -96,6 +107,11 @@ def _bins(size: int, out: int) -> list:
 
 def adaptive_avg_pool2d(inp: Any, oshp: Any) -> Tensor:
     """Average pooling to output size ``oshp`` (int or pair), bins as in PyTorch/MegEngine."""
+    if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.adaptive_avg_pool2d(inp, oshp)
+
     x = data(inp)
     check_rank(x, 4, "adaptive_avg_pool2d", "inp")
     oh, ow = pair(oshp, "oshp")

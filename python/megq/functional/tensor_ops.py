@@ -5,6 +5,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
 from ._utils import data
 
@@ -13,6 +14,11 @@ __all__ = ["reshape", "flatten", "transpose", "concat", "getitem", "expand_dims"
 
 def reshape(x: Any, shape: Sequence[int]) -> Tensor:
     """Reshape (``-1`` allowed once)."""
+    if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.reshape(x, shape)
+
     a = data(x)
     try:
         out = a.reshape(tuple(shape))
@@ -23,6 +29,11 @@ def reshape(x: Any, shape: Sequence[int]) -> Tensor:
 
 def flatten(x: Any, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` into one (MegEngine's ``F.flatten``)."""
+    if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        from ..module.quantized import functional as QF
+
+        return QF.flatten(x, start_axis, end_axis)
+
     a = data(x)
     s = start_axis % a.ndim
     e = end_axis % a.ndim

@@ -44,14 +44,7 @@ __all__ = [
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
 ]
 
-# ``quantize`` (QAT -> quantized) is provided by the quantized layer in convert.py. TEMPORARY guard until it lands;
-# then replace with a plain ``from .convert import quantize``.
-try:
-    from .convert import quantize
-except ImportError as _e:  # pragma: no cover - removed once convert.py exists
-    if getattr(_e, "name", None) not in (__name__ + ".convert",):
-        raise
-
-    def quantize(module, inplace=True, mapping=None):  # type: ignore[no-redef]
-        raise NotImplementedError("megq.quantization.quantize is provided by megq/quantization/convert.py, "
-                                  "which is not installed yet")
+# ``quantize`` (QAT -> quantized) lives with the quantized layer; importing that layer also registers the
+# QFloat model's exact integer eval path.
+from .convert import quantize  # noqa: E402
+from ..module import quantized as _quantized  # noqa: E402,F401

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from ... import kernels
 from ...qtensor import QuantizedTensor
 from .module import QuantizedModule, expect_quantized
 from .params import IntegerLayer
@@ -31,23 +30,37 @@ class Conv2d(QuantizedModule):
         relu = "Relu" in type(qat).__name__
         return cls(IntegerLayer.from_qat(qat, relu), conv.stride, conv.padding, conv.dilation, conv.groups)
 
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group (MobileNet's 3x3 layers): runs megq's depthwise kernels."""
+        return self.groups > 1 and self.layer.weight_q.shape[1] == 1
+
     def _packed_for(self, x: QuantizedTensor):
+        from ... import kernels
+
         key = (float(x.scale), x.zero_point, x.dtype)
         cache = self.__dict__.setdefault("_packed_cache", {})
         if key not in cache:
             bias_q, multiplier, lo, hi = self.layer.for_input(x)
-            packed = kernels.pack_conv2d_weights(
-                self.layer.weight_q, bias_q, multiplier, groups=self.groups, input_dtype=x.dtype,
-                input_zero_point=x.zero_point, narrow_range=bool(self.layer.weight_q.min() > -128))
+            args = dict(input_dtype=x.dtype, input_zero_point=x.zero_point,
+                        narrow_range=bool(self.layer.weight_q.min() > -128))
+            if self.depthwise:
+                packed = kernels.pack_depthwise_weights(self.layer.weight_q, bias_q, multiplier,
+                                                        in_channels=self.groups, **args)
+            else:
+                packed = kernels.pack_conv2d_weights(self.layer.weight_q, bias_q, multiplier, groups=self.groups,
+                                                     **args)
             cache[key] = (packed, lo, hi)
         return cache[key]
 
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
+        from ... import kernels
+
         x = expect_quantized(x, type(self).__name__)
         packed, lo, hi = self._packed_for(x)
-        y = kernels.conv2d(x.data, packed, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                           out_dtype=self.layer.out_dtype, out_zero_point=self.layer.out_zero_point,
-                           out_min=lo, out_max=hi)
+        conv = kernels.depthwise_conv2d if self.depthwise else kernels.conv2d
+        y = conv(x.data, packed, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                 out_dtype=self.layer.out_dtype, out_zero_point=self.layer.out_zero_point, out_min=lo, out_max=hi)
         return self.layer.output(y, "kernels")
 
     def _extra_repr(self) -> str:

@@ -5,7 +5,6 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ... import kernels
 from ...qtensor import QuantizedTensor
 from .module import QuantizedModule, expect_quantized
 from .params import IntegerLayer
@@ -25,6 +24,8 @@ class Linear(QuantizedModule):
         return cls(IntegerLayer.from_qat(qat, "Relu" in type(qat).__name__))
 
     def _packed_for(self, x: QuantizedTensor):
+        from ... import kernels
+
         key = (float(x.scale), x.zero_point, x.dtype)
         cache = self.__dict__.setdefault("_packed_cache", {})
         if key not in cache:
@@ -37,6 +38,8 @@ class Linear(QuantizedModule):
         return cache[key]
 
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
+        from ... import kernels
+
         x = expect_quantized(x, type(self).__name__)
         if x.ndim != 2:
             raise ValueError(f"{type(self).__name__}: expected a 2-D (N, features) input, got shape {x.shape}; "

@@ -16,7 +16,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ...qtensor import QuantizedTensor, storage_dtype
+from ...qtensor import QuantizedTensor
 from ...reference.gemm import requantize_multiplier
 from ...reference.rounding import round_half_away_from_zero
 
@@ -37,7 +37,9 @@ def act_qparams(qp: Any, owner: str) -> Tuple[np.float32, int, int, int, str]:
         raise ValueError(f"{owner}: invalid activation scale {scale}")
     zp = 0 if getattr(qp, "zero_point", None) is None else int(np.asarray(qp.zero_point).reshape(()))
     meta = qp.dtype_meta
-    return scale, zp, int(meta.qmin), int(meta.qmax), storage_dtype(meta.name)
+    if meta.np_dtype_str not in ("int8", "uint8"):
+        raise ValueError(f"{owner}: activations of a Q model must be stored in int8 or uint8, got {meta.name}")
+    return scale, zp, int(meta.qmin), int(meta.qmax), meta.np_dtype_str
 
 
 def quantize_weight(w: np.ndarray, qp: Any, owner: str) -> Tuple[np.ndarray, np.ndarray]:

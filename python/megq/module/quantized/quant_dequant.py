@@ -5,7 +5,6 @@ from typing import Any
 
 import numpy as np
 
-from ... import kernels
 from ...qtensor import QuantizedTensor
 from ...tensor import Tensor
 from .module import QuantizedModule, expect_quantized
@@ -26,6 +25,8 @@ class QuantStub(QuantizedModule):
         return cls(s, z, qmin, qmax, dtype)
 
     def forward(self, x: Any) -> QuantizedTensor:
+        from ... import kernels
+
         data = np.asarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
         q = kernels.quantize(data, self.scale, self.zero_point, self.dtype)
         if (self.qmin, self.qmax) != ((-128, 127) if self.dtype == "int8" else (0, 255)):
@@ -41,5 +42,7 @@ class DequantStub(QuantizedModule):
         return cls()
 
     def forward(self, x: Any) -> Tensor:
+        from ... import kernels
+
         x = expect_quantized(x, type(self).__name__)
         return Tensor(kernels.dequantize(x.data, x.scale, x.zero_point))

@@ -1,0 +1,88 @@
+"""The QFloat model's exact eval path: every quantized layer computed on the integer grid with
+megq.reference, the numpy twin of the kernels' contract.
+
+Registered with :func:`megq.quantization.integer_eval.register_integer_forward`, these functions
+replace a QAT module's float fake-quant forward when the module is in eval mode, its fake quants are
+enabled and its observers are not collecting (see ``QATModule.quant_active``). Activations then flow
+between layers as :class:`~megq.qtensor.QuantizedTensor` (backend "reference"), exactly as the Q
+model's do (backend "kernels"), and the weights are quantized by the same
+:class:`~megq.module.quantized.params.IntegerLayer` the Q model is built from. So the int8 values of
+every layer of the Q model equal QFloat's, bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ... import reference
+from ...qtensor import QuantizedTensor
+from ...quantization.integer_eval import register_integer_forward
+from ...tensor import Tensor
+from .. import qat
+from .elemwise import SUPPORTED_METHODS, concat, elemwise
+from .module import expect_quantized
+from .params import IntegerLayer, act_qparams
+
+_CONV = (qat.Conv2d, qat.ConvRelu2d, qat.ConvBn2d, qat.ConvBnRelu2d)
+_LINEAR = (qat.Linear, qat.LinearRelu, qat.LinearBn1d, qat.LinearBnRelu1d)
+
+
+def _conv(module: Any, x: Any) -> QuantizedTensor:
+    x = expect_quantized(x, type(module).__name__)
+    layer = IntegerLayer.from_qat(module, "Relu" in type(module).__name__)
+    bias_q, multiplier, lo, hi = layer.for_input(x)
+    conv = getattr(module, "conv", module)
+    y = reference.conv2d(x.data, layer.weight_q, bias_q, multiplier, stride=conv.stride, padding=conv.padding,
+                         dilation=conv.dilation, groups=conv.groups, input_zero_point=x.zero_point,
+                         out_dtype=layer.out_dtype, out_zero_point=layer.out_zero_point, out_min=lo, out_max=hi)
+    return layer.output(y, "reference")
+
+
+def _linear(module: Any, x: Any) -> QuantizedTensor:
+    x = expect_quantized(x, type(module).__name__)
+    if x.ndim != 2:
+        raise ValueError(f"{type(module).__name__}: expected a 2-D (N, features) input, got shape {x.shape}")
+    layer = IntegerLayer.from_qat(module, "Relu" in type(module).__name__)
+    bias_q, multiplier, lo, hi = layer.for_input(x)
+    y = reference.gemm(x.data, layer.weight_q.T, bias_q, multiplier, input_zero_point=x.zero_point,
+                       out_dtype=layer.out_dtype, out_zero_point=layer.out_zero_point, out_min=lo, out_max=hi)
+    return layer.output(y, "reference")
+
+
+def _quant_stub(module: Any, x: Any) -> QuantizedTensor:
+    s, z, qmin, qmax, dtype = act_qparams(module.get_activation_qparams(), type(module).__name__)
+    data = reference.quantize(np.asarray(x.numpy() if isinstance(x, Tensor) else x, np.float32), s, z, dtype)
+    np.clip(data, qmin, qmax, out=data)
+    return QuantizedTensor(data, s, z, qmin, qmax, "reference")
+
+
+def _dequant_stub(module: Any, x: Any) -> Tensor:
+    if not isinstance(x, QuantizedTensor):  # nothing upstream was quantized: identity, as in float
+        return x
+    return Tensor(reference.dequantize(x.data, x.scale, x.zero_point))
+
+
+def _elemwise(module: Any, *inputs: Any) -> QuantizedTensor:
+    owner = type(module).__name__
+    if module.method not in SUPPORTED_METHODS or len(inputs) != 2:
+        raise ValueError(f"{owner}: {module.method!r} has no int8 kernel (supported: {SUPPORTED_METHODS}); call "
+                         f".disable_quantize() on this module before quantize_qat to keep it float")
+    s, z, qmin, qmax, dtype = act_qparams(module.get_activation_qparams(), owner)
+    return elemwise(module.method, inputs[0], inputs[1], s, z, qmin, qmax, dtype, owner)
+
+
+def _concat(module: Any, inps: Sequence[Any], axis: int = 0) -> QuantizedTensor:
+    owner = type(module).__name__
+    s, z, qmin, qmax, dtype = act_qparams(module.get_activation_qparams(), owner)
+    return concat(inps, axis, s, z, qmin, qmax, dtype, owner)
+
+
+for _cls in _CONV:
+    register_integer_forward(_cls)(_conv)
+for _cls in _LINEAR:
+    register_integer_forward(_cls)(_linear)
+register_integer_forward(qat.QuantStub)(_quant_stub)
+register_integer_forward(qat.DequantStub)(_dequant_stub)
+register_integer_forward(qat.Elemwise)(_elemwise)
+register_integer_forward(qat.Concat)(_concat)
