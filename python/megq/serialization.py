@@ -18,6 +18,7 @@ never leaves a half-written model behind.
 """
 from __future__ import annotations
 
+import enum
 import io
 import json
 import os
@@ -98,6 +99,10 @@ class _Writer:
             return {"float": repr(float(v))}
         if isinstance(v, np.ndarray):
             return {"array": self.array(v)}
+        if isinstance(v, enum.Enum) and _is_megq_class(type(v)):
+            return {"enum": [_class_path(type(v)), v.name]}
+        if _is_quant_dtype(v):
+            return {"qdtype": [v.name, v.cname, v.np_dtype_str, v.qmin, v.qmax, v.is_unsigned]}
         if isinstance(v, (list, tuple)):
             return {"list" if isinstance(v, list) else "tuple": [self.value(x, depth + 1) for x in v]}
         if isinstance(v, dict):
@@ -138,11 +143,19 @@ def _is_storable_callable(v: Any) -> bool:
     return isinstance(v, Module)
 
 
+def _is_megq_class(cls: Type) -> bool:
+    return cls.__module__ == "megq" or cls.__module__.startswith("megq.")
+
+
 def _is_megq_record(v: Any) -> bool:
-    """Plain-data classes defined in megq (e.g. QParams, dtype metadata) are saved by their attributes."""
-    cls = type(v)
-    return (cls.__module__.startswith("megq.") and hasattr(v, "__dict__") and not isinstance(v, type)
-            and getattr(cls, "_megq_serializable", False))
+    """Objects of megq's own classes (QParams, observers' helpers, ...) are saved by their attributes."""
+    return _is_megq_class(type(v)) and hasattr(v, "__dict__") and not isinstance(v, type) and not callable(v)
+
+
+def _is_quant_dtype(v: Any) -> bool:
+    from .quantization.dtype import QuantDtypeMeta
+
+    return isinstance(v, QuantDtypeMeta)
 
 
 def save(module: Any, path: str | os.PathLike) -> None:
@@ -217,6 +230,17 @@ class _Reader:
                 raise ValueError("path: malformed megq file (float)") from None
         if kind == "array":
             return self.array(payload)
+        if kind == "enum" and isinstance(payload, list) and len(payload) == 2 and isinstance(payload[1], str):
+            cls = _resolve_class(payload[0])
+            if not issubclass(cls, enum.Enum) or payload[1] not in cls.__members__:
+                raise ValueError("path: malformed megq file (enum)")
+            return cls[payload[1]]
+        if kind == "qdtype" and isinstance(payload, list) and len(payload) == 6:
+            from .quantization.dtype import QuantDtypeMeta, _builtin_quant_dtypes
+
+            meta = QuantDtypeMeta(*payload)
+            # builtins keep their identity (fake quant checks observer dtype *is* its own)
+            return _builtin_quant_dtypes.get(meta.name) if _builtin_quant_dtypes.get(meta.name) == meta else meta
         if kind in ("list", "tuple") and isinstance(payload, list):
             items = [self.value(x, depth + 1) for x in payload]
             return items if kind == "list" else tuple(items)
@@ -244,10 +268,6 @@ class _Reader:
         if kind != "object" or not isinstance(node.get("class"), str) or not isinstance(node.get("attrs"), dict):
             raise ValueError("path: malformed megq file (object node)")
         cls = _resolve_class(node["class"])
-        allowed = issubclass(cls, Module) or _class_path(cls) in _EXTRA_CLASSES or getattr(
-            cls, "_megq_serializable", False)
-        if not allowed:
-            raise ValueError(f"path: class {node['class']!r} in the file is not loadable")
         obj = cls.__new__(cls)
         self.built[index] = obj  # before the attributes: cycles and shared children resolve to this object
         if isinstance(obj, Module):

@@ -36,7 +36,8 @@ class InvertedResidual(M.Module):
         layers += [M.ConvBnRelu2d(hidden, hidden, 3, stride, padding=1, groups=hidden, bias=False),
                    M.ConvBn2d(hidden, oup, 1, bias=False)]
         self.conv = M.Sequential(*layers)
-        self.add = M.Elemwise("ADD")
+        # Only blocks with a residual own an add: an unused module would have no calibrated scale.
+        self.add = M.Elemwise("ADD") if self.use_res_connect else None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.add(x, self.conv(x)) if self.use_res_connect else self.conv(x)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+
+import numpy as np
 from typing import Dict, Optional
 
 from ..module.module import Module
@@ -13,6 +15,21 @@ def _default_mapping() -> Dict[type, type]:
 
     names = [n for n in quantized.__all__ if n not in ("QuantizedModule", "IntegerLayer") and hasattr(qat, n)]
     return {getattr(qat, n): getattr(quantized, n) for n in names}
+
+
+def _has_seen_data(observer) -> bool:
+    """False for an observer that never recorded a batch (its scale would be the eps floor, not data)."""
+    if observer is None:
+        return True
+    histogram = getattr(observer, "histogram", None)
+    if histogram is not None:
+        return float(np.asarray(histogram.numpy()).reshape(-1)[0]) != -1.0
+    if hasattr(observer, "qparams") and not hasattr(observer, "min_val"):  # PassiveObserver
+        return getattr(observer, "qparams", None) is not None
+    min_val, max_val = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
+    if min_val is None or max_val is None:
+        return True
+    return bool(np.all(np.asarray(min_val.numpy()) <= np.asarray(max_val.numpy())))
 
 
 def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, type]] = None) -> Module:
@@ -40,6 +57,10 @@ def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, 
         convert.update(mapping)
 
     def to_quantized(m: Module, path: str) -> Module:
+        for which in ("act_observer", "weight_observer"):
+            if not _has_seen_data(getattr(m, which, None)):
+                raise ValueError(f"quantize: '{path}' was never calibrated: its {which} has seen no data; run "
+                                 f"data through the QFloat model (calibration or QAT) before quantize()")
         target = convert.get(type(m))
         if target is None:
             raise TypeError(f"quantize: '{path}' is a {type(m).__name__} with no quantized mapping; pass "

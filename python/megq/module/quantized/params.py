@@ -63,8 +63,6 @@ def quantize_weight(w: np.ndarray, qp: Any, owner: str) -> Tuple[np.ndarray, np.
 class IntegerLayer:
     """int8 weights, float bias and output qparams of a conv or linear layer (see the module docstring)."""
 
-    _megq_serializable = True
-
     def __init__(self, weight_q: np.ndarray, weight_scale: np.ndarray, bias: Optional[np.ndarray],
                  out_scale: np.float32, out_zero_point: int, out_qmin: int, out_qmax: int, out_dtype: str,
                  relu: bool) -> None:
