@@ -176,39 +176,29 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   const size_t row_elems = static_cast<size_t>(Wp) * p.Cs;
   const size_t row_bytes = row_elems * sizeof(int16_t);
 
-  // Bands of output rows: widened rows of a band fit ~192 KiB of scratch, and
-  // there are enough tasks to keep every thread busy.
+  // Tasks: (image, band of output rows); one band per image unless threads
+  // need more tasks. Inside a task every input row is widened once, into a
+  // ring of `span` rows (the rows one output row reads, dilation included).
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
   const bool parallel = threads > 1 && macs >= 256.0 * 1024;
-  auto rows_needed = [&](int band) { return (band - 1) * dp.stride_h + (p.KH - 1) * dp.dil_h + 1; };
-  int band = OH;
-  while (band > 1 && static_cast<size_t>(rows_needed(band)) * row_bytes > 192 * 1024) band = (band + 1) / 2;
-  if (parallel) {
-    const int want = 4 * threads;
-    while (band > 1 && static_cast<int64_t>(N) * ceil_div_int(OH, band) < want) band = (band + 1) / 2;
-  }
-  const int bands = ceil_div_int(OH, band);
-  const int max_rows = rows_needed(band);
+  int bands = 1;
+  if (parallel) bands = std::min(OH, ceil_div_int(4 * threads, N));
+  const int band = ceil_div_int(OH, bands);
+  bands = ceil_div_int(OH, band);
+  const int span = (p.KH - 1) * dp.dil_h + 1;
 
   auto task = [&](int t) {
     thread_local AlignedBuffer scratch;
-    scratch.reserve((static_cast<size_t>(max_rows) + 1) * row_bytes);
+    scratch.reserve((static_cast<size_t>(span) + 1) * row_bytes);
     std::vector<const int16_t*> row_ptrs(p.KH);
     std::vector<const int16_t*> tap_ptrs(T + 1);
     int16_t* zero_row = scratch.as<int16_t>();
     std::fill(zero_row, zero_row + row_elems, static_cast<int16_t>(0));
-    int16_t* rows = zero_row + row_elems;
+    int16_t* ring = zero_row + row_elems;
     const int n = t / bands;
     const int oh0 = (t % bands) * band, oh1 = std::min(OH, oh0 + band);
-    const int ih_first = oh0 * dp.stride_h - dp.pad_h;
-    const int ih_last = (oh1 - 1) * dp.stride_h - dp.pad_h + (p.KH - 1) * dp.dil_h;
     const uint8_t* image = x + n * sn;
-    // Widen every input row the band reads (each once).
-    for (int ih = std::max(0, ih_first); ih <= std::min(H - 1, ih_last); ++ih) {
-      entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w, Wp,
-                  p.Cs, rows + static_cast<size_t>(ih - ih_first) * row_elems);
-    }
     DwRowArgs a;
     a.rows = row_ptrs.data();
     a.Cs = p.Cs;
@@ -227,10 +217,19 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     a.lo = dp.min;
     a.hi = dp.max;
     a.taps = tap_ptrs.data();
+    int next_ih = 0;  // rows below this are widened (or not needed)
     for (int oh = oh0; oh < oh1; ++oh) {
+      const int first = oh * dp.stride_h - dp.pad_h, last = first + span - 1;
+      // Row ih goes to slot ih % span; the row it replaces (ih - span or
+      // older) lies before `first`, so no longer needed.
+      for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
+        entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w, Wp,
+                    p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+      }
+      next_ih = std::max(next_ih, last + 1);
       for (int i = 0; i < p.KH; ++i) {
-        const int ih = oh * dp.stride_h - dp.pad_h + i * dp.dil_h;
-        row_ptrs[i] = (ih < 0 || ih >= H) ? zero_row : rows + static_cast<size_t>(ih - ih_first) * row_elems;
+        const int ih = first + i * dp.dil_h;
+        row_ptrs[i] = (ih < 0 || ih >= H) ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
       }
       a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
       entry.row(a);

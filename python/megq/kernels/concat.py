@@ -13,11 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import _C
-from ._checks import dtype_name
-from .quantize import quantized_array, scale_arg, zero_point_arg
-
-_QDTYPES = ("int8", "uint8")
-
+from .quantize import qdtype_arg, quantized_array, scale_arg, zero_point_arg
 
 def concat(inputs: Sequence[np.ndarray], scales: Sequence, zero_points: Sequence[int] | None = None, *,
            out_scale, out_zero_point: int = 0, out_dtype=None) -> np.ndarray:
@@ -37,7 +33,7 @@ def concat(inputs: Sequence[np.ndarray], scales: Sequence, zero_points: Sequence
         raise ValueError(f"scales: expected {len(inputs)} values (one per input), got {scales!r}")
     if not isinstance(zero_points, (list, tuple, np.ndarray)) or len(zero_points) != len(inputs):
         raise ValueError(f"zero_points: expected {len(inputs)} values (one per input), got {zero_points!r}")
-    out_name = names[0] if out_dtype is None else dtype_name(out_dtype, "out_dtype", _QDTYPES)
+    out_name = names[0] if out_dtype is None else qdtype_arg(out_dtype, "out_dtype")
     s = [scale_arg(v, f"scales[{i}]") for i, v in enumerate(scales)]
     z = [zero_point_arg(v, f"zero_points[{i}]", n) for i, (v, n) in enumerate(zip(zero_points, names))]
     return _C.concat(list(inputs), s, z, scale_arg(out_scale, "out_scale"),

@@ -21,9 +21,9 @@ from typing import Optional
 import numpy as np
 
 from .. import _C
-from ._checks import dtype_name, int_arg
+from ._checks import int_arg
 from .pooling import _pair
-from .quantize import quantized_array, zero_point_arg
+from .quantize import qdtype_arg, quantized_array, zero_point_arg
 
 PackedDepthwiseWeights = _C.PackedDepthwiseWeights
 
@@ -65,7 +65,7 @@ def pack_depthwise_weights(weight: np.ndarray, bias: Optional[np.ndarray] = None
         raise ValueError(f"weight: expected (C_out, KH, KW), (C_out, 1, KH, KW) or (groups, m, 1, KH, KW), "
                          f"got {weight.ndim} dimension(s)")
     c_in = weight.shape[0] if in_channels is None else int_arg(in_channels, "in_channels")
-    in_name = dtype_name(input_dtype, "input_dtype", ("int8", "uint8"))
+    in_name = qdtype_arg(input_dtype, "input_dtype")
     z = zero_point_arg(input_zero_point, "input_zero_point", in_name)
     if multiplier is None:
         raise ValueError("multiplier: required (float32 requantization multipliers, scalar or per channel)")
@@ -86,7 +86,7 @@ def depthwise_conv2d(x: np.ndarray, packed: PackedDepthwiseWeights, stride=1, pa
     x, _ = quantized_array(x, "x")
     if not isinstance(packed, PackedDepthwiseWeights):
         raise TypeError(f"packed: expected PackedDepthwiseWeights, got {type(packed).__name__}")
-    od = dtype_name(out_dtype, "out_dtype", ("int8", "uint8"))
+    od = qdtype_arg(out_dtype, "out_dtype")
     zo = zero_point_arg(out_zero_point, "out_zero_point", od)
     lo = None if out_min is None else int_arg(out_min, "out_min")
     hi = None if out_max is None else int_arg(out_max, "out_max")

@@ -19,16 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from ._checks import dtype_name
-from .quantize import quantized_array, scale_arg, zero_point_arg
-
-_QDTYPES = ("int8", "uint8")
-
+from .quantize import qdtype_arg, quantized_array, scale_arg, zero_point_arg
 
 def _binary(fn, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_dtype):
     a, an = quantized_array(a, "a")
     b, bn = quantized_array(b, "b")
-    on = an if out_dtype is None else dtype_name(out_dtype, "out_dtype", _QDTYPES)
+    on = an if out_dtype is None else qdtype_arg(out_dtype, "out_dtype")
     if a.shape != b.shape:
         raise ValueError(f"b: shape {b.shape} does not match a's shape {a.shape} (no broadcasting)")
     return fn(a, b, scale_arg(a_scale, "a_scale"), zero_point_arg(a_zero_point, "a_zero_point", an),

@@ -28,6 +28,8 @@ _AVG_MODES = ("average_count_exclude_padding", "average")
 
 
 def _pair(value, argument: str) -> tuple[int, int]:
+    if type(value) is int:
+        return value, value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{argument}: expected an int or a pair of ints, got {value!r}")

@@ -21,6 +21,8 @@ Contract (numpy form: :mod:`megq.reference.quantize`)::
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _C
@@ -29,36 +31,50 @@ from ._checks import dtype_name, int_arg
 _QDTYPES = ("int8", "uint8")
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+_QDTYPE_BY_CHAR = {"b": "int8", "B": "uint8"}
+
+
 def scale_arg(value, argument: str) -> float:
-    """A scale as float32, checked finite and > 0 (ValueError naming ``argument``)."""
-    if isinstance(value, (bool, str, bytes)) or value is None:
+    """A scale as float32 (returned as a Python float), checked finite and > 0 after the
+    float32 conversion (ValueError naming ``argument``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, int, np.floating, np.integer)):
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            return scale_arg(value[()], argument)
+        if isinstance(value, np.ndarray):
+            raise ValueError(f"{argument}: expected a scalar scale (per-tensor), got shape {value.shape}")
         raise TypeError(f"{argument}: expected a float scale, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{argument}: expected a float scale, got {type(value).__name__}") from None
-    if arr.ndim != 0:
-        raise ValueError(f"{argument}: expected a scalar scale (per-tensor), got shape {arr.shape}")
-    s = np.float32(arr)
-    if not np.isfinite(s) or not s > 0:
-        raise ValueError(f"{argument}: expected a finite scale > 0 (as float32), got {float(arr)!r}")
-    return float(s)
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 < v < _FLOAT32_MAX):
+        raise ValueError(f"{argument}: expected a finite scale > 0 (as float32), got {v!r}")
+    s = float(np.float32(v))
+    if not (s > 0.0 and math.isfinite(s)):
+        raise ValueError(f"{argument}: expected a finite scale > 0 (as float32), got {v!r}")
+    return s
 
 
 def zero_point_arg(value, argument: str, dtype: str) -> int:
-    z = int_arg(value, argument)
+    z = value if type(value) is int else int_arg(value, argument)
     lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
     if not lo <= z <= hi:
         raise ValueError(f"{argument}: {z} is outside the {dtype} range [{lo}, {hi}]")
     return z
 
 
+def qdtype_arg(value, argument: str) -> str:
+    """"int8" or "uint8" from a string, numpy dtype or type (fast path for the strings)."""
+    if type(value) is str and value in _QDTYPES:
+        return value
+    return dtype_name(value, argument, _QDTYPES)
+
+
 def quantized_array(a, argument: str) -> tuple[np.ndarray, str]:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{argument}: expected a numpy array, got {type(a).__name__}")
-    if a.dtype.name not in _QDTYPES:
+    name = _QDTYPE_BY_CHAR.get(a.dtype.char)
+    if name is None:
         raise TypeError(f"{argument}: expected dtype int8 or uint8, got {a.dtype}")
-    return a, a.dtype.name
+    return a, name
 
 
 def quantize(x: np.ndarray, scale, zero_point: int = 0, dtype="int8") -> np.ndarray:
@@ -80,7 +96,7 @@ def quantize(x: np.ndarray, scale, zero_point: int = 0, dtype="int8") -> np.ndar
         raise TypeError(f"x: expected dtype float32, got {x.dtype}")
     if x.ndim not in (2, 4):
         raise ValueError(f"x: expected a 4-D NCHW (or 2-D (N, C)) array, got {x.ndim} dimension(s)")
-    name = dtype_name(dtype, "dtype", _QDTYPES)
+    name = qdtype_arg(dtype, "dtype")
     s = scale_arg(scale, "scale")
     z = zero_point_arg(zero_point, "zero_point", name)
     if x.ndim == 2:
@@ -112,7 +128,7 @@ def requantize(q: np.ndarray, in_scale, in_zero_point: int, out_scale, out_zero_
     Identical qparams give an exact copy.
     """
     q, name = quantized_array(q, "q")
-    out_name = name if out_dtype is None else dtype_name(out_dtype, "out_dtype", _QDTYPES)
+    out_name = name if out_dtype is None else qdtype_arg(out_dtype, "out_dtype")
     si = scale_arg(in_scale, "in_scale")
     so = scale_arg(out_scale, "out_scale")
     zi = zero_point_arg(in_zero_point, "in_zero_point", name)

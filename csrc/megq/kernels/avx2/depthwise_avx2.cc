@@ -21,17 +21,17 @@ struct Epilogue {
   __m256i bias_lo, bias_hi;
   __m256 m_lo, m_hi, lo, hi;
   __m256i zo;
-  bool out_signed;
-
-  // 16 channels of accumulators -> 16 bytes in channel order.
-  __m128i operator()(__m256i acc_lo, __m256i acc_hi) const {
-    const __m256i q_lo = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_lo), m_lo), lo, hi, zo);
-    const __m256i q_hi = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_hi), m_hi), lo, hi, zo);
-    const __m256i w16 = _mm256_packs_epi32(q_lo, q_hi);  // lane 0: ch 0-7, lane 1: ch 8-15
-    const __m256i b8 = out_signed ? _mm256_packs_epi16(w16, w16) : _mm256_packus_epi16(w16, w16);
-    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(b8, _MM_SHUFFLE(3, 1, 2, 0)));
-  }
 };
+
+// 16 channels of accumulators -> 16 bytes in channel order.
+template <bool kSigned>
+inline __m128i finish(const Epilogue& ep, __m256i acc_lo, __m256i acc_hi) {
+  const __m256i q_lo = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_lo), ep.m_lo), ep.lo, ep.hi, ep.zo);
+  const __m256i q_hi = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(acc_hi), ep.m_hi), ep.lo, ep.hi, ep.zo);
+  const __m256i w16 = _mm256_packs_epi32(q_lo, q_hi);  // lane 0: ch 0-7, lane 1: ch 8-15
+  const __m256i b8 = kSigned ? _mm256_packs_epi16(w16, w16) : _mm256_packus_epi16(w16, w16);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(b8, _MM_SHUFFLE(3, 1, 2, 0)));
+}
 
 inline void store_tile(uint8_t* dst, __m128i v, int valid) {
   if (valid >= kDwTile) {
@@ -45,11 +45,12 @@ inline void store_tile(uint8_t* dst, __m128i v, int valid) {
 
 // One 16-channel tile of one output row. kPairs > 0: compile-time tap-pair
 // count (unrolled); 0: runtime `pairs`.
-template <int kPairs>
+template <int kPairs, bool kSigned>
 void tile_row(const DwRowArgs& a, const int16_t* const* taps, int pairs_rt, const __m256i* w, const Epilogue& ep,
               uint8_t* out, int valid) {
   const int pairs = kPairs > 0 ? kPairs : pairs_rt;
   const ptrdiff_t step = static_cast<ptrdiff_t>(a.stride_w) * a.Cs;
+  const ptrdiff_t out_step = a.C;
   int ow = 0;
   for (; ow + 2 <= a.OW; ow += 2) {
     const ptrdiff_t o0 = ow * step, o1 = o0 + step;
@@ -64,9 +65,12 @@ void tile_row(const DwRowArgs& a, const int16_t* const* taps, int pairs_rt, cons
       h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(_mm256_unpackhi_epi16(a0, b0), wh));
       l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(_mm256_unpacklo_epi16(a1, b1), wl));
       h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(_mm256_unpackhi_epi16(a1, b1), wh));
+      // Keeps the four accumulator chains in registers: without it GCC
+      // reassociates the unrolled sums into trees and spills partial sums.
+      asm("" : "+x"(l0), "+x"(h0), "+x"(l1), "+x"(h1));
     }
-    store_tile(out + static_cast<ptrdiff_t>(ow) * a.C, ep(l0, h0), valid);
-    store_tile(out + static_cast<ptrdiff_t>(ow + 1) * a.C, ep(l1, h1), valid);
+    store_tile(out + ow * out_step, finish<kSigned>(ep, l0, h0), valid);
+    store_tile(out + (ow + 1) * out_step, finish<kSigned>(ep, l1, h1), valid);
   }
   if (ow < a.OW) {
     const ptrdiff_t o0 = ow * step;
@@ -76,7 +80,19 @@ void tile_row(const DwRowArgs& a, const int16_t* const* taps, int pairs_rt, cons
       l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(_mm256_unpacklo_epi16(a0, b0), _mm256_load_si256(w + 2 * p)));
       h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(_mm256_unpackhi_epi16(a0, b0), _mm256_load_si256(w + 2 * p + 1)));
     }
-    store_tile(out + static_cast<ptrdiff_t>(ow) * a.C, ep(l0, h0), valid);
+    store_tile(out + ow * out_step, finish<kSigned>(ep, l0, h0), valid);
+  }
+}
+
+template <bool kSigned>
+void tile_row_any(const DwRowArgs& a, int T, int pairs, const __m256i* w, const Epilogue& ep, uint8_t* out,
+                  int valid) {
+  if (T == 9) {
+    tile_row<5, kSigned>(a, a.taps, pairs, w, ep, out, valid);
+  } else if (T == 25) {
+    tile_row<13, kSigned>(a, a.taps, pairs, w, ep, out, valid);
+  } else {
+    tile_row<0, kSigned>(a, a.taps, pairs, w, ep, out, valid);
   }
 }
 
@@ -117,7 +133,6 @@ void depthwise_row(const DwRowArgs& a) {
   ep.lo = _mm256_set1_ps(static_cast<float>(a.lo - a.zo));
   ep.hi = _mm256_set1_ps(static_cast<float>(a.hi - a.zo));
   ep.zo = _mm256_set1_epi32(a.zo);
-  ep.out_signed = a.out_signed;
   for (int ct = 0; ct < tiles; ++ct) {
     const uint8_t* tile = a.packed + ct * tile_bytes;
     const __m256i* w = reinterpret_cast<const __m256i*>(tile);
@@ -132,12 +147,10 @@ void depthwise_row(const DwRowArgs& a) {
     if (T % 2) a.taps[T] = a.taps[0];  // partner of the last tap; its weight is 0
     const int valid = a.C - ct * kDwTile;
     uint8_t* out = a.out + ct * kDwTile;
-    if (T == 9) {
-      tile_row<5>(a, a.taps, pairs, w, ep, out, valid);
-    } else if (T == 25) {
-      tile_row<13>(a, a.taps, pairs, w, ep, out, valid);
+    if (a.out_signed) {
+      tile_row_any<true>(a, T, pairs, w, ep, out, valid);
     } else {
-      tile_row<0>(a, a.taps, pairs, w, ep, out, valid);
+      tile_row_any<false>(a, T, pairs, w, ep, out, valid);
     }
   }
 }

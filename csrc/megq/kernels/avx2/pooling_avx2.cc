@@ -59,8 +59,7 @@ void max_pixel(const uint8_t* const* taps, int t, int C, uint8_t* out) {
 
 // sum (int32 x 8) / count -> 8 bytes.
 inline __m128i mean8(__m256i sum, __m256 count, bool is_signed) {
-  const __m256 v = round_half_away(_mm256_div_ps(_mm256_cvtepi32_ps(sum), count));
-  return pack8(_mm256_cvtps_epi32(v), is_signed);
+  return pack8(round_half_away_small_epi32(_mm256_div_ps(_mm256_cvtepi32_ps(sum), count)), is_signed);
 }
 
 template <bool kSigned>
