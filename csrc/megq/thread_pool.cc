@@ -39,18 +39,25 @@ class Pool {
       return;
     }
     grow_workers(threads - 1);
-    job_ = &fn;
-    job_size_ = n;
-    next_task_.store(0);
-    active_workers_.store(threads - 1);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1);
+      job_ = &fn;
+      job_size_ = n;
+      next_task_.store(0);
+      job_open_ = true;
       participating_ = threads - 1;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     work();  // the caller takes tasks too
-    // Wait for workers to finish their last task; they are busy, so spin.
+    // Every task is claimed. Close the job so that a worker that wakes up
+    // late (its core busy with another process) does not join, and wait
+    // only for the workers that joined and may still run their last task:
+    // never for one the OS has not scheduled yet.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_open_ = false;
+    }
     while (active_workers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     job_ = nullptr;
   }
@@ -87,7 +94,8 @@ class Pool {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load() != seen; });
         seen = generation_.load();
-        if (index >= participating_) continue;  // this job uses fewer threads
+        if (!job_open_ || index >= participating_) continue;  // finished already, or fewer threads
+        active_workers_.fetch_add(1, std::memory_order_relaxed);
       }
       work();
       active_workers_.fetch_sub(1, std::memory_order_release);
@@ -110,6 +118,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::atomic<unsigned long long> generation_{0};
   int participating_ = 0;
+  bool job_open_ = false;  // guarded by mutex_
   const std::function<void(int)>* job_ = nullptr;
   int job_size_ = 0;
   std::atomic<int> next_task_{0};
