@@ -1,9 +1,11 @@
 // AVX2 NHWC pooling kernels (contract: pooling.h). Vectorized across
-// channels: max over 32 / 16 / 8 channels per instruction; averages sum 16
-// channels in int16 when the window cannot overflow it (kh * kw <= 128:
-// 128 * 255 < 2^15), else 8 channels in int32, then one float32 division
-// (vdivps) and round half away from zero. Channel tails are scalar with the
-// same operations. Reads only the window's input taps.
+// channels: max over 32 / 16 / 8 channels per instruction; averages sum
+// 32 / 16 channels in int16 when the window cannot overflow it (kh * kw <=
+// 128: 128 * 255 < 2^15), else 8 channels in int32, then
+// round_half_away(float32(sum) / float32(count)) -- computed without a
+// division for counts <= 1024 by an exactly equivalent reciprocal form (see
+// mean8), with vdivps above. Channel tails are scalar with the same
+// operations. Reads only the window's input taps.
 #include <cmath>
 
 #include "megq/kernels/avx2/ops_avx2_util.h"
@@ -57,34 +59,82 @@ void max_pixel(const uint8_t* const* taps, int t, int C, uint8_t* out) {
   }
 }
 
-// sum (int32 x 8) / count -> 8 bytes.
-inline __m128i mean8(__m256i sum, __m256 count, bool is_signed) {
-  return pack8(round_half_away_small_epi32(_mm256_div_ps(_mm256_cvtepi32_ps(sum), count)), is_signed);
+// round_half_away(float32(sum) / float32(count)) for 8 int32 sums with
+// |sum| <= 255 * count. For count <= 1024 without a division: the float32
+// quotient rounded half away equals the exactly rounded rational sum / count
+// (a non-tie quotient lies at least 1 / (2 count) >= 2^-11 from a tie, far
+// more than float32's error below 256), and so does
+// trunc(sum * float32(1 / count) + copysign(0.5 + 2^-12, sum)): the product is
+// within 2^-14 of sum / count, the 2^-12 nudge lifts exact ties over the
+// boundary and cannot lift a non-tie over it. Checked exhaustively for every
+// count <= 1024 and every sum in [-128 count, 255 count].
+struct Mean {
+  bool fast;
+  __m256 scale;  // float32(1 / count) if fast, else float32(count)
+  float count;
+};
+
+inline Mean make_mean(int32_t count) {
+  Mean m;
+  m.fast = count <= 1024;
+  m.count = static_cast<float>(count);
+  m.scale = _mm256_set1_ps(m.fast ? 1.0f / m.count : m.count);
+  return m;
+}
+
+inline __m128i mean8(__m256i sum, const Mean& m, bool is_signed) {
+  const __m256 v = _mm256_cvtepi32_ps(sum);
+  __m256i q;
+  if (m.fast) {
+    const __m256 p = _mm256_mul_ps(v, m.scale);
+    const __m256 sign = _mm256_and_ps(p, _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u))));
+    q = _mm256_cvttps_epi32(_mm256_add_ps(p, _mm256_or_ps(sign, _mm256_set1_ps(0.500244140625f))));
+  } else {
+    q = round_half_away_small_epi32(_mm256_div_ps(v, m.scale));
+  }
+  return pack8(q, is_signed);
+}
+
+template <bool kSigned>
+inline __m256i widen16(const uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return kSigned ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+}
+
+template <bool kSigned>
+inline void store_mean16(uint8_t* out, __m256i s16, const Mean& m) {
+  const __m128i lo = mean8(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s16)), m, kSigned);
+  const __m128i hi = mean8(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1)), m, kSigned);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi64(lo, hi));
 }
 
 template <bool kSigned>
 void avg_pixel(const uint8_t* const* taps, int t, int C, int32_t pad_sum, int32_t count_i, bool int16_ok,
                uint8_t* out) {
-  const __m256 count = _mm256_set1_ps(static_cast<float>(count_i));
+  const Mean m = make_mean(count_i);
   int c = 0;
-  if (int16_ok) {
+  if (int16_ok) {  // kh * kw <= 128: |sum| <= 128 * 255 fits int16
     const __m256i pad16 = _mm256_set1_epi16(static_cast<int16_t>(pad_sum));
-    for (; c + 16 <= C; c += 16) {
-      __m256i s = pad16;
+    for (; c + 32 <= C; c += 32) {
+      __m256i s0 = pad16, s1 = pad16;
       for (int k = 0; k < t; ++k) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[k] + c));
-        s = _mm256_add_epi16(s, kSigned ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b));
+        s0 = _mm256_add_epi16(s0, widen16<kSigned>(taps[k] + c));
+        s1 = _mm256_add_epi16(s1, widen16<kSigned>(taps[k] + c + 16));
       }
-      const __m128i lo = mean8(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s)), count, kSigned);
-      const __m128i hi = mean8(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s, 1)), count, kSigned);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_unpacklo_epi64(lo, hi));
+      store_mean16<kSigned>(out + c, s0, m);
+      store_mean16<kSigned>(out + c + 16, s1, m);
+    }
+    for (; c + 16 <= C; c += 16) {
+      __m256i s0 = pad16;
+      for (int k = 0; k < t; ++k) s0 = _mm256_add_epi16(s0, widen16<kSigned>(taps[k] + c));
+      store_mean16<kSigned>(out + c, s0, m);
     }
   }
   const __m256i pad32 = _mm256_set1_epi32(pad_sum);
   for (; c + 8 <= C; c += 8) {
     __m256i s = pad32;
     for (int k = 0; k < t; ++k) s = _mm256_add_epi32(s, widen8(load8(taps[k] + c), kSigned));
-    store8(out + c, mean8(s, count, kSigned));
+    store8(out + c, mean8(s, m, kSigned));
   }
   for (; c < C; ++c) {
     int32_t s = pad_sum;
@@ -145,10 +195,10 @@ void global_avg_pool(const uint8_t* src, ptrdiff_t sh, ptrdiff_t sw, int H, int 
     }
   }
   const float count = static_cast<float>(H * W);
-  const __m256 vc = _mm256_set1_ps(count);
+  const Mean m = make_mean(H * W);
   int c = 0;
   for (; c < n8; c += 8) {
-    store8(dst + c, mean8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)), vc, is_signed));
+    store8(dst + c, mean8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)), m, is_signed));
   }
   for (; c < n; ++c) dst[c] = mean1(acc[c], count);
 }
