@@ -160,6 +160,11 @@ def measure_peaks(quick: bool) -> dict:
     out["peak_2t_concurrent"] = sum(both)
     out["peak_2t"] = 2 * out["peak_1t"]
     out["peak_avx2_2t"] = 2 * out["peak_avx2_1t"]
+    try:
+        from .isa_peak import measure as isa_measure
+        out["isa_check"] = isa_measure(reps=2 if quick else 3)
+    except Exception:  # noqa: BLE001
+        out["isa_check"] = None
     return out
 
 
@@ -206,6 +211,13 @@ def render(results: List[dict], peaks: dict, shapes, command: str, meta: dict) -
     add(f"Peak (megq.kernels.measure_peak_gops, best of runs): {peaks['isa']} 1 thread **{peaks['peak_1t']:.1f} GOPS**; "
         f"2-thread denominator = 2x = {peaks['peak_2t']:.1f} GOPS (both vCPUs measured concurrently: "
         f"{peaks['peak_2t_concurrent']:.1f}); avx2 1 thread {peaks['peak_avx2_1t']:.1f} GOPS.  ")
+    chk = peaks.get("isa_check")
+    if chk:
+        add(f"Independent AVX2 check (bench/isa_peak.py: spill-free asm loops, best of short runs, 1 thread, "
+            f"clock {chk['ghz']:.2f} GHz from a dependent-add chain): vpmaddwd+vpaddd **{chk['vpmaddwd']:.1f} GOPS** "
+            f"({chk['vpmaddwd_per_cycle']:.2f}/cycle); MLAS-style vpmaddubsw+vpmaddwd(1)+vpaddd {chk['mlas']:.1f} GOPS "
+            f"({chk['mlas_per_cycle']:.2f}/cycle); vpmaddubsw+vpaddsw (int16 accumulation, saturating) "
+            f"{chk['ubsw_i16']:.1f} GOPS.  ")
     add(f"Load by other processes before the run: {meta['load_before']:.2f} cores; "
         f"started {meta['started']}, took {meta['elapsed']:.0f} s. Cells marked `*` saw other processes using "
         f">{CONTENTION_FLAG} cores while they were timed.")
