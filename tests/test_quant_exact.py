@@ -169,5 +169,9 @@ def test_unsupported_elemwise_mode_is_named():
 def test_float_input_to_quantized_layer_is_explained():
     net = M.Sequential(M.Conv2d(1, 2, 3), M.DequantStub())  # no QuantStub
     qnet = calibrated_qfloat(net, (2, 1, 5, 5), Q.ema_fakequant_qconfig, np.random.default_rng(8))
+    x = megq.Tensor(np.zeros((1, 1, 5, 5), np.float32))
+    with no_grad():
+        assert qnet(x).shape == (1, 2, 3, 3)  # the QFloat model keeps MegEngine's float fake-quant forward
+    qmodel = Q.quantize(qnet, inplace=False).eval()
     with pytest.raises(TypeError, match="QuantStub must quantize the float input"):
-        qnet(megq.Tensor(np.zeros((1, 1, 5, 5), np.float32)))
+        qmodel(x)

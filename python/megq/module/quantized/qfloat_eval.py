@@ -7,7 +7,9 @@ enabled and its observers are not collecting (see ``QATModule.quant_active``). A
 between layers as :class:`~megq.qtensor.QuantizedTensor` (backend "reference"), exactly as the Q
 model's do (backend "kernels"), and the weights are quantized by the same
 :class:`~megq.module.quantized.params.IntegerLayer` the Q model is built from. So the int8 values of
-every layer of the Q model equal QFloat's, bit for bit.
+every layer of the Q model equal QFloat's, bit for bit. A conv or linear layer whose input is a plain
+float tensor (no QuantStub upstream) keeps MegEngine's float fake-quant forward; the Q model cannot run
+such a layer and says so.
 """
 from __future__ import annotations
 
@@ -21,15 +23,15 @@ from ...quantization.integer_eval import register_integer_forward
 from ...tensor import Tensor
 from .. import qat
 from .elemwise import SUPPORTED_METHODS, concat, elemwise
-from .module import expect_quantized
 from .params import IntegerLayer, act_qparams
 
 _CONV = (qat.Conv2d, qat.ConvRelu2d, qat.ConvBn2d, qat.ConvBnRelu2d)
 _LINEAR = (qat.Linear, qat.LinearRelu, qat.LinearBn1d, qat.LinearBnRelu1d)
 
 
-def _conv(module: Any, x: Any) -> QuantizedTensor:
-    x = expect_quantized(x, type(module).__name__)
+def _conv(module: Any, x: Any) -> Any:
+    if not isinstance(x, QuantizedTensor):
+        return module.forward(x)  # float input (no QuantStub upstream): MegEngine's fake-quant forward
     layer = IntegerLayer.from_qat(module, "Relu" in type(module).__name__)
     bias_q, multiplier, lo, hi = layer.for_input(x)
     conv = getattr(module, "conv", module)
@@ -39,8 +41,9 @@ def _conv(module: Any, x: Any) -> QuantizedTensor:
     return layer.output(y, "reference")
 
 
-def _linear(module: Any, x: Any) -> QuantizedTensor:
-    x = expect_quantized(x, type(module).__name__)
+def _linear(module: Any, x: Any) -> Any:
+    if not isinstance(x, QuantizedTensor):
+        return module.forward(x)  # float input (no QuantStub upstream): MegEngine's fake-quant forward
     if x.ndim != 2:
         raise ValueError(f"{type(module).__name__}: expected a 2-D (N, features) input, got shape {x.shape}")
     layer = IntegerLayer.from_qat(module, "Relu" in type(module).__name__)
