@@ -118,6 +118,18 @@ def test_extremes_exactness(isa):
     check(x, w, None, np.float32(0.25), padding=(1, 1), stride=(2, 2))
 
 
+def test_multiplier_just_below_half(isa):
+    # acc = +-1 and +-3 with M = 0.49999997f: 0.49999997 -> 0, 1.4999999 -> 1 (not 1, 2).
+    h = np.float32(np.nextafter(np.float32(0.5), np.float32(0)))
+    x = np.zeros((1, 3, 3, 20), np.int8)
+    x[0, 1, 1, :] = [1, -1, 3, -3] * 5
+    w = np.zeros((20, 3, 3), np.int8)
+    w[:, 1, 1] = 1
+    packed = K.pack_depthwise_weights(w, None, h)
+    y = K.depthwise_conv2d(x, packed, 1, 1)
+    np.testing.assert_array_equal(y[0, 1, 1], [0, 0, 1, -1] * 5)
+
+
 def test_relu_bounds(isa):
     rng = np.random.default_rng(55)
     x = rand_q(rng, "uint8", (1, 10, 10, 48))

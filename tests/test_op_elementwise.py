@@ -82,6 +82,19 @@ def test_relu_and_saturation(isa):
     assert yr.min() >= 200
 
 
+def test_just_below_half(isa):
+    # v = 0.49999997f must round to 0 ("add 0.5 and truncate" would give 1).
+    h = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    a = np.array([1, -1, 1, -1, 0] * 7, np.int8)
+    b = np.zeros_like(a)
+    y = K.add(a, b, a_scale=h, b_scale=1.0, out_scale=1.0)
+    np.testing.assert_array_equal(y, 0)
+    y = K.mul(a, np.ones_like(a), a_scale=h, b_scale=1.0, out_scale=1.0)
+    np.testing.assert_array_equal(y, 0)
+    y = K.add(a, b, a_scale=0.5, b_scale=1.0, out_scale=1.0)
+    np.testing.assert_array_equal(y, np.where(a > 0, 1, np.where(a < 0, -1, 0)))
+
+
 def test_views(isa, threads):
     rng = np.random.default_rng(21)
     big_a, big_b = rand_q(rng, "int8", (3, 17, 19, 40)), rand_q(rng, "uint8", (3, 17, 19, 40))

@@ -136,6 +136,13 @@ def test_requantize(isa, threads, in_dtype, out_dtype):
                                   O.requantize(x, 0.2, 0 if lo < 0 else 9, 0.3, 1, out_dtype))
 
 
+def test_requantize_just_below_half(isa):
+    h = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    q = np.array([1, -1, 3, -3] * 9, np.int8)
+    np.testing.assert_array_equal(K.requantize(q, h, 0, 1.0, 0), np.array([0, 0, 1, -1] * 9))
+    np.testing.assert_array_equal(K.requantize(q, 0.5, 0, 1.0, 0), np.array([1, -1, 2, -2] * 9))
+
+
 def test_bad_arguments():
     x = np.zeros((1, 2, 3, 4), np.float32)
     q = np.zeros((1, 3, 4, 2), np.int8)
