@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-SUITES = {"gemm": "bench.gemm"}
+SUITES = {"gemm": "bench.gemm", "conv": "bench.conv"}
 
 
 def main(argv=None) -> int:
