@@ -12,15 +12,15 @@ namespace {
 
 using namespace util;
 
-template <bool kAdd>
+template <bool kAdd, bool kSa, bool kSb, bool kSo>
 void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
   const __m256i za = _mm256_set1_epi32(p.za), zb = _mm256_set1_epi32(p.zb), zo = _mm256_set1_epi32(p.zo);
   const __m256 ma = _mm256_set1_ps(p.ma), mb = _mm256_set1_ps(p.mb);
   const float flo = static_cast<float>(p.lo - p.zo), fhi = static_cast<float>(p.hi - p.zo);
   const __m256 lo = _mm256_set1_ps(flo), hi = _mm256_set1_ps(fhi);
   auto eight = [&](int64_t i) {
-    const __m256 fa = _mm256_cvtepi32_ps(_mm256_sub_epi32(widen8(load8(a + i), p.a_signed), za));
-    const __m256 fb = _mm256_cvtepi32_ps(_mm256_sub_epi32(widen8(load8(b + i), p.b_signed), zb));
+    const __m256 fa = _mm256_cvtepi32_ps(_mm256_sub_epi32(widen8(load8(a + i), kSa), za));
+    const __m256 fb = _mm256_cvtepi32_ps(_mm256_sub_epi32(widen8(load8(b + i), kSb), zb));
     const __m256 v = kAdd ? _mm256_add_ps(_mm256_mul_ps(fa, ma), _mm256_mul_ps(fb, mb))
                           : _mm256_mul_ps(_mm256_mul_ps(fa, fb), ma);
     return clamp_round_add(v, lo, hi, zo);
@@ -28,12 +28,12 @@ void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltPar
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m256i r0 = eight(i), r1 = eight(i + 8), r2 = eight(i + 16), r3 = eight(i + 24);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), pack32(r0, r1, r2, r3, p.out_signed));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), pack32(r0, r1, r2, r3, kSo));
   }
-  for (; i + 8 <= n; i += 8) store8(y + i, pack8(eight(i), p.out_signed));
+  for (; i + 8 <= n; i += 8) store8(y + i, pack8(eight(i), kSo));
   for (; i < n; ++i) {
-    const int32_t x = (p.a_signed ? static_cast<int8_t>(a[i]) : a[i]) - p.za;
-    const int32_t z = (p.b_signed ? static_cast<int8_t>(b[i]) : b[i]) - p.zb;
+    const int32_t x = (kSa ? static_cast<int8_t>(a[i]) : a[i]) - p.za;
+    const int32_t z = (kSb ? static_cast<int8_t>(b[i]) : b[i]) - p.zb;
     float v;
     if (kAdd) {
       const float va = static_cast<float>(x) * p.ma;
@@ -47,13 +47,29 @@ void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltPar
   }
 }
 
+// Signedness as template parameters: no per-vector branches in the loop.
+template <bool kAdd>
+void dispatch(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
+  const int key = (p.a_signed ? 4 : 0) | (p.b_signed ? 2 : 0) | (p.out_signed ? 1 : 0);
+  switch (key) {
+    case 0: run<kAdd, false, false, false>(a, b, y, n, p); break;
+    case 1: run<kAdd, false, false, true>(a, b, y, n, p); break;
+    case 2: run<kAdd, false, true, false>(a, b, y, n, p); break;
+    case 3: run<kAdd, false, true, true>(a, b, y, n, p); break;
+    case 4: run<kAdd, true, false, false>(a, b, y, n, p); break;
+    case 5: run<kAdd, true, false, true>(a, b, y, n, p); break;
+    case 6: run<kAdd, true, true, false>(a, b, y, n, p); break;
+    default: run<kAdd, true, true, true>(a, b, y, n, p); break;
+  }
+}
+
 }  // namespace
 
 void elementwise_row(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
   if (p.op == EltOp::kAdd) {
-    run<true>(a, b, y, n, p);
+    dispatch<true>(a, b, y, n, p);
   } else {
-    run<false>(a, b, y, n, p);
+    dispatch<false>(a, b, y, n, p);
   }
 }
 

@@ -50,17 +50,26 @@ bool quantize_row(const float* s, int P, const QuantizeParams& q, uint8_t* d) {
 }
 
 // P contiguous bytes -> P floats (q - z) * scale.
-void dequantize_row(const uint8_t* s, int P, bool is_signed, float scale, int32_t zero_point, float* d) {
+template <bool kSigned>
+void dequantize_row_t(const uint8_t* s, int P, float scale, int32_t zero_point, float* d) {
   const __m256 vs = _mm256_set1_ps(scale);
   const __m256i z = _mm256_set1_epi32(zero_point);
   int p = 0;
   for (; p + 8 <= P; p += 8) {
-    const __m256i q = _mm256_sub_epi32(widen8(load8(s + p), is_signed), z);
+    const __m256i q = _mm256_sub_epi32(widen8(load8(s + p), kSigned), z);
     _mm256_storeu_ps(d + p, _mm256_mul_ps(_mm256_cvtepi32_ps(q), vs));
   }
   for (; p < P; ++p) {
-    const int32_t q = is_signed ? static_cast<int8_t>(s[p]) : s[p];
+    const int32_t q = kSigned ? static_cast<int8_t>(s[p]) : s[p];
     d[p] = static_cast<float>(q - zero_point) * scale;
+  }
+}
+
+void dequantize_row(const uint8_t* s, int P, bool is_signed, float scale, int32_t zero_point, float* d) {
+  if (is_signed) {
+    dequantize_row_t<true>(s, P, scale, zero_point, d);
+  } else {
+    dequantize_row_t<false>(s, P, scale, zero_point, d);
   }
 }
 
@@ -87,13 +96,15 @@ void dequantize_block(const uint8_t* src, ptrdiff_t src_p_stride, int C, int P, 
   }
 }
 
-void requantize_rows(const uint8_t* src, ptrdiff_t src_stride, uint8_t* dst, ptrdiff_t dst_stride, int rows,
-                     int64_t cols, const RequantizeParams& r) {
+namespace {
+
+template <bool kSi, bool kSo>
+void requantize_rows_t(const uint8_t* src, ptrdiff_t src_stride, uint8_t* dst, ptrdiff_t dst_stride, int rows,
+                       int64_t cols, const RequantizeParams& r) {
   const __m256 m = _mm256_set1_ps(r.multiplier);
   const float flo = static_cast<float>(r.lo - r.out_zero_point), fhi = static_cast<float>(r.hi - r.out_zero_point);
   const __m256 lo = _mm256_set1_ps(flo), hi = _mm256_set1_ps(fhi);
   const __m256i zi = _mm256_set1_epi32(r.in_zero_point), zo = _mm256_set1_epi32(r.out_zero_point);
-  const bool out_signed = r.lo < 0;
   for (int i = 0; i < rows; ++i) {
     const uint8_t* s = src + i * src_stride;
     uint8_t* d = dst + i * dst_stride;
@@ -101,19 +112,37 @@ void requantize_rows(const uint8_t* src, ptrdiff_t src_stride, uint8_t* dst, ptr
     for (; j + 32 <= cols; j += 32) {
       __m256i v[4];
       for (int k = 0; k < 4; ++k) {
-        const __m256i q = _mm256_sub_epi32(widen8(load8(s + j + 8 * k), r.in_signed), zi);
+        const __m256i q = _mm256_sub_epi32(widen8(load8(s + j + 8 * k), kSi), zi);
         v[k] = clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(q), m), lo, hi, zo);
       }
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), pack32(v[0], v[1], v[2], v[3], out_signed));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), pack32(v[0], v[1], v[2], v[3], kSo));
     }
     for (; j + 8 <= cols; j += 8) {
-      const __m256i q = _mm256_sub_epi32(widen8(load8(s + j), r.in_signed), zi);
-      store8(d + j, pack8(clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(q), m), lo, hi, zo), out_signed));
+      const __m256i q = _mm256_sub_epi32(widen8(load8(s + j), kSi), zi);
+      store8(d + j, pack8(clamp_round_add(_mm256_mul_ps(_mm256_cvtepi32_ps(q), m), lo, hi, zo), kSo));
     }
     for (; j < cols; ++j) {
-      const int32_t q = (r.in_signed ? static_cast<int8_t>(s[j]) : s[j]) - r.in_zero_point;
+      const int32_t q = (kSi ? static_cast<int8_t>(s[j]) : s[j]) - r.in_zero_point;
       d[j] = static_cast<uint8_t>(clamp_round_add_1(static_cast<float>(q) * r.multiplier, flo, fhi, r.out_zero_point));
     }
+  }
+}
+
+}  // namespace
+
+void requantize_rows(const uint8_t* src, ptrdiff_t src_stride, uint8_t* dst, ptrdiff_t dst_stride, int rows,
+                     int64_t cols, const RequantizeParams& r) {
+  const bool out_signed = r.lo < 0;
+  if (r.in_signed) {
+    if (out_signed) {
+      requantize_rows_t<true, true>(src, src_stride, dst, dst_stride, rows, cols, r);
+    } else {
+      requantize_rows_t<true, false>(src, src_stride, dst, dst_stride, rows, cols, r);
+    }
+  } else if (out_signed) {
+    requantize_rows_t<false, true>(src, src_stride, dst, dst_stride, rows, cols, r);
+  } else {
+    requantize_rows_t<false, false>(src, src_stride, dst, dst_stride, rows, cols, r);
   }
 }
 
