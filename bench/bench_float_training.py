@@ -203,7 +203,7 @@ def task_setup(task: str, subset: int):
                 transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200)
 
 
-def run(task: str, use_torch: bool, epochs: int, subset: int) -> Dict[str, float]:
+def run(task: str, use_torch: bool, epochs: int, subset: int, torch_threads: int = 0) -> Dict[str, float]:
     cfg = task_setup(task, subset)
     epochs = epochs or cfg["epochs"]
     megq.random.seed(0)
@@ -213,7 +213,7 @@ def run(task: str, use_torch: bool, epochs: int, subset: int) -> Dict[str, float
     if use_torch:
         import torch
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
         tmodel = torch_models()[task]()
         copy_to_torch(model, tmodel)  # same initial weights
         trainers = {"torch": TorchTrainer(tmodel, cfg["train"], *hp), **trainers}
@@ -227,6 +227,7 @@ def run(task: str, use_torch: bool, epochs: int, subset: int) -> Dict[str, float
         acc, ev = tr.evaluate(cfg["test"])
         res[f"{name}_train_s"], res[f"{name}_acc"], res[f"{name}_eval_s"] = tr.seconds, acc, ev
         print(f"[{task}] {name}: train {tr.seconds:.1f} s, test acc {acc:.4f}, eval {ev:.1f} s", flush=True)
+    print(f"[{task}] load average at end {os.getloadavg()}", flush=True)
     if use_torch:
         print(f"[{task}] megq/torch train time: {res['megq_train_s'] / res['torch_train_s']:.2f}x", flush=True)
     return res
@@ -238,6 +239,7 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--epochs", type=int, default=0, help="override the task's epoch count")
     ap.add_argument("--train-subset", type=int, default=0, help="ResNet-8: use only the first N training images")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: CPU count)")
     args = ap.parse_args(argv)
     use_torch = not args.no_torch
     if use_torch:
@@ -246,10 +248,9 @@ def main(argv: List[str] | None = None) -> None:
         except ImportError:
             print("torch not installed: running megq only")
             use_torch = False
-    print(f"numpy {np.__version__}, cpus {os.cpu_count()}, OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}", flush=True)
+    print(f"numpy {np.__version__}, cpus {os.cpu_count()}, load average at start {os.getloadavg()}", flush=True)
     for task in (["digits", "resnet8"] if args.task == "all" else [args.task]):
-        run(task, use_torch, args.epochs, args.train_subset)
+        run(task, use_torch, args.epochs, args.train_subset, args.torch_threads)
 
 
 if __name__ == "__main__":
