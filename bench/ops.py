@@ -18,7 +18,8 @@ Each thread count runs in its own worker process (OMP_NUM_THREADS set before tor
 imported). Per case, contestants are timed round-robin over several rounds (warm-up,
 then samples of back-to-back calls >= 2 ms); the figure is the median per-call latency,
 Python call overhead included. The machine may be shared: cells measured while other
-processes used more than 0.25 cores are marked '*'.
+processes used more than 0.25 cores are marked '*' (before each case the runner waits
+up to 8 s for the machine to go quiet).
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ CONTENTION = 0.25
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return dict(rounds=1, warmup_s=0.02, min_samples=5, target_s=0.03, settle_s=0.005)
-    return dict(rounds=3, warmup_s=0.05, min_samples=7, target_s=0.15, settle_s=0.02)
+        return dict(rounds=1, warmup_s=0.02, min_samples=5, target_s=0.03, settle_s=0.005, idle_s=0.0)
+    # idle_s: before each case, wait up to this long for other processes to go quiet.
+    return dict(rounds=3, warmup_s=0.05, min_samples=7, target_s=0.15, settle_s=0.02, idle_s=8.0)
 
 
 # ------------------------------------------------------------------ memory-bound ops
@@ -82,8 +84,11 @@ def memory_cases(mk) -> List[Tuple[str, str, Callable[[], object], int]]:
 def run_memory(mk, threads: int, cfg: dict) -> dict:
     from .timing import measure
 
+    from .timing import wait_until_idle
+
     out = {}
     for name, desc, fn, nbytes in memory_cases(mk):
+        wait_until_idle(threshold=0.3, timeout=cfg["idle_s"])
         half = max(1, nbytes // 2)
         src = np.ones(half, np.uint8)
         dst = np.empty(half, np.uint8)
@@ -196,7 +201,10 @@ def run_depthwise(mk, threads: int, cfg: dict) -> dict:
     except Exception:  # noqa: BLE001
         torch = None
     out = {}
+    from .timing import wait_until_idle
+
     for H, C, s in MOBILENET_V2_DW:
+        wait_until_idle(threshold=0.3, timeout=cfg["idle_s"])
         p = dw_problem(H, C, s)
         key = f"{H}x{H}x{C} s{s}"
         built: Dict[str, object] = {}

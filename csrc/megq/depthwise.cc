@@ -154,7 +154,12 @@ int depthwise_output_size(int size, int k, int stride, int pad, int dil, const c
     throw ArgumentError("weight: the kernel (" + std::to_string(eff) + " with dilation) is larger than the padded " +
                         "input (" + std::to_string(padded) + ") along " + ax);
   }
-  return static_cast<int>((padded - eff) / stride + 1);
+  const int64_t out64 = (padded - eff) / stride + 1;
+  if (out64 > (1 << 24)) {
+    throw ArgumentError("padding: the output would have " + std::to_string(out64) + " positions along " + ax +
+                        " (limit 2^24)");
+  }
+  return static_cast<int>(out64);
 }
 
 void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, int H, int W, ptrdiff_t sn,

@@ -45,7 +45,12 @@ int pool_output_size(int size, int k, int stride, int pad, int dil, const char* 
     throw ArgumentError("kernel_size: the window (" + std::to_string(eff) + " with dilation) is larger than the " +
                         "padded input (" + std::to_string(padded) + ") along " + ax);
   }
-  const int out = static_cast<int>((padded - eff) / stride + 1);
+  const int64_t out64 = (padded - eff) / stride + 1;
+  if (out64 > (1 << 24)) {
+    throw ArgumentError("padding: the output would have " + std::to_string(out64) + " positions along " + ax +
+                        " (limit 2^24)");
+  }
+  const int out = static_cast<int>(out64);
   for (int o = 0; o < out; ++o) {
     int i0, i1;
     valid_taps(o, k, stride, pad, dil, size, &i0, &i1);

@@ -28,14 +28,19 @@ _AVG_MODES = ("average_count_exclude_padding", "average")
 
 
 def _pair(value, argument: str) -> tuple[int, int]:
-    if type(value) is int:
+    if type(value) is int and -(1 << 30) < value < (1 << 30):
         return value, value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{argument}: expected an int or a pair of ints, got {value!r}")
-        return int_arg(value[0], argument), int_arg(value[1], argument)
-    v = int_arg(value, argument)
-    return v, v
+        pair = int_arg(value[0], argument), int_arg(value[1], argument)
+    else:
+        v = int_arg(value, argument)
+        pair = v, v
+    for v in pair:
+        if not -(1 << 30) < v < (1 << 30):
+            raise ValueError(f"{argument}: {v} is out of range (|value| < 2^30)")
+    return pair
 
 
 def _input(x) -> tuple[np.ndarray, str]:
