@@ -104,6 +104,7 @@ def run_memory(mk, threads: int, cfg: dict) -> dict:
                 else:
                     t_cp = t if t_cp is None else (t_cp.merge(t) or t_cp)
         out[name] = {"desc": desc, "bytes": nbytes, "op_s": t_op.median, "copy_s": t_cp.median,
+                     "op_min_s": min(t_op.samples), "copy_min_s": min(t_cp.samples),
                      "op_gbs": nbytes / t_op.median / 1e9, "copy_gbs": nbytes / t_cp.median / 1e9,
                      "other_cores": max(t_op.other_cores, t_cp.other_cores)}
         r = out[name]
@@ -268,7 +269,7 @@ def run_depthwise(mk, threads: int, cfg: dict) -> dict:
                 else:
                     timings[name] = t
         for name, t in timings.items():
-            entry[name].update({"median_s": t.median, "other_cores": t.other_cores})
+            entry[name].update({"median_s": t.median, "min_s": min(t.samples), "other_cores": t.other_cores})
         out[key] = entry
         msg = "  ".join(f"{n}={entry[n]['median_s'] * 1e6:.0f}us" for n in DW_NAMES if "median_s" in entry[n])
         print(f"[{threads}t] dw {key}: {msg}", file=sys.stderr, flush=True)
@@ -333,7 +334,11 @@ def to_markdown(results: List[dict], command: str) -> str:
                 cells += [f"{e['op_gbs']:.2f}{_flag(e['other_cores'])}", f"{e['copy_s'] / e['op_s']:.2f}"]
             e0 = mem[0]["memory"][name]
             lines.append(f"| {name} | {e0['desc']} | " + " | ".join(cells) + f" | {e0['copy_gbs']:.2f} |")
-        lines.append("")
+        lines += ["", "Best-sample GB/s (less sensitive to other processes): " + "; ".join(
+            f"{name} " + "/".join(f"{r['memory'][name]['bytes'] / r['memory'][name]['op_min_s'] / 1e9:.1f}" for r in mem)
+            for name in mem[0]["memory"]) + f" (threads {'/'.join(str(r['threads']) for r in mem)}); copy " +
+            "/".join(f"{max(r['memory'][n]['bytes'] / r['memory'][n]['copy_min_s'] / 1e9 for n in r['memory']):.0f}"
+                     for r in mem) + " GB/s at best", ""]
     dws = [r for r in results if "depthwise" in r]
     for r in dws:
         t = r["threads"]
@@ -358,6 +363,11 @@ def to_markdown(results: List[dict], command: str) -> str:
         for n in DW_NAMES[1:]:
             cells += [f"{tot[n] * 1e6:.0f}", f"{tot[n] / tot['megq']:.2f}"] if full[n] and tot["megq"] else ["-", "-"]
         lines.append("| **all 10 layers** | " + " | ".join(cells) + " |")
+        best = {n: sum(e[n]["min_s"] for e in r["depthwise"].values() if "min_s" in e.get(n, {})) for n in DW_NAMES}
+        lines += ["", "Sum of best samples over the 10 layers (less sensitive to other processes), us: " +
+                  ", ".join(f"{n} {best[n] * 1e6:.0f}" + (f" ({best[n] / best['megq']:.2f}x megq)" if n != "megq" and
+                                                          full[n] and best["megq"] else "")
+                            for n in DW_NAMES if full[n])]
         diffs = {n: max((e[n].get("diff_share", 0.0) for e in r["depthwise"].values()
                          if n in e and not e[n].get("saturates")), default=0.0)
                  for n in DW_NAMES[1:] if not any(e.get(n, {}).get("saturates") for e in r["depthwise"].values())}
