@@ -43,4 +43,33 @@ py::array make_output(megq::OutputType type, const std::vector<py::ssize_t>& sha
   }
 }
 
+PackInputs::PackInputs(std::optional<py::array> bias, std::optional<py::array> multiplier, int count,
+                       const std::string& count_name, bool input_signed, int input_zero_point, bool narrow_range,
+                       const std::optional<std::string>& isa_name) {
+  options.input_signed = input_signed;
+  options.input_zero_point = input_zero_point;
+  options.narrow_range = narrow_range;
+  if (bias) {
+    require_dtype<int32_t>(*bias, "bias", "int32");
+    require_ndim(*bias, "bias", 1, ("a 1-D array of " + count_name + " values").c_str());
+    if (bias->shape(0) != count) {
+      throw py::value_error("bias: expected " + count_name + "=" + std::to_string(count) + " values, got " +
+                            std::to_string(bias->shape(0)));
+    }
+    bias_ = py::array_t<int32_t, py::array::c_style>::ensure(*bias);
+    options.bias = bias_.data();
+  }
+  if (multiplier) {
+    require_dtype<float>(*multiplier, "multiplier", "float32");
+    require_ndim(*multiplier, "multiplier", 1, ("a 1-D array of 1 or " + count_name + " values").c_str());
+    multiplier_ = py::array_t<float, py::array::c_style>::ensure(*multiplier);
+    options.multiplier = multiplier_.data();
+    options.multiplier_count = static_cast<int>(multiplier_.shape(0));
+  }
+  isa = megq::active_isa();
+  if (isa_name && !megq::parse_isa(*isa_name, &isa)) {
+    throw py::value_error("isa: unknown ISA name '" + *isa_name + "'");
+  }
+}
+
 }  // namespace megq_python

@@ -15,38 +15,12 @@ std::unique_ptr<megq::PackedConv2dWeights> pack(const py::array& weight, std::op
   require_ndim(weight, "weight", 4, "a 4-D (Cout, Cin/groups, kh, kw) array");
   auto w = py::array_t<int8_t, py::array::c_style>::ensure(weight);
   const int cout = static_cast<int>(w.shape(0));
-  megq::PackGemmOptions o;
-  o.input_signed = input_signed;
-  o.input_zero_point = input_zero_point;
-  o.narrow_range = narrow_range;
-  py::array_t<int32_t> bias_c;
-  if (bias) {
-    require_dtype<int32_t>(*bias, "bias", "int32");
-    require_ndim(*bias, "bias", 1, "a 1-D array of Cout values");
-    if (bias->shape(0) != cout) {
-      throw py::value_error("bias: expected Cout=" + std::to_string(cout) + " values, got " +
-                            std::to_string(bias->shape(0)));
-    }
-    bias_c = py::array_t<int32_t, py::array::c_style>::ensure(*bias);
-    o.bias = bias_c.data();
-  }
-  py::array_t<float> mult_c;
-  if (multiplier) {
-    require_dtype<float>(*multiplier, "multiplier", "float32");
-    require_ndim(*multiplier, "multiplier", 1, "a 1-D array of 1 or Cout values");
-    mult_c = py::array_t<float, py::array::c_style>::ensure(*multiplier);
-    o.multiplier = mult_c.data();
-    o.multiplier_count = static_cast<int>(mult_c.shape(0));
-  }
-  megq::Isa isa = megq::active_isa();
-  if (isa_name && !megq::parse_isa(*isa_name, &isa)) {
-    throw py::value_error("isa: unknown ISA name '" + *isa_name + "'");
-  }
+  PackInputs in(bias, multiplier, cout, "Cout", input_signed, input_zero_point, narrow_range, isa_name);
   const int cin_g = static_cast<int>(w.shape(1)), kh = static_cast<int>(w.shape(2)),
             kw = static_cast<int>(w.shape(3));
   const int8_t* data = w.data();
   py::gil_scoped_release release;
-  return megq::pack_conv2d_weights(data, cout, cin_g, kh, kw, groups, o, isa);
+  return megq::pack_conv2d_weights(data, cout, cin_g, kh, kw, groups, in.options, in.isa);
 }
 
 std::pair<int, int> pair_arg(const std::vector<int>& v, const char* name) {

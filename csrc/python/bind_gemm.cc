@@ -17,37 +17,11 @@ std::unique_ptr<megq::PackedGemmWeights> pack(const py::array& weight, std::opti
   if (K > 0 && N > 1 && weight.strides(1) != 1) {  // a single column may have any stride
     throw py::value_error("weight: rows must be contiguous (stride of axis 1 must be 1 byte)");
   }
-  megq::PackGemmOptions o;
-  o.input_signed = input_signed;
-  o.input_zero_point = input_zero_point;
-  o.narrow_range = narrow_range;
-  py::array_t<int32_t> bias_c;
-  if (bias) {
-    require_dtype<int32_t>(*bias, "bias", "int32");
-    require_ndim(*bias, "bias", 1, "a 1-D array of N values");
-    if (bias->shape(0) != N) {
-      throw py::value_error("bias: expected N=" + std::to_string(N) + " values, got " +
-                            std::to_string(bias->shape(0)));
-    }
-    bias_c = py::array_t<int32_t, py::array::c_style>::ensure(*bias);
-    o.bias = bias_c.data();
-  }
-  py::array_t<float> mult_c;
-  if (multiplier) {
-    require_dtype<float>(*multiplier, "multiplier", "float32");
-    require_ndim(*multiplier, "multiplier", 1, "a 1-D array of 1 or N values");
-    mult_c = py::array_t<float, py::array::c_style>::ensure(*multiplier);
-    o.multiplier = mult_c.data();
-    o.multiplier_count = static_cast<int>(mult_c.shape(0));
-  }
-  megq::Isa isa = megq::active_isa();
-  if (isa_name && !megq::parse_isa(*isa_name, &isa)) {
-    throw py::value_error("isa: unknown ISA name '" + *isa_name + "'");
-  }
+  PackInputs in(bias, multiplier, N, "N", input_signed, input_zero_point, narrow_range, isa_name);
   const int8_t* w = static_cast<const int8_t*>(weight.data());
   const ptrdiff_t row_stride = weight.strides(0);
   py::gil_scoped_release release;
-  return megq::pack_gemm_weights(w, K, N, row_stride, o, isa);
+  return megq::pack_gemm_weights(w, K, N, row_stride, in.options, in.isa);
 }
 
 py::array run_gemm(const py::array& a, const megq::PackedGemmWeights& p, const std::string& out_dtype,

@@ -39,6 +39,21 @@ megq::GemmOutput parse_gemm_output(const std::string& out_dtype, int out_zero_po
 // A new C-contiguous array of the output type.
 py::array make_output(megq::OutputType type, const std::vector<py::ssize_t>& shape);
 
+// Checked bias / multiplier arrays and options shared by the weight-packing bindings; the arrays stay
+// alive (and C-contiguous) as long as this object.
+class PackInputs {
+ public:
+  PackInputs(std::optional<py::array> bias, std::optional<py::array> multiplier, int count,
+             const std::string& count_name, bool input_signed, int input_zero_point, bool narrow_range,
+             const std::optional<std::string>& isa_name);
+  megq::PackGemmOptions options;
+  megq::Isa isa;
+
+ private:
+  py::array_t<int32_t> bias_;
+  py::array_t<float> multiplier_;
+};
+
 void register_runtime(py::module_& m);
 void register_gemm(py::module_& m);
 void register_quantize(py::module_& m);
