@@ -268,7 +268,10 @@ class _Reader:
         if kind != "object" or not isinstance(node.get("class"), str) or not isinstance(node.get("attrs"), dict):
             raise ValueError("path: malformed megq file (object node)")
         cls = _resolve_class(node["class"])
-        obj = cls.__new__(cls)
+        try:
+            obj = cls.__new__(cls)
+        except TypeError:
+            raise ValueError(f"path: class {node['class']!r} in the file cannot be rebuilt from attributes") from None
         self.built[index] = obj  # before the attributes: cycles and shared children resolve to this object
         if isinstance(obj, Module):
             Module.__init__(obj)
