@@ -58,7 +58,7 @@ def _settings(quick: bool) -> dict:
 
 
 def run_worker(threads: int, shapes: List[Tuple[int, int, int]], quick: bool, guard_wait: float = 0.0,
-               guard_retries: int = 1) -> dict:
+               guard_retries: int = 1, only: Optional[Sequence[str]] = None) -> dict:
     """Times every contestant on every shape at ``threads`` threads (this process)."""
     import warnings
 
@@ -94,6 +94,8 @@ def run_worker(threads: int, shapes: List[Tuple[int, int, int]], quick: bool, gu
         live = []
         for name in pg.ALL_NAMES:
             c = built[name]
+            if only and name not in only:
+                c = pg.Skip("not selected (--contestants)")
             if isinstance(c, pg.Skip):
                 entry[name] = {"skip": str(c)}
                 continue
@@ -313,7 +315,8 @@ def render(results: List[dict], peaks: dict, shapes, command: str, meta: dict) -
     for name in ALL_NAMES:
         add(f"* `{name}`: {notes.get(name, 'not run')}")
     for name, items in skips.items():
-        add(f"* skipped `{name}`: " + "; ".join(sorted(items)))
+        reasons = {i.split(": ", 1)[1] for i in items}
+        add(f"* skipped `{name}`: " + (reasons.pop() if len(reasons) == 1 else "; ".join(sorted(items))))
     add("")
     add("Checks (`†` in a cell: the output was not exact): int32 outputs compared bit-exact with sum (a-128)*w; "
         "requantized outputs with a reference of each contestant's own requantization (megq: float32 product, "
@@ -343,6 +346,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=None,
                     help="seconds to wait for other processes to go quiet before each worker "
                          "(default 60, 5 with --quick)")
+    ap.add_argument("--contestants", nargs="+", default=None, metavar="NAME",
+                    help="time only these (default: all of megq_i8 megq_i32 megq_avx2_i8 ort_mmi ort_qlmm "
+                         "torch_x86 torch_fbgemm torch_onednn torch_intmm)")
     ap.add_argument("--guard-wait", type=float, default=None,
                     help="before each timing block wait up to this many seconds for other processes to use "
                          f"< {CONTENTION_FLAG} cores, and re-take (once) a block that saw more "
@@ -354,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.guard_wait is None:
         args.guard_wait = 0.0 if args.quick else 1.0
     if args.worker:  # one thread count, results as JSON on stdout
-        res = run_worker(args.threads[0], shapes, args.quick, guard_wait=args.guard_wait)
+        res = run_worker(args.threads[0], shapes, args.quick, guard_wait=args.guard_wait, only=args.contestants)
         print(json.dumps(res))
         return 0
 
@@ -380,7 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         wait_until_idle(timeout=idle_timeout)
         env = dict(os.environ, OMP_NUM_THREADS=str(th), MKL_NUM_THREADS=str(th))
         cmd = [sys.executable, "-m", "bench", "gemm", "--worker", "--threads", str(th), "--guard-wait",
-               str(args.guard_wait),
+               str(args.guard_wait)] + (["--contestants", *args.contestants] if args.contestants else []) + [
                "--shapes", *[shape_name(s) for s in shapes]] + (["--quick"] if args.quick else [])
         proc = subprocess.run(cmd, cwd=here, env=env, stdout=subprocess.PIPE, text=True)
         if proc.returncode != 0:
