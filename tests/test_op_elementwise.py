@@ -23,7 +23,7 @@ def check(op, a, b, sa, za, sb, zb, so, zo, od):
               out_dtype=od)
     got = getattr(K, op)(a, b, **kw)
     want = oracle(op, a, b, sa, za, sb, zb, so, zo, od)
-    assert got.dtype == np.dtype(od) and got.shape == a.shape
+    assert got.dtype == np.dtype(od) and got.shape == np.broadcast_shapes(a.shape, b.shape)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(getattr(reference, op)(a, b, sa, za, sb, zb, so, zo, od), want)
 
@@ -95,6 +95,18 @@ def test_just_below_half(isa):
     np.testing.assert_array_equal(y, np.where(a > 0, 1, np.where(a < 0, -1, 0)))
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_broadcast_per_channel_and_scalar(isa, threads, op):
+    rng = np.random.default_rng(22)
+    for shape in [(2, 3, 5, 7), (1, 40, 41, 33), (3, 1, 1, 1), (5, 64), (1, 9, 9, 144)]:
+        C = shape[-1]
+        a = rand_q(rng, "int8", shape)
+        for bshape in [(C,), (1, 1, 1, C)[-len(shape):], (), (1,), (1, 1)]:
+            b = rand_q(rng, "uint8", bshape)
+            check(op, a, b, 0.05, -3, 0.07, 130, 0.11, 4, "int8")
+            check(op, b, a, 0.07, 130, 0.05, -3, 0.11, 4, "uint8")  # broadcast operand first
+
+
 def test_views(isa, threads):
     rng = np.random.default_rng(21)
     big_a, big_b = rand_q(rng, "int8", (3, 17, 19, 40)), rand_q(rng, "uint8", (3, 17, 19, 40))
@@ -114,6 +126,9 @@ def test_bad_arguments():
         (TypeError, "^a:", lambda: K.add([1, 2], a, **kw)),
         (ValueError, "^b:", lambda: K.add(a, a[:, :, :, :4], **kw)),
         (ValueError, "^b:", lambda: K.mul(a, a[0], **kw)),
+        (ValueError, "^b:", lambda: K.add(a, a[:, :, :, :1].copy(), **kw)),
+        (ValueError, "^b:", lambda: K.add(a, np.zeros((5, 1), np.int8), **kw)),
+        (ValueError, "^b:", lambda: K.add(a, np.zeros((1, 1, 1, 1, 5), np.int8), **kw)),
         (ValueError, "^a_scale:", lambda: K.add(a, a, a_scale=0.0, b_scale=0.1, out_scale=0.1)),
         (ValueError, "^b_scale:", lambda: K.mul(a, a, a_scale=0.1, b_scale=-1.0, out_scale=0.1)),
         (ValueError, "^out_scale:", lambda: K.fuse_add_relu(a, a, a_scale=0.1, b_scale=0.1, out_scale=float("nan"))),

@@ -2,6 +2,8 @@
 #include "megq/elementwise.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "megq/isa.h"
 #include "megq/qparams.h"
@@ -28,21 +30,35 @@ void check_q(const char* name, const TensorQParams& q) {
   check_zero_point(std::string(name) + "_zero_point", q.is_signed, q.zero_point);
 }
 
-void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
+void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p, int64_t b_period) {
   if (n <= 0) return;
+  if (b_period < 1 || n % b_period != 0) {
+    throw ArgumentError("b: " + std::to_string(b_period) + " values cannot be broadcast over " + std::to_string(n));
+  }
   const RowFn fn = elementwise_entry(active_isa());
   constexpr int64_t kChunk = 32 * 1024;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  parallel_units(chunks, 3.0 * kChunk, [&](int64_t c0, int64_t c1) {
-    const int64_t s = c0 * kChunk, e = std::min(n, c1 * kChunk);
-    fn(a + s, b + s, y + s, e - s, p);
+  std::vector<uint8_t> tiled;
+  int64_t chunk = kChunk;
+  if (b_period != n) {
+    // b repeated to a whole number of periods of about kChunk values; every
+    // chunk of a starts at a multiple of the period, so it pairs with `tiled`.
+    chunk = std::max<int64_t>(1, kChunk / b_period) * b_period;
+    tiled.resize(static_cast<size_t>(std::min(chunk, n)));
+    for (size_t i = 0; i < tiled.size(); ++i) tiled[i] = b[i % b_period];
+  }
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  parallel_units(chunks, 3.0 * chunk, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t s = c * chunk, e = std::min(n, s + chunk);
+      fn(a + s, tiled.empty() ? b + s : tiled.data(), y + s, e - s, p);
+    }
   });
 }
 
 }  // namespace
 
 void quantized_add(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, const TensorQParams& qb,
-                   uint8_t* y, const TensorQParams& qy, int64_t n, bool relu) {
+                   uint8_t* y, const TensorQParams& qy, int64_t n, bool relu, int64_t b_period) {
   check_q("a", qa);
   check_q("b", qb);
   check_q("out", qy);
@@ -58,11 +74,11 @@ void quantized_add(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, 
   p.hi = qmax_of(qy.is_signed);
   p.ma = qa.scale / qy.scale;
   p.mb = qb.scale / qy.scale;
-  run(a, b, y, n, p);
+  run(a, b, y, n, p, b_period);
 }
 
 void quantized_mul(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, const TensorQParams& qb,
-                   uint8_t* y, const TensorQParams& qy, int64_t n) {
+                   uint8_t* y, const TensorQParams& qy, int64_t n, int64_t b_period) {
   check_q("a", qa);
   check_q("b", qb);
   check_q("out", qy);
@@ -79,7 +95,7 @@ void quantized_mul(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, 
   const float sab = qa.scale * qb.scale;
   p.ma = sab / qy.scale;
   p.mb = 0.0f;
-  run(a, b, y, n, p);
+  run(a, b, y, n, p, b_period);
 }
 
 }  // namespace megq

@@ -29,11 +29,14 @@ struct TensorQParams {
   bool is_signed;  // int8 (true) or uint8
 };
 
-// n values of a, b -> y (contiguous; y may alias a or b).
+// n values of a -> y (contiguous; y may alias a). b holds b_period values
+// repeated along a (broadcast): b_period == n for same-shape operands, the
+// channel count for a per-channel (last-axis) operand, 1 for a scalar;
+// n must be a multiple of b_period.
 void quantized_add(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, const TensorQParams& qb,
-                   uint8_t* y, const TensorQParams& qy, int64_t n, bool relu);
+                   uint8_t* y, const TensorQParams& qy, int64_t n, bool relu, int64_t b_period);
 void quantized_mul(const uint8_t* a, const TensorQParams& qa, const uint8_t* b, const TensorQParams& qb,
-                   uint8_t* y, const TensorQParams& qy, int64_t n);
+                   uint8_t* y, const TensorQParams& qy, int64_t n, int64_t b_period);
 
 }  // namespace megq
 

@@ -1,5 +1,6 @@
 // megq._C.add / fuse_add_relu / mul (contract: csrc/megq/elementwise.h).
 #include <algorithm>
+#include <utility>
 
 #include "bindings.h"
 #include "megq/elementwise.h"
@@ -15,20 +16,48 @@ py::array contiguous(const py::array& a, bool is_signed) {
   return py::array_t<uint8_t, py::array::c_style>::ensure(a);
 }
 
+// Values of `small` repeat with this period along `big` (numpy broadcasting
+// restricted to: same shape, a per-channel vector over the last axis, or a
+// single value); 0 if neither.
+int64_t broadcast_period(const py::array& big, const py::array& small) {
+  if (small.ndim() == big.ndim() && std::equal(big.shape(), big.shape() + big.ndim(), small.shape())) {
+    return static_cast<int64_t>(big.size());
+  }
+  if (small.size() == 1 && small.ndim() <= big.ndim()) return 1;
+  if (big.ndim() >= 1 && small.ndim() >= 1 && small.ndim() <= big.ndim()) {
+    for (py::ssize_t i = 0; i + 1 < small.ndim(); ++i) {
+      if (small.shape(i) != 1) return 0;
+    }
+    if (small.shape(small.ndim() - 1) == big.shape(big.ndim() - 1)) return small.shape(small.ndim() - 1);
+  }
+  return 0;
+}
+
 py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, int a_zero_point, float b_scale,
                  int b_zero_point, float out_scale, int out_zero_point, const std::string& out_dtype, int kind) {
-  const bool a_signed = quantized_dtype(a_in, "a");
-  const bool b_signed = quantized_dtype(b_in, "b");
+  bool a_signed = quantized_dtype(a_in, "a");
+  bool b_signed = quantized_dtype(b_in, "b");
   const bool out_signed = parse_quantized_dtype(out_dtype, "out_dtype");
-  if (a_in.ndim() != b_in.ndim() || !std::equal(a_in.shape(), a_in.shape() + a_in.ndim(), b_in.shape())) {
+  megq::TensorQParams qa{a_scale, a_zero_point, a_signed}, qb{b_scale, b_zero_point, b_signed};
+  const megq::TensorQParams qy{out_scale, out_zero_point, out_signed};
+  // The full-size operand goes first; add and mul are exactly commutative in
+  // float32 (x + y == y + x, x * y == y * x), so swapping changes no bit.
+  const bool swap = broadcast_period(a_in, b_in) == 0 && broadcast_period(b_in, a_in) != 0;
+  const py::array& big_in = swap ? b_in : a_in;
+  const py::array& small_in = swap ? a_in : b_in;
+  const int64_t period = broadcast_period(big_in, small_in);
+  if (period == 0) {
     throw py::value_error("b: shape " + std::string(py::str(b_in.attr("shape"))) + " does not match a's shape " +
-                          std::string(py::str(a_in.attr("shape"))));
+                          std::string(py::str(a_in.attr("shape"))) +
+                          " and is not a per-channel (last axis) vector or a single value");
   }
-  const py::array a = contiguous(a_in, a_signed), b = contiguous(b_in, b_signed);
+  if (swap) {
+    std::swap(qa, qb);
+    std::swap(a_signed, b_signed);
+  }
+  const py::array a = contiguous(big_in, a_signed), b = contiguous(small_in, b_signed);
   std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
   py::array y = new_quantized(out_signed, shape);
-  const megq::TensorQParams qa{a_scale, a_zero_point, a_signed}, qb{b_scale, b_zero_point, b_signed};
-  const megq::TensorQParams qy{out_scale, out_zero_point, out_signed};
   const uint8_t* ap = static_cast<const uint8_t*>(a.data());
   const uint8_t* bp = static_cast<const uint8_t*>(b.data());
   uint8_t* yp = static_cast<uint8_t*>(y.mutable_data());
@@ -36,9 +65,9 @@ py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, in
   {
     py::gil_scoped_release release;
     if (kind == 2) {
-      megq::quantized_mul(ap, qa, bp, qb, yp, qy, n);
+      megq::quantized_mul(ap, qa, bp, qb, yp, qy, n, n == 0 ? 1 : period);
     } else {
-      megq::quantized_add(ap, qa, bp, qb, yp, qy, n, kind == 1);
+      megq::quantized_add(ap, qa, bp, qb, yp, qy, n, kind == 1, n == 0 ? 1 : period);
     }
   }
   return y;

@@ -13,6 +13,10 @@ Contract (numpy form: :mod:`megq.reference.elementwise`)::
 ``a`` and ``b`` are int8/uint8 arrays of the same shape (any layout: the op is
 elementwise; non-contiguous views are copied first), each with its own per-tensor
 scale and zero point; the output has its own qparams and dtype (default: ``a``'s).
+Broadcasting: one operand may instead be a single value or a per-channel vector over
+the other's last (channel, NHWC) axis, e.g. shape ``(C,)`` or ``(1, 1, 1, C)``; the
+result has the full operand's shape, bit-identical to numpy broadcasting of the
+same formula.
 """
 from __future__ import annotations
 
@@ -21,12 +25,22 @@ import numpy as np
 from .. import _C
 from .quantize import qdtype_arg, quantized_array, scale_arg, zero_point_arg
 
+def _broadcastable(big: tuple, small: tuple) -> bool:
+    """``small`` is a single value or a per-channel vector over ``big``'s last axis."""
+    if len(small) > len(big):
+        return False
+    if int(np.prod(small)) == 1:
+        return True
+    return len(small) >= 1 and all(d == 1 for d in small[:-1]) and len(big) >= 1 and small[-1] == big[-1]
+
+
 def _binary(fn, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_dtype):
     a, an = quantized_array(a, "a")
     b, bn = quantized_array(b, "b")
     on = an if out_dtype is None else qdtype_arg(out_dtype, "out_dtype")
-    if a.shape != b.shape:
-        raise ValueError(f"b: shape {b.shape} does not match a's shape {a.shape} (no broadcasting)")
+    if a.shape != b.shape and not (_broadcastable(a.shape, b.shape) or _broadcastable(b.shape, a.shape)):
+        raise ValueError(f"b: shape {b.shape} does not match a's shape {a.shape} and is not a per-channel "
+                         "(last axis) vector or a single value")
     return fn(a, b, scale_arg(a_scale, "a_scale"), zero_point_arg(a_zero_point, "a_zero_point", an),
               scale_arg(b_scale, "b_scale"), zero_point_arg(b_zero_point, "b_zero_point", bn),
               scale_arg(out_scale, "out_scale"), zero_point_arg(out_zero_point, "out_zero_point", on), on)
