@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -114,8 +114,8 @@ def schedule(opt, total: int, warmup: int):
 class MegqTrainer:
     """One epoch at a time, so the benchmark can interleave megq and torch epochs (fair under varying load)."""
 
-    def __init__(self, model, loader, epochs, lr, wd, warmup) -> None:
-        self.model, self.loader = model, loader
+    def __init__(self, model, loader, epochs, lr, wd, warmup, smoothing) -> None:
+        self.model, self.loader, self.smoothing = model, loader, smoothing
         self.opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
         self.sched = schedule(self.opt, epochs * len(loader), warmup)
         self.gm = GradManager().attach(model.parameters())
@@ -127,7 +127,7 @@ class MegqTrainer:
         t0 = time.perf_counter()
         for x, y in D.progress(self.loader, total=len(self.loader), desc=f"megq epoch {index}"):
             with self.gm:
-                loss = F.cross_entropy(self.model(megq.Tensor(x)), megq.Tensor(y))
+                loss = F.cross_entropy(self.model(megq.Tensor(x)), megq.Tensor(y), label_smoothing=self.smoothing)
                 self.gm.backward(loss)
             self.opt.step()
             self.opt.clear_grad()
@@ -148,10 +148,10 @@ class MegqTrainer:
 class TorchTrainer:
     """The same loop in PyTorch (same batches, same schedule)."""
 
-    def __init__(self, model, loader, epochs, lr, wd, warmup) -> None:
+    def __init__(self, model, loader, epochs, lr, wd, warmup, smoothing) -> None:
         import torch
 
-        self.torch, self.model, self.loader = torch, model, loader
+        self.torch, self.model, self.loader, self.smoothing = torch, model, loader, smoothing
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
         total = epochs * len(loader)
 
@@ -169,7 +169,8 @@ class TorchTrainer:
         self.model.train()
         t0 = time.perf_counter()
         for x, y in self.loader:
-            loss = torch.nn.functional.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y).long())
+            loss = torch.nn.functional.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y).long(),
+                                                     label_smoothing=self.smoothing)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
@@ -194,13 +195,14 @@ def task_setup(task: str, subset: int):
         norm = D.transforms.Normalize(4.88, 6.02)
         train, test = D.digits(True), D.digits(False)
         return dict(model=digits_cnn, train=D.DataLoader(train, 32, shuffle=True, seed=0, transform=norm),
-                    test=D.DataLoader(test, 360, transform=norm), epochs=15, lr=0.05, wd=5e-4, warmup=45)
+                    test=D.DataLoader(test, 360, transform=norm), epochs=15, lr=0.05, wd=5e-4, warmup=45,
+                    smoothing=0.0)
     norm = D.transforms.Normalize(0.2860 * 255, 0.3530 * 255)
     train, test = D.FashionMNIST(True), D.FashionMNIST(False)
     if subset:
         train = D.ArrayDataset(train.images[:subset], train.labels[:subset])
     return dict(model=lambda: models.resnet8(in_channels=1), train=D.DataLoader(train, 64, shuffle=True, seed=0,
-                transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200)
+                transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200, smoothing=0.1)
 
 
 def run(task: str, use_torch: bool, epochs: int, subset: int, torch_threads: int = 0) -> Dict[str, float]:
@@ -208,7 +210,7 @@ def run(task: str, use_torch: bool, epochs: int, subset: int, torch_threads: int
     epochs = epochs or cfg["epochs"]
     megq.random.seed(0)
     model = cfg["model"]()
-    hp = (epochs, cfg["lr"], cfg["wd"], cfg["warmup"])
+    hp = (epochs, cfg["lr"], cfg["wd"], cfg["warmup"], cfg["smoothing"])
     trainers = {"megq": MegqTrainer(model, cfg["train"], *hp)}
     if use_torch:
         import torch

@@ -1,7 +1,6 @@
 """End to end: a small CNN with fused ConvBnRelu2d learns the embedded digits."""
 import time
 
-import numpy as np
 
 import megq
 import megq.functional as F

@@ -1,7 +1,7 @@
 """Max / average / adaptive-average pooling on NCHW (windows taken on an NHWC view)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided

@@ -7,7 +7,7 @@ no max pool, three stages of 16/32/64 channels, 1x1 ConvBn2d projection shortcut
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Type, Union
+from typing import Sequence, Type, Union
 
 from .. import functional as F
 from .. import module as M

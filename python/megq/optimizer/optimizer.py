@@ -5,7 +5,7 @@ from typing import Any, Dict, Iterable, List, Union
 
 import numpy as np
 
-from ..tensor import Parameter, Tensor
+from ..tensor import Tensor
 
 __all__ = ["Optimizer"]
 
