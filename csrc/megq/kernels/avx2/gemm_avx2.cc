@@ -124,13 +124,70 @@ void tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel) {
     for (int j = 0; j < 2 * NP; ++j) store8(g, acc[r][j], row0 + r, col0 + 8 * j, g.N - col0 - 8 * j);
 }
 
+// The full 6-row x 16-column tile. Its K loop is written in assembly: with
+// intrinsics (array or named accumulators alike) GCC 12 hoists the six
+// broadcasts ahead of their use and spills accumulators to the stack, since
+// 12 accumulators + 2 weight vectors + broadcast + product need all 16 ymm
+// registers. Same instructions as tile<>: vpbroadcastd, vpmaddwd, vpaddd.
+void tile6(const GemmArgs& g, const int16_t* a_packed, int row0, int panel) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const uint8_t* b = g.packed + panel * g.panel_bytes;
+  const int16_t* a = a_packed;
+  const ptrdiff_t row_bytes = static_cast<ptrdiff_t>(g.Kp) * 2;
+  const uint8_t* b_end = b + static_cast<ptrdiff_t>(g.Kp / kKR) * (kNR * kKR * 2);
+  // (GCC allows 30 asm operands: rows 3-5 are addressed from r11 = a + 3 rows.)
+  __asm__ volatile(
+      "lea (%[a], %[rb], 2), %%r11\n\t"
+      "add %[rb], %%r11\n\t"
+      "1:\n\t"
+      "vmovdqu (%[b]), %%ymm12\n\t"
+      "vmovdqu 32(%[b]), %%ymm13\n\t"
+#define MEGQ_ROW(addr, lo, hi)                 \
+      "vpbroadcastd " addr ", %%ymm14\n\t"      \
+      "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t" \
+      "vpaddd %%ymm15, %" lo ", %" lo "\n\t"    \
+      "vpmaddwd %%ymm13, %%ymm14, %%ymm14\n\t" \
+      "vpaddd %%ymm14, %" hi ", %" hi "\n\t"
+      MEGQ_ROW("(%[a])", "[c00]", "[c01]")
+      MEGQ_ROW("(%[a], %[rb], 1)", "[c10]", "[c11]")
+      MEGQ_ROW("(%[a], %[rb], 2)", "[c20]", "[c21]")
+      MEGQ_ROW("(%%r11)", "[c30]", "[c31]")
+      MEGQ_ROW("(%%r11, %[rb], 1)", "[c40]", "[c41]")
+      MEGQ_ROW("(%%r11, %[rb], 2)", "[c50]", "[c51]")
+#undef MEGQ_ROW
+      "add $64, %[b]\n\t"
+      "add $4, %[a]\n\t"
+      "add $4, %%r11\n\t"
+      "cmp %[b_end], %[b]\n\t"
+      "jne 1b\n\t"
+      : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20),
+        [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
+        [c50] "+x"(c50), [c51] "+x"(c51), [b] "+r"(b), [a] "+r"(a)
+      : [rb] "r"(row_bytes), [b_end] "r"(b_end)
+      : "r11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  const int col0 = panel * kNR, left = g.N - col0;
+  store8(g, c00, row0 + 0, col0, left); store8(g, c01, row0 + 0, col0 + 8, left - 8);
+  store8(g, c10, row0 + 1, col0, left); store8(g, c11, row0 + 1, col0 + 8, left - 8);
+  store8(g, c20, row0 + 2, col0, left); store8(g, c21, row0 + 2, col0 + 8, left - 8);
+  store8(g, c30, row0 + 3, col0, left); store8(g, c31, row0 + 3, col0 + 8, left - 8);
+  store8(g, c40, row0 + 4, col0, left); store8(g, c41, row0 + 4, col0 + 8, left - 8);
+  store8(g, c50, row0 + 5, col0, left); store8(g, c51, row0 + 5, col0 + 8, left - 8);
+}
+
 template <int ROWS>
 void row_tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel_begin, int panel_end) {
   int p = panel_begin;
   if constexpr (ROWS <= 3) {
     for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, a_packed, row0, p);
   }
-  for (; p < panel_end; ++p) tile<ROWS, 1>(g, a_packed, row0, p);
+  for (; p < panel_end; ++p) {
+    if constexpr (ROWS == 6) {
+      tile6(g, a_packed, row0, p);
+    } else {
+      tile<ROWS, 1>(g, a_packed, row0, p);
+    }
+  }
 }
 
 }  // namespace
@@ -159,15 +216,22 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
 // the compiler cannot hoist it out of the loop.
 const int64_t kPeakOpsPerIteration = 12 * 16 * 2;
 void dot_peak_loop(int64_t iterations, int32_t* sink) {
-  __m256i acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+  // Named registers (an array spills, see tile6), each chain's madd reads its
+  // own accumulator so nothing can be hoisted out of the loop.
   const __m256i b = _mm256_set1_epi16(5);
+  __m256i a0 = _mm256_set1_epi32(0), a1 = _mm256_set1_epi32(1), a2 = _mm256_set1_epi32(2);
+  __m256i a3 = _mm256_set1_epi32(3), a4 = _mm256_set1_epi32(4), a5 = _mm256_set1_epi32(5);
+  __m256i a6 = _mm256_set1_epi32(6), a7 = _mm256_set1_epi32(7), a8 = _mm256_set1_epi32(8);
+  __m256i a9 = _mm256_set1_epi32(9), a10 = _mm256_set1_epi32(10), a11 = _mm256_set1_epi32(11);
+#define MEGQ_STEP(x) x = _mm256_add_epi32(x, _mm256_madd_epi16(x, b))
   for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc[i], b));
+    MEGQ_STEP(a0); MEGQ_STEP(a1); MEGQ_STEP(a2); MEGQ_STEP(a3); MEGQ_STEP(a4); MEGQ_STEP(a5);
+    MEGQ_STEP(a6); MEGQ_STEP(a7); MEGQ_STEP(a8); MEGQ_STEP(a9); MEGQ_STEP(a10); MEGQ_STEP(a11);
   }
-  __m256i s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm256_add_epi32(s, acc[i]);
+#undef MEGQ_STEP
+  __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                               _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
+  s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
   alignas(32) int32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
   *sink = lanes[0] + lanes[7];
