@@ -216,25 +216,36 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
 // the compiler cannot hoist it out of the loop.
 const int64_t kPeakOpsPerIteration = 12 * 16 * 2;
 void dot_peak_loop(int64_t iterations, int32_t* sink) {
-  // Named registers (an array spills, see tile6), each chain's madd reads its
-  // own accumulator so nothing can be hoisted out of the loop.
-  const __m256i b = _mm256_set1_epi16(5);
-  __m256i a0 = _mm256_set1_epi32(0), a1 = _mm256_set1_epi32(1), a2 = _mm256_set1_epi32(2);
-  __m256i a3 = _mm256_set1_epi32(3), a4 = _mm256_set1_epi32(4), a5 = _mm256_set1_epi32(5);
-  __m256i a6 = _mm256_set1_epi32(6), a7 = _mm256_set1_epi32(7), a8 = _mm256_set1_epi32(8);
-  __m256i a9 = _mm256_set1_epi32(9), a10 = _mm256_set1_epi32(10), a11 = _mm256_set1_epi32(11);
-#define MEGQ_STEP(x) x = _mm256_add_epi32(x, _mm256_madd_epi16(x, b))
-  for (int64_t it = 0; it < iterations; ++it) {
-    MEGQ_STEP(a0); MEGQ_STEP(a1); MEGQ_STEP(a2); MEGQ_STEP(a3); MEGQ_STEP(a4); MEGQ_STEP(a5);
-    MEGQ_STEP(a6); MEGQ_STEP(a7); MEGQ_STEP(a8); MEGQ_STEP(a9); MEGQ_STEP(a10); MEGQ_STEP(a11);
+  // In assembly for the same reason as tile6 (GCC spills the 12 chains).
+  // Each chain's vpmaddwd reads its own accumulator, so the loop cannot be
+  // folded; 12 chains cover vpmaddwd's latency.
+  if (iterations <= 0) {
+    *sink = 0;
+    return;
   }
-#undef MEGQ_STEP
-  __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
-                               _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
-  s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
-  alignas(32) int32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
-  *sink = lanes[0] + lanes[7];
+  int32_t out;
+  __asm__ volatile(
+      "vpcmpeqd %%ymm15, %%ymm15, %%ymm15\n\t"
+      "vpsrlw $14, %%ymm15, %%ymm15\n\t"  // 3 in every int16 lane
+      "vmovdqa %%ymm15, %%ymm0\n\t vmovdqa %%ymm15, %%ymm1\n\t vmovdqa %%ymm15, %%ymm2\n\t"
+      "vmovdqa %%ymm15, %%ymm3\n\t vmovdqa %%ymm15, %%ymm4\n\t vmovdqa %%ymm15, %%ymm5\n\t"
+      "vmovdqa %%ymm15, %%ymm6\n\t vmovdqa %%ymm15, %%ymm7\n\t vmovdqa %%ymm15, %%ymm8\n\t"
+      "vmovdqa %%ymm15, %%ymm9\n\t vmovdqa %%ymm15, %%ymm10\n\t vmovdqa %%ymm15, %%ymm11\n\t"
+      "1:\n\t"
+#define MEGQ_CHAIN(r, t) "vpmaddwd %%ymm15, %%ymm" #r ", %%ymm" #t "\n\t vpaddd %%ymm" #t ", %%ymm" #r ", %%ymm" #r "\n\t"
+      MEGQ_CHAIN(0, 12) MEGQ_CHAIN(1, 13) MEGQ_CHAIN(2, 14) MEGQ_CHAIN(3, 12) MEGQ_CHAIN(4, 13) MEGQ_CHAIN(5, 14)
+      MEGQ_CHAIN(6, 12) MEGQ_CHAIN(7, 13) MEGQ_CHAIN(8, 14) MEGQ_CHAIN(9, 12) MEGQ_CHAIN(10, 13) MEGQ_CHAIN(11, 14)
+#undef MEGQ_CHAIN
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vpaddd %%ymm1, %%ymm0, %%ymm0\n\t"
+      "vmovd %%xmm0, %[out]\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(iterations), [out] "=r"(out)
+      :
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+        "xmm12", "xmm13", "xmm14", "xmm15", "cc");
+  *sink = out;
 }
 
 }  // namespace avx2
