@@ -342,17 +342,18 @@ def to_markdown(results: List[dict], command: str) -> str:
     dws = [r for r in results if "depthwise" in r]
     for r in dws:
         t = r["threads"]
-        lines += [f"### Depthwise 3x3 (MobileNetV2 layers, batch 1), {t} thread(s): latency in us, "
-                  f"and megq's speed-up over each peer (peer time / megq time)", ""]
+        lines += [f"### Depthwise 3x3 (MobileNetV2 layers, batch 1), {t} thread(s): latency in us, median "
+                  f"(best sample), and megq's speed-up over each peer (peer time / megq time) on medians "
+                  f"(on best samples)", ""]
         lines += ["| layer | megq | " + " | ".join(f"{n} | x" for n in DW_NAMES[1:]) + " |",
                   "|" + "---|" * (2 + 2 * (len(DW_NAMES) - 1))]
         for key, e in r["depthwise"].items():
-            m = e["megq"].get("median_s")
-            cells = [f"{m * 1e6:.0f}{_flag(e['megq']['other_cores'])}" if m else "-"]
+            m, mb = e["megq"].get("median_s"), e["megq"].get("min_s")
+            cells = [f"{m * 1e6:.0f}{_flag(e['megq']['other_cores'])} ({mb * 1e6:.0f})" if m else "-"]
             for n in DW_NAMES[1:]:
                 if "median_s" in e.get(n, {}):
-                    cells += [f"{e[n]['median_s'] * 1e6:.0f}{_flag(e[n]['other_cores'])}",
-                              f"{e[n]['median_s'] / m:.2f}" if m else "-"]
+                    cells += [f"{e[n]['median_s'] * 1e6:.0f}{_flag(e[n]['other_cores'])} ({e[n]['min_s'] * 1e6:.0f})",
+                              f"{e[n]['median_s'] / m:.2f} ({e[n]['min_s'] / mb:.2f})" if m else "-"]
                 else:
                     cells += ["skip", "-"]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
