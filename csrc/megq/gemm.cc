@@ -17,6 +17,7 @@ namespace {
 struct GemmIsaEntry {
   GemmLayout (*layout)();
   void (*block)(const GemmArgs&, int, int, int, int, uint8_t*);
+  void (*pack_a)(const GemmArgs&, int, int, uint8_t*);
   void (*peak)(int64_t, int32_t*);
   const int64_t* peak_ops;
 };
@@ -25,24 +26,24 @@ GemmIsaEntry gemm_entry(Isa isa) {
   switch (isa) {
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
-      return {avx2::gemm_layout, avx2::gemm_block, avx2::dot_peak_loop, &avx2::kPeakOpsPerIteration};
+      return {avx2::gemm_layout, avx2::gemm_block, avx2::pack_a, avx2::dot_peak_loop, &avx2::kPeakOpsPerIteration};
 #endif
 #ifdef MEGQ_BUILT_AVX512VNNI
     case Isa::kAvx512Vnni:
-      return {avx512vnni::gemm_layout, avx512vnni::gemm_block, avx512vnni::dot_peak_loop,
+      return {avx512vnni::gemm_layout, avx512vnni::gemm_block, avx512vnni::pack_a, avx512vnni::dot_peak_loop,
               &avx512vnni::kPeakOpsPerIteration};
 #endif
 #ifdef MEGQ_BUILT_NEON
     case Isa::kNeon:
-      return {neon::gemm_layout, neon::gemm_block, neon::dot_peak_loop, &neon::kPeakOpsPerIteration};
+      return {neon::gemm_layout, neon::gemm_block, neon::pack_a, neon::dot_peak_loop, &neon::kPeakOpsPerIteration};
 #endif
 #ifdef MEGQ_BUILT_NEONDOT
     case Isa::kNeonDot:
-      return {neondot::gemm_layout, neondot::gemm_block, neondot::dot_peak_loop,
+      return {neondot::gemm_layout, neondot::gemm_block, neondot::pack_a, neondot::dot_peak_loop,
               &neondot::kPeakOpsPerIteration};
 #endif
     default:
-      return {scalar::gemm_layout, scalar::gemm_block, scalar::dot_peak_loop,
+      return {scalar::gemm_layout, scalar::gemm_block, scalar::pack_a, scalar::dot_peak_loop,
               &scalar::kPeakOpsPerIteration};
   }
 }
@@ -52,6 +53,8 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // Weights of one task's panels are kept to about this many bytes so that they
 // stay in L2 while the task walks down its rows.
 constexpr size_t kPanelBlockBytes = 256 * 1024;
+// A task's rows of A, once converted for the kernel, take about this much.
+constexpr size_t kPackedRowsBytes = 512 * 1024;
 // Below this many multiply-adds one thread is faster than waking another.
 constexpr double kParallelMinMacs = 64.0 * 1024;
 // Tasks per thread when splitting, to even out uneven tiles.
@@ -223,32 +226,51 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   const GemmLayout& L = p.layout;
   const GemmArgs g = make_args(p, a, a_row_stride, out, c, c_row_stride);
 
-  // Tasks: blocks of panels (sized for L2) x chunks of row tiles. Each task
-  // covers the full K, so the requantizing epilogue stays in the kernel and
-  // the result does not depend on how the work is split.
+  // Tasks: chunks of rows x groups of panels. A task converts its rows of A
+  // once (pack_a), then walks its panels in L2-sized blocks, running every
+  // row tile against a block before moving on. Each task covers the full K,
+  // so the requantizing epilogue stays in the kernel and the result does not
+  // depend on how the work is split.
   const int threads = get_num_threads();
   const int m_tiles = ceil_div(M, L.mr);
   const double macs = static_cast<double>(M) * p.N * p.K;
   const int wanted = (threads > 1 && macs >= kParallelMinMacs) ? kTasksPerThread * threads : 1;
-  int panels_per_block =
-      static_cast<int>(std::clamp<size_t>(kPanelBlockBytes / p.panel_bytes, 1, static_cast<size_t>(p.panels)));
-  int n_blocks = ceil_div(p.panels, panels_per_block);
-  int m_chunks = std::min(m_tiles, std::max(1, ceil_div(wanted, n_blocks)));
-  if (n_blocks * m_chunks < wanted) {  // few rows (e.g. GEMV): split N finer
-    panels_per_block = std::max(1, p.panels / ceil_div(wanted, m_chunks));
-    n_blocks = ceil_div(p.panels, panels_per_block);
+  const size_t a_row_bytes = static_cast<size_t>(p.Kp) * L.scratch_bytes_per_k_row;
+  const bool prepack = L.scratch_bytes_per_k_row > 0;
+  // Rows per chunk: converted rows stay within about kPackedRowsBytes.
+  int tiles_per_chunk = prepack ? static_cast<int>(std::max<size_t>(1, kPackedRowsBytes / (a_row_bytes * L.mr)))
+                                : m_tiles;
+  tiles_per_chunk = std::min(tiles_per_chunk, m_tiles);
+  int m_chunks = ceil_div(m_tiles, tiles_per_chunk);
+  if (m_chunks < wanted) {  // more, smaller chunks so that every thread has work
+    m_chunks = std::min(m_tiles, wanted);
+    tiles_per_chunk = ceil_div(m_tiles, m_chunks);
+    m_chunks = ceil_div(m_tiles, tiles_per_chunk);
   }
-  const int tiles_per_chunk = ceil_div(m_tiles, m_chunks);
-  m_chunks = ceil_div(m_tiles, tiles_per_chunk);
-  const size_t scratch_bytes = gemm_scratch_bytes(p);
+  // Few rows (e.g. GEMV): split the panels between tasks as well.
+  const int n_groups = std::min(p.panels, std::max(1, ceil_div(wanted, m_chunks)));
+  const int panels_per_group = ceil_div(p.panels, n_groups);
+  const int panels_per_block =
+      static_cast<int>(std::clamp<size_t>(kPanelBlockBytes / p.panel_bytes, 1, static_cast<size_t>(p.panels)));
+  const size_t kernel_scratch = gemm_scratch_bytes(p);
+  const size_t packed_rows_bytes = prepack ? static_cast<size_t>(tiles_per_chunk) * L.mr * a_row_bytes : 0;
 
-  parallel_for(n_blocks * m_chunks, [&](int task) {
-    thread_local AlignedBuffer scratch;
-    scratch.reserve(scratch_bytes);
-    const int nb = task / m_chunks, mc = task % m_chunks;
-    const int m0 = mc * tiles_per_chunk * L.mr, m1 = std::min(M, m0 + tiles_per_chunk * L.mr);
-    const int p0 = nb * panels_per_block, p1 = std::min(p.panels, p0 + panels_per_block);
-    entry.block(g, m0, m1, p0, p1, scratch.as<uint8_t>());
+  parallel_for(n_groups * m_chunks, [&](int task) {
+    thread_local AlignedBuffer scratch, packed_rows;
+    scratch.reserve(kernel_scratch);
+    const int group = task / m_chunks, chunk = task % m_chunks;
+    const int m0 = chunk * tiles_per_chunk * L.mr, m1 = std::min(M, m0 + tiles_per_chunk * L.mr);
+    const int g0 = group * panels_per_group, g1 = std::min(p.panels, g0 + panels_per_group);
+    GemmArgs args = g;
+    if (prepack) {
+      packed_rows.reserve(packed_rows_bytes);
+      entry.pack_a(g, m0, m1 - m0, packed_rows.as<uint8_t>());
+      args.a_packed = packed_rows.as<uint8_t>();
+      args.a_packed_row0 = m0;
+    }
+    for (int b0 = g0; b0 < g1; b0 += panels_per_block) {
+      entry.block(args, m0, m1, b0, std::min(g1, b0 + panels_per_block), scratch.as<uint8_t>());
+    }
   });
 }
 

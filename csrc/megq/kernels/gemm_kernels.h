@@ -61,6 +61,11 @@ struct GemmArgs {
   ptrdiff_t c_stride;      // bytes between rows
   int N;
   int32_t out_zero_point, out_min, out_max;
+  // Optional: rows already converted by the ISA's pack_a (row r of the block
+  // at a_packed + (r - a_packed_row0) * Kp * scratch_bytes_per_k_row). The
+  // driver packs a task's rows once and reuses them for every panel block.
+  const uint8_t* a_packed = nullptr;
+  int a_packed_row0 = 0;
 };
 
 // Each ISA namespace provides:
@@ -70,6 +75,10 @@ struct GemmArgs {
 //     computes C rows [m_begin, m_end) x panels [panel_begin, panel_end);
 //     scratch holds at least layout.mr * Kp * scratch_bytes_per_k_row bytes
 //     plus 64 bytes of slack.
+//   void pack_a(const GemmArgs&, int m, int rows, uint8_t* dst);
+//     converts rows [m, m + rows) of A to the layout the kernel reads (rows of
+//     Kp elements of scratch_bytes_per_k_row bytes); a no-op for layouts that
+//     read A in place (scratch_bytes_per_k_row == 0);
 //   void dot_peak_loop(int64_t iterations, int32_t* sink);  (x86 ISAs)
 //     the ISA's best multiply-accumulate instruction mix on independent
 //     registers, for measuring the machine's peak; ops per iteration in
@@ -79,6 +88,7 @@ struct GemmArgs {
   GemmLayout gemm_layout();                                                          \
   void gemm_block(const GemmArgs& args, int m_begin, int m_end, int panel_begin,     \
                   int panel_end, uint8_t* scratch);                                  \
+  void pack_a(const GemmArgs& args, int m, int rows, uint8_t* dst);                  \
   void dot_peak_loop(int64_t iterations, int32_t* sink);                             \
   extern const int64_t kPeakOpsPerIteration;                                         \
   }

@@ -130,20 +130,27 @@ void row_tile(const GemmArgs& g, const uint8_t* a_packed, int row0, int panel_be
 
 GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, kKR, 1, AInput::kUnsigned, 1}; }
 
+void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) { pack_a_rows(g, m, rows, dst); }
+
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   for (int m = m_begin; m < m_end; m += kMR) {
     const int rows = m_end - m < kMR ? m_end - m : kMR;
-    pack_a_rows(g, m, rows, scratch);
+    const uint8_t* a_packed = scratch;
+    if (g.a_packed != nullptr) {
+      a_packed = g.a_packed + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp;
+    } else {
+      pack_a_rows(g, m, rows, scratch);
+    }
     switch (rows) {
-      case 1: row_tile<1>(g, scratch, m, panel_begin, panel_end); break;
-      case 2: row_tile<2>(g, scratch, m, panel_begin, panel_end); break;
-      case 3: row_tile<3>(g, scratch, m, panel_begin, panel_end); break;
-      case 4: row_tile<4>(g, scratch, m, panel_begin, panel_end); break;
-      case 5: row_tile<5>(g, scratch, m, panel_begin, panel_end); break;
-      case 6: row_tile<6>(g, scratch, m, panel_begin, panel_end); break;
-      case 7: row_tile<7>(g, scratch, m, panel_begin, panel_end); break;
-      default: row_tile<8>(g, scratch, m, panel_begin, panel_end); break;
+      case 1: row_tile<1>(g, a_packed, m, panel_begin, panel_end); break;
+      case 2: row_tile<2>(g, a_packed, m, panel_begin, panel_end); break;
+      case 3: row_tile<3>(g, a_packed, m, panel_begin, panel_end); break;
+      case 4: row_tile<4>(g, a_packed, m, panel_begin, panel_end); break;
+      case 5: row_tile<5>(g, a_packed, m, panel_begin, panel_end); break;
+      case 6: row_tile<6>(g, a_packed, m, panel_begin, panel_end); break;
+      case 7: row_tile<7>(g, a_packed, m, panel_begin, panel_end); break;
+      default: row_tile<8>(g, a_packed, m, panel_begin, panel_end); break;
     }
   }
 }

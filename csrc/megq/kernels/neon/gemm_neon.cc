@@ -149,12 +149,21 @@ void row_tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel_be
 
 GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, 1, 1, AInput::kSubtractZeroPoint, 2}; }
 
+void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
+  pack_a_rows(g, m, rows, reinterpret_cast<int16_t*>(dst));
+}
+
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
-  int16_t* a_packed = reinterpret_cast<int16_t*>(scratch);
+  int16_t* buffer = reinterpret_cast<int16_t*>(scratch);
   for (int m = m_begin; m < m_end; m += kMR) {
     const int rows = m_end - m < kMR ? m_end - m : kMR;
-    pack_a_rows(g, m, rows, a_packed);
+    const int16_t* a_packed = buffer;
+    if (g.a_packed != nullptr) {
+      a_packed = reinterpret_cast<const int16_t*>(g.a_packed) + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp;
+    } else {
+      pack_a_rows(g, m, rows, buffer);
+    }
     switch (rows) {
       case 1: row_tile<1>(g, a_packed, m, panel_begin, panel_end); break;
       case 2: row_tile<2>(g, a_packed, m, panel_begin, panel_end); break;

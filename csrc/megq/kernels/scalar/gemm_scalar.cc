@@ -66,6 +66,9 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
   }
 }
 
+// Reads A in place: nothing to convert.
+void pack_a(const GemmArgs&, int, int, uint8_t*) {}
+
 // The scalar path has no peak of interest; it exists for completeness.
 const int64_t kPeakOpsPerIteration = 0;
 void dot_peak_loop(int64_t, int32_t* sink) { *sink = 0; }
