@@ -44,7 +44,7 @@ __all__ = [
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
 ]
 
-# ``quantize`` (QAT -> quantized) lives with the quantized layer; importing that layer also registers the
-# QFloat model's exact integer eval path.
+# ``quantize`` (QAT -> quantized). The QFloat model's exact integer eval path is registered when
+# megq.module.qat is imported (see the end of that package).
 from .convert import quantize  # noqa: E402
-from ..module import quantized as _quantized  # noqa: E402,F401
+from ..module import qat as _qat  # noqa: E402,F401  (loads the QAT modules and their exact eval path)

@@ -12,3 +12,6 @@ __all__ = [
     "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvRelu2d", "DequantStub", "Elemwise", "Linear", "LinearBn1d",
     "LinearBnRelu1d", "LinearRelu", "QATModule", "QuantStub",
 ]
+
+# The exact integer eval path of these modules lives with the quantized layer, which registers it.
+from ..quantized import qfloat_eval as _qfloat_eval  # noqa: E402,F401

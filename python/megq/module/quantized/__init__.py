@@ -2,7 +2,7 @@
 
 Names match ``megq.module`` and ``megq.module.qat`` (``quantize`` maps ``qat.X`` to ``quantized.X``).
 Layers exchange :class:`~megq.qtensor.QuantizedTensor` (int8/uint8 NHWC + scale + zero point).
-Importing this package also registers the QFloat model's exact eval path (``qfloat_eval``).
+``qfloat_eval`` holds the QFloat model's exact eval path (registered when ``megq.module.qat`` loads).
 """
 from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvRelu2d
 from .elemwise import Concat, Elemwise
@@ -10,7 +10,6 @@ from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu
 from .module import QuantizedModule
 from .params import IntegerLayer
 from .quant_dequant import DequantStub, QuantStub
-from . import qfloat_eval  # noqa: F401  (registers the integer eval forwards)
 
 __all__ = [
     "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvRelu2d", "DequantStub", "Elemwise", "IntegerLayer",
