@@ -54,7 +54,11 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // stay in L2 while the task walks down its rows.
 constexpr size_t kPanelBlockBytes = 256 * 1024;
 // A task's rows of A, once converted for the kernel, take about this much.
+// Every chunk of rows streams all the weights once, so when the weights
+// exceed what the last-level cache holds, fewer and larger chunks win.
 constexpr size_t kPackedRowsBytes = 512 * 1024;
+constexpr size_t kPackedRowsBytesLargeWeights = 2 * 1024 * 1024;
+constexpr size_t kLargeWeightsBytes = 8 * 1024 * 1024;
 // Below this many multiply-adds one thread is faster than waking another.
 constexpr double kParallelMinMacs = 64.0 * 1024;
 // Tasks per thread when splitting, to even out uneven tiles.
@@ -237,8 +241,11 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   const int wanted = (threads > 1 && macs >= kParallelMinMacs) ? kTasksPerThread * threads : 1;
   const size_t a_row_bytes = static_cast<size_t>(p.Kp) * L.scratch_bytes_per_k_row;
   const bool prepack = L.scratch_bytes_per_k_row > 0;
-  // Rows per chunk: converted rows stay within about kPackedRowsBytes.
-  int tiles_per_chunk = prepack ? static_cast<int>(std::max<size_t>(1, kPackedRowsBytes / (a_row_bytes * L.mr)))
+  // Rows per chunk: converted rows stay within the budget.
+  const size_t rows_budget = static_cast<size_t>(p.panels) * p.panel_bytes > kLargeWeightsBytes
+                                 ? kPackedRowsBytesLargeWeights
+                                 : kPackedRowsBytes;
+  int tiles_per_chunk = prepack ? static_cast<int>(std::max<size_t>(1, rows_budget / (a_row_bytes * L.mr)))
                                 : m_tiles;
   tiles_per_chunk = std::min(tiles_per_chunk, m_tiles);
   int m_chunks = ceil_div(m_tiles, tiles_per_chunk);
