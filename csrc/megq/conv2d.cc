@@ -15,8 +15,6 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // it for every panel.
 constexpr size_t kIm2colTileBytes = 48 * 1024;
 constexpr int kMaxTilePixels = 256;
-constexpr double kParallelMinMacs = 64.0 * 1024;
-constexpr int kTasksPerThread = 4;
 
 size_t output_bytes(OutputType t) { return t == OutputType::kInt32 ? 4 : 1; }
 
@@ -112,9 +110,8 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   }
 
   const int pixels = x.batch * oh * ow;
-  const int threads = get_num_threads();
   const double macs = static_cast<double>(pixels) * p.out_channels * cin_g * p.kernel_h * p.kernel_w;
-  const int wanted = (threads > 1 && macs >= kParallelMinMacs) ? kTasksPerThread * threads : 1;
+  const int wanted = wanted_tasks(macs);
   const int mr = first.layout.mr;
   const int panels = first.panels;
 

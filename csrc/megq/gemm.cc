@@ -61,8 +61,11 @@ constexpr size_t kPackedRowsBytesLargeWeights = 2 * 1024 * 1024;
 constexpr size_t kLargeWeightsBytes = 8 * 1024 * 1024;
 // Below this many multiply-adds one thread is faster than waking another.
 constexpr double kParallelMinMacs = 64.0 * 1024;
-// Tasks per thread when splitting, to even out uneven tiles.
+// Tasks per thread when splitting, to even out uneven tiles, but no task
+// smaller than this many multiply-adds (a few microseconds: handing a task to
+// another thread costs about as much).
 constexpr int kTasksPerThread = 4;
+constexpr double kMinMacsPerTask = 512.0 * 1024;
 
 void check_input_zero_point(bool input_signed, int32_t z) {
   const int32_t lo = input_signed ? -128 : 0, hi = input_signed ? 127 : 255;
@@ -210,6 +213,12 @@ GemmArgs make_args(const PackedGemmWeights& p, const uint8_t* a, ptrdiff_t a_row
 
 }  // namespace
 
+int wanted_tasks(double macs) {
+  const int threads = get_num_threads();
+  if (threads <= 1 || macs < kParallelMinMacs) return 1;
+  return std::clamp(static_cast<int>(macs / kMinMacsPerTask), threads, kTasksPerThread * threads);
+}
+
 size_t gemm_scratch_bytes(const PackedGemmWeights& p) {
   return static_cast<size_t>(p.layout.mr) * p.Kp * p.layout.scratch_bytes_per_k_row;
 }
@@ -235,10 +244,9 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   // row tile against a block before moving on. Each task covers the full K,
   // so the requantizing epilogue stays in the kernel and the result does not
   // depend on how the work is split.
-  const int threads = get_num_threads();
   const int m_tiles = ceil_div(M, L.mr);
   const double macs = static_cast<double>(M) * p.N * p.K;
-  const int wanted = (threads > 1 && macs >= kParallelMinMacs) ? kTasksPerThread * threads : 1;
+  const int wanted = wanted_tasks(macs);
   const size_t a_row_bytes = static_cast<size_t>(p.Kp) * L.scratch_bytes_per_k_row;
   const bool prepack = L.scratch_bytes_per_k_row > 0;
   // Rows per chunk: converted rows stay within the budget.

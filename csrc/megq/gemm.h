@@ -79,6 +79,11 @@ struct GemmOutput {
 void gemm(const PackedGemmWeights& packed, const uint8_t* a, int M, ptrdiff_t a_row_stride,
           const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride);
 
+// How many tasks to split `macs` multiply-adds into at the current thread
+// count: 1 below a size where waking a thread does not pay, otherwise between
+// one and four per thread, none much smaller than a few microseconds of work.
+int wanted_tasks(double macs);
+
 // Building blocks for operators built on the GEMM (conv2d): computes rows
 // [0, rows) of A (row r at a + r * a_row_stride) times panels
 // [panel_begin, panel_end) of the packed weights into C, on the calling thread.
