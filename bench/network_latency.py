@@ -43,11 +43,11 @@ from megq.autodiff import no_grad  # noqa: E402
 
 try:
     from . import _results_md as R
-    from .timing import CpuGuard
+    from .timing import CpuGuard, wait_until_idle
 except ImportError:  # pragma: no cover - run as a file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _results_md as R  # type: ignore
-    from timing import CpuGuard  # type: ignore
+    from timing import CpuGuard, wait_until_idle  # type: ignore
 
 CALIB_BATCHES, CALIB_N = 3, 4
 warnings.filterwarnings("ignore")  # torch.ao deprecation notices
@@ -325,7 +325,8 @@ def build(net_name: str, threads: int, tmp: str, prepared: Dict[str, object]) ->
     return cs, p["info"]
 
 
-def run_rounds(cs: List[Contestant], rounds: int, calls: int, warmup: int) -> Dict[str, float]:
+def run_rounds(cs: List[Contestant], rounds: int, calls: int, warmup: int, wait_idle: float = 0.0) -> Dict[str, float]:
+    """``wait_idle`` > 0: before each round wait (up to that many seconds) until other processes use < 0.15 cores."""
     for c in cs:
         for _ in range(warmup):
             c.out = np.asarray(c.fn(), dtype=np.float32).reshape(-1)
@@ -333,6 +334,8 @@ def run_rounds(cs: List[Contestant], rounds: int, calls: int, warmup: int) -> Di
     perf, cpu = time.perf_counter, time.thread_time
     for _ in range(rounds):
         for c in cs:
+            if wait_idle > 0:
+                wait_until_idle(0.15, wait_idle, 0.3)
             for _ in range(calls):
                 u = cpu()
                 t = perf()
@@ -367,7 +370,7 @@ def latency(args) -> int:
                 log(f"[{net_name}] threads {n}: building contestants ...")
                 cs, info = build(net_name, n, tmp, prepared)
                 load_before = R.loadavg()
-                g = run_rounds(cs, args.rounds, args.calls, args.warmup)
+                g = run_rounds(cs, args.rounds, args.calls, args.warmup, args.wait_idle)
                 loads[n] = dict(g, loadavg=load_before)
                 by_threads[n] = cs
                 ref = next(c for c in cs if c.name == "torch float traced+frozen").out
@@ -425,7 +428,7 @@ def latency(args) -> int:
         pre = (f"Command: `{R.command_line('bench.network_latency')}` ({total:.0f} s).\n"
                f"Machine: {R.machine()}; {versions}.\n\n"
                f"Median of {args.rounds} rounds x {args.calls} calls per contestant (interleaved rounds, "
-               f"{args.warmup} warm-up calls), batch 1, float32 NCHW input to float logits for every contestant. "
+               f"{args.warmup} warm-up calls{', waiting up to %g s for an idle machine before each contestant' % args.wait_idle if args.wait_idle else ''}), batch 1, float32 NCHW input to float logits for every contestant. "
                "megq: ema_fakequant_qconfig_per_channel calibrated on 3 random batches of 4; torch: eager static "
                "quantization with the engine's default qconfig (fused conv+bn+relu, add_relu), same weights; ORT: "
                "quantize_static MinMax per-channel U8/S8 after quant_pre_process. `megq / this` < 1 means megq is "
@@ -698,6 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before each contestant's calls in a round, wait up to S s for other processes to go idle")
     ap.add_argument("--write", action="store_true", help="update the Network latency section of RESULTS-quant.md")
     ap.add_argument("--profile", action="store_true", help="profile megq's ResNet-18 Q model instead")
     ap.add_argument("--top", type=int, default=12, help="--profile: slowest layers to list")
