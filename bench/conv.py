@@ -2,7 +2,8 @@
 layers (224x224, batch 1) against PyTorch quantized Conv2d (x86, fbgemm, onednn engines) and ONNX
 Runtime QLinearConv, in the same run, at 1 and 2 threads.
 
-All contestants get uint8 activations (zero point 128) and per-channel int8 weights and produce
+Each contestant runs in its own process (its thread pool's spinning cannot slow down the next
+contestant). All contestants get uint8 activations (zero point 128) and per-channel int8 weights and produce
 uint8 outputs. PyTorch's input is already quantized and channels_last (its layout is NHWC, like
 megq's); ONNX Runtime's QLinearConv is NCHW in and out. GOPS = 2 * Cout * Cin/groups * k^2 * OH * OW / t.
 MobileNetV2's depthwise layers are in ``python -m bench.ops`` (depthwise kernels).
@@ -120,41 +121,70 @@ def ort_conv(p: dict, stride: int, pad: int, threads: int) -> Callable[[], objec
 PEERS = ["torch_x86", "torch_fbgemm", "torch_onednn", "ort_qlinearconv"]
 
 
-def run_layers(layers: List[tuple], threads: int, quick: bool) -> List[dict]:
+CONTESTANTS = ["megq"] + PEERS
+
+
+def make(who: str, p: dict, stride: int, pad: int, threads: int) -> Callable[[], object]:
+    if who == "megq":
+        return megq_conv(p, stride, pad)
+    if who.startswith("torch_"):
+        return torch_conv(p, stride, pad, who[len("torch_"):])
+    return ort_conv(p, stride, pad, threads)
+
+
+def run_worker(who: str, layers: List[tuple], threads: int, quick: bool) -> Dict[str, dict]:
+    """Times one contestant on every layer (called in a subprocess of its own)."""
     import warnings
 
-    import megq
-    megq.set_num_threads(threads)
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
-    rows = []
+    if who == "megq":
+        import megq
+        megq.set_num_threads(threads)
+    elif who.startswith("torch_"):
+        try:
+            import torch
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
     kw = dict(target_s=0.3, min_samples=7) if quick else dict(target_s=1.0, min_samples=15)
+    out: Dict[str, dict] = {}
     for name, cin, cout, hw, k, s, pad in layers:
         p = problem(cin, cout, hw, k)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = measure(make(who, p, s, pad, threads), **kw)
+            out[name] = {"ms": 1e3 * t.median, "other_cores": t.other_cores}
+        except Skip as e:
+            out[name] = {"skip": str(e)}
+    return out
+
+
+def run_layers(layers: List[tuple], threads: int, quick: bool, set_name: str) -> List[dict]:
+    import json
+    import subprocess
+
+    results = {}
+    for who in CONTESTANTS:
+        cmd = [sys.executable, "-m", "bench.conv", "--worker", who, "--threads", str(threads), "--set", set_name]
+        if quick:
+            cmd.append("--quick")
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            results[who] = {name: {"skip": done.stderr.strip().splitlines()[-1:] or ["failed"]} for name, *_ in layers}
+            continue
+        results[who] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = []
+    for name, cin, cout, hw, k, s, pad in layers:
         oh = (hw + 2 * pad - k) // s + 1
-        ops = 2.0 * cout * cin * k * k * oh * oh
-        row = {"layer": name, "ops": ops, "ms": {}, "notes": []}
-        makers: Dict[str, Callable[[], Callable[[], object]]] = {
-            "megq": lambda: megq_conv(p, s, pad),
-            "torch_x86": lambda: torch_conv(p, s, pad, "x86"),
-            "torch_fbgemm": lambda: torch_conv(p, s, pad, "fbgemm"),
-            "torch_onednn": lambda: torch_conv(p, s, pad, "onednn"),
-            "ort_qlinearconv": lambda: ort_conv(p, s, pad, threads),
-        }
-        for who, make in makers.items():
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fn = make()
-                    t = measure(fn, **kw)
-                row["ms"][who] = 1e3 * t.median
-                if t.other_cores > 0.2:
-                    row["notes"].append(f"{who}: other processes used {t.other_cores:.1f} cores")
-            except Skip as e:
-                row["notes"].append(f"{who}: {e}")
+        row = {"layer": name, "ops": 2.0 * cout * cin * k * k * oh * oh, "ms": {}, "notes": []}
+        for who in CONTESTANTS:
+            r = results[who].get(name, {})
+            if "ms" in r:
+                row["ms"][who] = r["ms"]
+                if r["other_cores"] > 0.2:
+                    row["notes"].append(f"{who}: other processes used {r['other_cores']:.1f} cores")
+            else:
+                row["notes"].append(f"{who}: {r.get('skip')}")
         rows.append(row)
     return rows
 
@@ -180,12 +210,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", choices=["resnet18", "mobilenetv2", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="fewer samples (about a minute)")
+    ap.add_argument("--worker", choices=CONTESTANTS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     layers = {"resnet18": RESNET18, "mobilenetv2": MOBILENET_V2_1X1, "all": RESNET18 + MOBILENET_V2_1X1}[args.set]
+    if args.worker:
+        import json
+        print(json.dumps(run_worker(args.worker, layers, args.threads[0], args.quick)))
+        return 0
     import megq.kernels as K
     print(f"megq ISA: {K.active_isa()}; other processes' load before the run: {other_load():.2f} cores\n")
     for threads in args.threads:
-        print(table(run_layers(layers, threads, args.quick), threads), "\n", flush=True)
+        print(table(run_layers(layers, threads, args.quick, args.set), threads), "\n", flush=True)
     return 0
 
 
