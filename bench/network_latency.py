@@ -345,6 +345,22 @@ def run_rounds(cs: List[Contestant], rounds: int, calls: int, warmup: int, wait_
     return guard.stop()
 
 
+def megq_build() -> str:
+    """When the loaded megq._C was installed, and the checkout's HEAD (the build may differ from it)."""
+    import datetime
+    import subprocess
+
+    import megq._C as C
+
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(C.__file__), datetime.timezone.utc)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = ""
+    return f"_C installed {when:%Y-%m-%d %H:%M} UTC" + (f", checkout HEAD {head}" if head else "")
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
@@ -356,7 +372,8 @@ def latency(args) -> int:
     import onnxruntime
     import torch
 
-    versions = f"megq {getattr(megq, '__version__', '?')}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    versions = (f"megq {getattr(megq, '__version__', '?')} ({megq_build()}), torch {torch.__version__}, "
+                f"onnxruntime {onnxruntime.__version__}")
     log(versions)
     prepared: Dict[str, object] = {}
     md: List[str] = []
