@@ -237,6 +237,18 @@ def test_histogram_kl_and_mse_clip_gaussian_tails_reasonably():
         assert amax > 0.9, (method, amax)
 
 
+def test_histogram_kl_keeps_the_mass_of_relu_activations():
+    """ReLU outputs (half the mass at 0, a long tail): KL must keep the bulk in range, not collapse to eps.
+    (A reference built with the clipped tails folded in scored a range that clips everything as KL 0.)"""
+    rng = np.random.default_rng(6)
+    x = np.maximum(rng.standard_normal(200000), 0).astype(np.float32)
+    for method in ("kl", "mse", "percentile"):
+        amax = float(_hist_obs(x, method).get_qparams().scale) * 127.5
+        assert 1.5 < amax <= 4.6, (method, amax)
+    clipped = np.mean(x > amax)
+    assert clipped < 0.01
+
+
 def test_histogram_mse_beats_minmax_on_heavy_tail():
     rng = np.random.default_rng(5)
     x = rng.laplace(size=50000).astype(np.float32)

@@ -588,21 +588,30 @@ def _candidate_search(hist: np.ndarray, hmin: float, hmax: float, mode: QuantMod
         q = np.clip(_rha(pts[None, :] / s) + z, qmin, qmax)
         y = (q - z) * s
         err = ((pts[None, :].astype(np.float64) - y) ** 2) @ wts
-    else:  # kl
+    else:  # kl: entropy calibration, KL(P || Q) over m fine bins per quantization level
         m = 8
         t = np.linspace(0.0, 1.0, nlev * m + 1)[None, :]
         a = (qmin - z - 0.5) * s
         b = (qmax - z + 0.5) * s
         e = a + (b - a) * t
         Fe = F(e)
-        p = np.diff(Fe, axis=1)
+        inside = np.maximum(np.diff(Fe, axis=1), 0.0)
+        # P, the reference, is the whole distribution: the clipped tails land in the edge bins.
+        p = inside.copy()
         p[:, 0] += Fe[:, 0]
         p[:, -1] += total - Fe[:, -1]
-        p = np.maximum(p, 0.0).reshape(len(cands), nlev, m)
-        nz = (p > 0).sum(axis=2, keepdims=True)
-        qd = np.where(p > 0, p.sum(axis=2, keepdims=True) / np.maximum(nz, 1), 1.0)
+        # Q is what quantization keeps of the in-range mass: each level's mass spread evenly over the fine bins
+        # that had data. Building Q from P instead (tails folded in) made a range that clips everything look
+        # perfect (KL 0), so the scale collapsed to eps.
+        ins = inside.reshape(len(cands), nlev, m)
+        nz = (ins > 0).sum(axis=2, keepdims=True)
+        qd = np.where(ins > 0, ins.sum(axis=2, keepdims=True) / np.maximum(nz, 1), 0.0).reshape(len(cands), -1)
+        pn = p / total
+        qn = qd / np.maximum(qd.sum(axis=1, keepdims=True), 1e-300)
+        qn = np.maximum(qn, 1e-12)  # smoothing: mass P has where Q has none (clipped) costs KL, not infinity
         with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(p > 0, (p / total) * np.log(np.where(p > 0, p, 1.0) / qd), 0.0)
-        err = terms.reshape(len(cands), -1).sum(axis=1)
+            err = np.where(pn > 0, pn * np.log(np.where(pn > 0, pn, 1.0) / qn), 0.0).sum(axis=1)
+        best = len(err) - 1 - int(np.argmin(err[::-1]))  # ties go to the larger range
+        return float(cands[best][0]), float(cands[best][1])
     best = int(np.argmin(err))  # first (smallest range) among equal errors
     return float(cands[best][0]), float(cands[best][1])
