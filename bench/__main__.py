@@ -1,9 +1,16 @@
-"""``python -m bench <suite> [options]``: benchmark suites (``gemm``)."""
+"""``python -m bench <suite> [options]``: the benchmark suites (results in bench/RESULTS*.md)."""
 from __future__ import annotations
 
 import sys
 
-SUITES = {"gemm": "bench.gemm", "conv": "bench.conv"}
+SUITES = {
+    "gemm": "bench.gemm",                    # issue 2: int8 GEMM vs ORT / torch
+    "conv": "bench.conv",                    # issue 3: ResNet-18 and MobileNetV2 1x1 conv layers
+    "ops": "bench.ops",                      # issue 3: memory-bound ops (GB/s) and depthwise layers
+    "training": "bench.bench_float_training",  # issue 4: float training vs torch
+    "quant_accuracy": "bench.quant_accuracy",  # issue 5: Float / PTQ / QAT accuracy, QFloat vs Q
+    "network_latency": "bench.network_latency",  # issue 5: ResNet-18 Q model vs int8 peers
+}
 
 
 def main(argv=None) -> int:
