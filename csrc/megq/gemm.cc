@@ -249,20 +249,21 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
   const int wanted = wanted_tasks(macs);
   const size_t a_row_bytes = static_cast<size_t>(p.Kp) * L.scratch_bytes_per_k_row;
   const bool prepack = L.scratch_bytes_per_k_row > 0;
-  // Rows per chunk: converted rows stay within the budget.
-  const size_t rows_budget = static_cast<size_t>(p.panels) * p.panel_bytes > kLargeWeightsBytes
-                                 ? kPackedRowsBytesLargeWeights
-                                 : kPackedRowsBytes;
+  // Rows per chunk: converted rows stay within the budget. Every chunk streams
+  // all the weights; when they exceed the last-level cache, threads split the
+  // panels (each streams its share once) rather than the rows.
+  const bool large_weights = static_cast<size_t>(p.panels) * p.panel_bytes > kLargeWeightsBytes;
+  const size_t rows_budget = large_weights ? kPackedRowsBytesLargeWeights : kPackedRowsBytes;
   int tiles_per_chunk = prepack ? static_cast<int>(std::max<size_t>(1, rows_budget / (a_row_bytes * L.mr)))
                                 : m_tiles;
   tiles_per_chunk = std::min(tiles_per_chunk, m_tiles);
   int m_chunks = ceil_div(m_tiles, tiles_per_chunk);
-  if (m_chunks < wanted) {  // more, smaller chunks so that every thread has work
+  if (m_chunks < wanted && !large_weights) {  // more, smaller chunks so that every thread has work
     m_chunks = std::min(m_tiles, wanted);
     tiles_per_chunk = ceil_div(m_tiles, m_chunks);
     m_chunks = ceil_div(m_tiles, tiles_per_chunk);
   }
-  // Few rows (e.g. GEMV): split the panels between tasks as well.
+  // Few rows (e.g. GEMV) or large weights: split the panels between tasks.
   const int n_groups = std::min(p.panels, std::max(1, ceil_div(wanted, m_chunks)));
   const int panels_per_group = ceil_div(p.panels, n_groups);
   const int panels_per_block =
