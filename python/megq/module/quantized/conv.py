@@ -35,33 +35,39 @@ class Conv2d(QuantizedModule):
         """One input channel per group (MobileNet's 3x3 layers): runs megq's depthwise kernels."""
         return self.groups > 1 and self.layer.weight_q.shape[1] == 1
 
-    def _packed_for(self, x: QuantizedTensor):
-        from ... import kernels
-
+    def _call_for(self, x: QuantizedTensor):
+        """The kernel call for inputs quantized like ``x``: weights packed once per input quantization,
+        arguments checked once by the documented wrappers, then the extension is called directly (the
+        per-call checks of megq.kernels cost more than a small layer's arithmetic)."""
         key = (float(x.scale), x.zero_point, x.dtype)
         cache = self.__dict__.setdefault("_packed_cache", {})
         if key not in cache:
+            from ... import _C, kernels
+
             bias_q, multiplier, lo, hi = self.layer.for_input(x)
             args = dict(input_dtype=x.dtype, input_zero_point=x.zero_point,
                         narrow_range=bool(self.layer.weight_q.min() > -128))
+            out = dict(out_dtype=self.layer.out_dtype, out_zero_point=self.layer.out_zero_point, out_min=lo,
+                       out_max=hi)
+            geometry = (list(self.stride), list(self.padding), list(self.dilation))
             if self.depthwise:
                 packed = kernels.pack_depthwise_weights(self.layer.weight_q, bias_q, multiplier,
                                                         in_channels=self.groups, **args)
+                kernels.depthwise_conv2d(x.data, packed, *geometry, **out)  # validates once
+                fn, geometry = _C.depthwise_conv2d, tuple(tuple(g) for g in geometry)
             else:
                 packed = kernels.pack_conv2d_weights(self.layer.weight_q, bias_q, multiplier, groups=self.groups,
                                                      **args)
-            cache[key] = (packed, lo, hi)
+                kernels.conv2d(x.data, packed, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                               **out)  # validates once
+                fn = _C.conv2d
+            cache[key] = (fn, (packed,) + geometry + (out["out_dtype"], out["out_zero_point"], lo, hi))
         return cache[key]
 
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
-        from ... import kernels
-
         x = expect_quantized(x, type(self).__name__)
-        packed, lo, hi = self._packed_for(x)
-        conv = kernels.depthwise_conv2d if self.depthwise else kernels.conv2d
-        y = conv(x.data, packed, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                 out_dtype=self.layer.out_dtype, out_zero_point=self.layer.out_zero_point, out_min=lo, out_max=hi)
-        return self.layer.output(y, "kernels")
+        fn, args = self._call_for(x)
+        return self.layer.output(fn(x.data, *args), "kernels")
 
     def _extra_repr(self) -> str:
         w = self.layer.weight_q.shape
