@@ -22,7 +22,6 @@ Usage: python -m bench.quant_accuracy [--models digits,resnet8[,resnet20]] [--wr
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 import numpy as np
 

@@ -9,9 +9,9 @@ from collections import namedtuple
 from functools import partial
 
 from ..module.module import Module
-from .fake_quant import FakeQuantize, LSQ, TQT
+from .fake_quant import FakeQuantize, TQT
 from .observer import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, PassiveObserver,
-                       PerChannelExponentialMovingAverageObserver, PerChannelMinMaxObserver,
+                       PerChannelMinMaxObserver,
                        SyncExponentialMovingAverageObserver, SyncMinMaxObserver)
 from .utils import QuantMode
 

@@ -1,7 +1,7 @@
 """QAT Conv2d and ConvRelu2d: fake-quantized weight, qint32 fake-quantized bias, fake-quantized output."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
