@@ -17,6 +17,7 @@
 // stores for the N tail.
 #include <immintrin.h>
 
+#include "megq/kernels/gemm_block_loop.h"
 #include "megq/kernels/gemm_kernels.h"
 
 namespace megq {
@@ -134,25 +135,10 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) { pack_a_rows(g, m
 
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
-  for (int m = m_begin; m < m_end; m += kMR) {
-    const int rows = m_end - m < kMR ? m_end - m : kMR;
-    const uint8_t* a_packed = scratch;
-    if (g.a_packed != nullptr) {
-      a_packed = g.a_packed + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp;
-    } else {
-      pack_a_rows(g, m, rows, scratch);
-    }
-    switch (rows) {
-      case 1: row_tile<1>(g, a_packed, m, panel_begin, panel_end); break;
-      case 2: row_tile<2>(g, a_packed, m, panel_begin, panel_end); break;
-      case 3: row_tile<3>(g, a_packed, m, panel_begin, panel_end); break;
-      case 4: row_tile<4>(g, a_packed, m, panel_begin, panel_end); break;
-      case 5: row_tile<5>(g, a_packed, m, panel_begin, panel_end); break;
-      case 6: row_tile<6>(g, a_packed, m, panel_begin, panel_end); break;
-      case 7: row_tile<7>(g, a_packed, m, panel_begin, panel_end); break;
-      default: row_tile<8>(g, a_packed, m, panel_begin, panel_end); break;
-    }
-  }
+  auto run_tile = [&](auto rows, const uint8_t* a, int row0) {
+    row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
+  };
+  for_each_row_tile<kMR, uint8_t>(g, m_begin, m_end, scratch, pack_a_rows, run_tile);
 }
 
 // 16 independent zmm vpdpbusd chains: 16 * 64 multiply-adds = 2048 ops.

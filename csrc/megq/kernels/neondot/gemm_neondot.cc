@@ -21,6 +21,7 @@
 // Epilogue: neon/epilogue_neon.h (shared with the plain NEON kernel).
 #include <arm_neon.h>
 
+#include "megq/kernels/gemm_block_loop.h"
 #include "megq/kernels/gemm_kernels.h"
 #include "megq/kernels/neon/epilogue_neon.h"
 
@@ -129,22 +130,10 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
-  int8_t* buffer = reinterpret_cast<int8_t*>(scratch);
-  for (int m = m_begin; m < m_end; m += kMR) {
-    const int rows = m_end - m < kMR ? m_end - m : kMR;
-    const int8_t* a_packed = buffer;
-    if (g.a_packed != nullptr) {
-      a_packed = reinterpret_cast<const int8_t*>(g.a_packed) + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp;
-    } else {
-      pack_a_rows(g, m, rows, buffer);
-    }
-    switch (rows) {
-      case 1: row_tile<1>(g, a_packed, m, panel_begin, panel_end); break;
-      case 2: row_tile<2>(g, a_packed, m, panel_begin, panel_end); break;
-      case 3: row_tile<3>(g, a_packed, m, panel_begin, panel_end); break;
-      default: row_tile<4>(g, a_packed, m, panel_begin, panel_end); break;
-    }
-  }
+  auto run_tile = [&](auto rows, const int8_t* a, int row0) {
+    row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
+  };
+  for_each_row_tile<kMR, int8_t>(g, m_begin, m_end, scratch, pack_a_rows, run_tile);
 }
 
 // 16 independent sdot chains, 16 multiply-adds each: 512 ops per iteration.
