@@ -1,21 +1,23 @@
-"""Shared pytest fixtures: every ISA path this machine can run, and thread counts."""
+"""Shared pytest fixtures (every ISA path the CPU can run, thread counts) and the strict-skip switch.
+
+``MEGQ_TEST_STRICT=1`` (set by ``.ci/run``) turns every skip into a failure: in CI each optional extra is installed,
+so a skip there means a missing install step or a broken extension, never something to ignore.
+"""
 from __future__ import annotations
+
+import os
 
 import pytest
 
-try:
-    import megq.kernels as _kernels
-    USABLE_ISAS = _kernels.cpu_info()["usable"]
-except ImportError:  # the compiled extension is not built: kernel tests are skipped
-    _kernels = None
-    USABLE_ISAS = []
+import megq.kernels as _kernels
+
+USABLE_ISAS = _kernels.cpu_info()["usable"]
+STRICT = os.environ.get("MEGQ_TEST_STRICT", "") == "1"
 
 
-@pytest.fixture(params=USABLE_ISAS or ["unavailable"])
+@pytest.fixture(params=USABLE_ISAS)
 def isa(request):
     """Forces each usable ISA path in turn (scalar, avx2, avx512vnni, ...)."""
-    if _kernels is None:
-        pytest.skip("megq._C is not built")
     with _kernels.use_isa(request.param):
         yield request.param
 
@@ -23,9 +25,16 @@ def isa(request):
 @pytest.fixture(params=[1, 2])
 def threads(request):
     """Runs the test at 1 and at 2 kernel threads."""
-    if _kernels is None:
-        pytest.skip("megq._C is not built")
     previous = _kernels.get_num_threads()
     _kernels.set_num_threads(request.param)
     yield request.param
     _kernels.set_num_threads(previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"MEGQ_TEST_STRICT=1: unexpected skip: {report.longrepr}"

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("megq.kernels")
-from megq.demo import run  # noqa: E402
+from megq.demo import run
 
 
 def test_demo_numbers():

@@ -43,7 +43,6 @@ def test_shared_modules_and_parameters_stay_shared(tmp_path):
 
 
 def test_q_model_round_trip_is_bit_identical(tmp_path):
-    pytest.importorskip("megq.kernels")
     import megq.quantization as Q
 
     rng = np.random.default_rng(1)

@@ -1,6 +1,5 @@
 """End to end: a small CNN with fused ConvBnRelu2d learns the embedded digits."""
-import time
-
+import pytest
 
 import megq
 import megq.functional as F
@@ -10,6 +9,7 @@ from megq import optimizer as optim
 from megq.autodiff import GradManager, no_grad
 
 
+@pytest.mark.slow
 def test_digits_cnn_learns():
     megq.random.seed(0)
     norm = D.transforms.Normalize(4.88, 6.02)
@@ -28,7 +28,6 @@ def test_digits_cnn_learns():
     opt = optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
     sched = optim.CosineAnnealingLR(opt, 6 * len(train))
     gm = GradManager().attach(net.parameters())
-    t0 = time.perf_counter()
     for _ in range(6):
         net.train()
         for x, y in train:
@@ -45,4 +44,3 @@ def test_digits_cnn_learns():
     acc = float((logits.numpy().argmax(1) == y).mean())
     assert abs(acc - F.topk_accuracy(logits, megq.Tensor(y)).item()) < 1e-6
     assert acc >= 0.95, acc
-    assert time.perf_counter() - t0 < 60

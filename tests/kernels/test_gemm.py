@@ -6,10 +6,10 @@ import itertools
 import numpy as np
 import pytest
 
-megq_kernels = pytest.importorskip("megq.kernels")
-from megq import reference  # noqa: E402
+import megq.kernels as megq_kernels
+from megq import reference
 
-from gemm_oracle import oracle_gemm  # noqa: E402
+from oracles.gemm import oracle_gemm
 
 K = megq_kernels
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-K = pytest.importorskip("megq.kernels")
+import megq.kernels as K
 
 
 @pytest.fixture

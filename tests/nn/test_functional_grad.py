@@ -4,7 +4,7 @@ import pytest
 
 import megq
 import megq.functional as F
-from _float_gradcheck import assert_grads_close
+from oracles.gradcheck import assert_grads_close
 
 rng = np.random.default_rng(0)
 

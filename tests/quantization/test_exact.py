@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("megq.kernels")
-import megq  # noqa: E402
-import megq.module as M  # noqa: E402
-import megq.quantization as Q  # noqa: E402
-from megq import models  # noqa: E402
-from megq.autodiff import no_grad  # noqa: E402
-from megq.module import quantized as QM  # noqa: E402
-from megq.qtensor import QuantizedTensor  # noqa: E402
+import megq
+import megq.module as M
+import megq.quantization as Q
+from megq import models
+from megq.autodiff import no_grad
+from megq.module import quantized as QM
+from megq.qtensor import QuantizedTensor
 
 QCONFIGS = ["ema_fakequant_qconfig", "ema_fakequant_qconfig_per_channel", "ema_fakequant_qconfig_quint8",
             "ema_fakequant_qconfig_per_channel_quint8"]

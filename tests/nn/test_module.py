@@ -5,7 +5,7 @@ import pytest
 import megq
 import megq.functional as F
 import megq.module as M
-from _float_gradcheck import assert_grads_close
+from oracles.gradcheck import assert_grads_close
 
 
 class Net(M.Module):

@@ -1,0 +1,1 @@
+"""Independent numpy references the tests compare megq against (never megq code)."""
