@@ -1,6 +1,6 @@
 // Concatenation along the channel (last) axis of quantized tensors with
 // different qparams (MegEngine Concat on quantized inputs: each input is
-// requantized to the output's qparams, megengine-quantization.md 7.5).
+// requantized to the output's qparams, as MegEngine's quantized Concat does).
 //
 //   y[p, off_i + c] = clamp(round_half_away(float32(x_i[p, c] - z_i) * M_i) + z_o, qmin, qmax)
 //   M_i = float32(s_i) / float32(s_o)

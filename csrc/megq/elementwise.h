@@ -1,6 +1,6 @@
 // Quantized elementwise add, fuse_add_relu and mul (MegEngine ElemwiseMultiType
-// QADD / QFUSE_ADD_RELU / QMUL, optimized-CPU form; megengine-quantization.md
-// section 7.4). Every input and the output have their own (scale, zero point,
+// QADD / QFUSE_ADD_RELU / QMUL, optimized-CPU form: MegEngine's
+// dnn/src/fallback/elemwise_helper/kimpl/*.h). Every input and the output have their own (scale, zero point,
 // dtype int8/uint8); a and b have the same shape (elementwise on n values).
 //
 //   add:  M_a = float32(s_a) / float32(s_o),  M_b = float32(s_b) / float32(s_o)

@@ -1,5 +1,5 @@
-// NHWC pooling on int8/uint8 activations (MegEngine semantics,
-// megengine-quantization.md section 7.6). The scale and zero point are
+// NHWC pooling on int8/uint8 activations (MegEngine semantics, its
+// dnn/src/naive/pooling/opr_impl.cpp). The scale and zero point are
 // unchanged from input to output.
 //
 // Windows: output (oh, ow) covers input rows oh * stride_h - pad_h + i * dil_h

@@ -1,5 +1,5 @@
-// Quantize, dequantize and requantize (MegEngine TypeCvt semantics;
-// megengine-quantization.md section 7.5, design.md section 3).
+// Quantize, dequantize and requantize (MegEngine TypeCvt semantics, its
+// dnn/src/naive/type_cvt/opr_impl.cpp; requantization rule in requantize.h).
 //
 //   quantize:   q = clamp(round_half_away(x / s) + z, qmin, qmax)
 //               float32 NCHW in, int8/uint8 NHWC out (layout change fused).

@@ -1,4 +1,5 @@
-// The requantization rule, written once (design.md §3; megengine-quantization.md §7.2):
+// The requantization rule, written once (MegEngine's optimized CPU converters,
+// dnn/src/{fallback,x86,arm_common}/quantized_converter.h, round half away from zero):
 //
 //   y = clamp(round_half_away(float32(acc) * M) + z_y, lo, hi)
 //

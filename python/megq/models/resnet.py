@@ -1,4 +1,5 @@
-"""ResNets written for quantization as in MegEngine's official example (megengine-quantization.md §8.1):
+"""ResNets written for quantization as in MegEngine's official example
+(https://github.com/MegEngine/Models, ``official/quantization/models/resnet.py``):
 fused ConvBnRelu2d/ConvBn2d, ``Elemwise("FUSE_ADD_RELU")`` residual joins, QuantStub/DequantStub around the
 features, a float ``fc`` (``disable_quantize``). Global pooling is adaptive so any input size works.
 

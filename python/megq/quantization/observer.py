@@ -5,7 +5,7 @@ All observers are pass-through modules (``forward(x)`` returns ``x``) that recor
 ``Module.train`` implementations (setting ``m.training`` or calling ``m.train``) work. Statistics are float32
 ``Tensor`` buffers, saved in ``state_dict``.
 
-Scale rules (§3.2 of the reference): the observed range always includes 0; symmetric
+Scale rules (MegEngine's ``imperative/python/megengine/quantization/utils.py``, ``create_qparams``): the observed range always includes 0; symmetric
 ``scale = max(max(-mn, mx) / ((qmax - qmin) / 2), eps)``; asymmetric ``scale = max((mx - mn) / (qmax - qmin), eps)``,
 ``zero_point = clamp(qmin - round(mn / scale), qmin, qmax)``; all float32, round half away from zero.
 A NaN or Inf reaching an enabled observer raises ``ValueError`` naming the observer.

@@ -222,7 +222,7 @@ def bias_qparams(inp_qp: Optional[QParams], w_qp: Optional[QParams]) -> Optional
 
 
 def fake_quant_bias(bias: Any, inp: Any, w_qat: Any) -> Any:
-    """Fake-quantize ``bias`` to qint32 with scale ``s_inp * s_w`` (MegEngine §4.5).
+    """Fake-quantize ``bias`` to qint32 with scale ``s_inp * s_w`` (as MegEngine's ``QATModule.apply_quant_bias``).
 
     Applies only when ``bias`` is not None, both ``inp`` and ``w_qat`` carry qparams with a scale, the weight is
     symmetric int8-stored, and the input is symmetric int8-stored (MegEngine) or asymmetric uint8-stored (megq

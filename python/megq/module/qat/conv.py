@@ -18,7 +18,7 @@ class _ConvQAT(QATModule):
         return self.out_channels
 
     def calc_conv_qat(self, inp: Tensor) -> Tensor:
-        """``conv(inp, fq(W), fq_bias(b))`` (MegEngine §6.3)."""
+        """``conv(inp, fq(W), fq_bias(b))`` (MegEngine's ``qat/conv.py``)."""
         self._check_input(inp)
         w_qat = self.apply_quant_weight(self.weight)
         b_qat = self.apply_quant_bias(self.bias, inp, w_qat)

@@ -1,4 +1,5 @@
-"""QAT ConvBn2d / ConvBnRelu2d with MegEngine's BN folding (§6.4).
+"""QAT ConvBn2d / ConvBnRelu2d with MegEngine's BN folding
+(``imperative/python/megengine/module/qat/conv_bn.py`` in https://github.com/MegEngine/MegEngine).
 
 Training: ``W_fold = W·γ/sqrt(σ²_r+ε)`` (running variance) is fake-quantized and convolved without bias; the output
 is divided by ``k = γ/sqrt(σ²_r+ε)``, the conv bias is added, and the real BatchNorm runs on it with batch statistics
