@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 
 SUITES = {
-    "gemm": "bench.gemm",                    # issue 2: int8 GEMM vs ORT / torch
-    "conv": "bench.conv",                    # issue 3: ResNet-18 and MobileNetV2 1x1 conv layers
-    "ops": "bench.ops",                      # issue 3: memory-bound ops (GB/s) and depthwise layers
-    "training": "bench.bench_float_training",  # issue 4: float training vs torch
-    "quant_accuracy": "bench.quant_accuracy",  # issue 5: Float / PTQ / QAT accuracy, QFloat vs Q
-    "network_latency": "bench.network_latency",  # issue 5: ResNet-18 Q model vs int8 peers
+    "gemm": "bench.gemm",                    # int8 GEMM vs ORT / torch
+    "conv": "bench.conv",                    # ResNet-18 and MobileNetV2 1x1 conv layers
+    "ops": "bench.ops",                      # memory-bound ops (GB/s) and depthwise layers
+    "training": "bench.bench_float_training",  # float training vs torch
+    "quant_accuracy": "bench.quant_accuracy",  # Float / PTQ / QAT accuracy, QFloat vs Q
+    "network_latency": "bench.network_latency",  # ResNet-18 Q model vs int8 peers
 }
 
 
