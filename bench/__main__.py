@@ -9,7 +9,9 @@ SUITES = {
     "ops": "bench.ops",                      # memory-bound ops (GB/s) and depthwise layers
     "training": "bench.bench_float_training",  # float training vs torch
     "quant_accuracy": "bench.quant_accuracy",  # Float / PTQ / QAT accuracy, QFloat vs Q
-    "network_latency": "bench.network_latency",  # ResNet-18 Q model vs int8 peers
+    "latency": "bench.latency",              # ResNet-18 Q model vs int8 peers
+    "profile": "bench.profile",              # where megq's ResNet-18 Q model spends its time
+    "smoke": "bench.smoke",                  # every suite once in its quickest mode (CI)
 }
 
 

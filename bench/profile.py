@@ -1,0 +1,294 @@
+"""Profile of megq's Q ResNet-18 (batch 1): per-layer times (forward hooks), each conv layer against its kernel
+call alone and against a same-size GEMM, megq vs ONNX Runtime per conv layer (ORT's profiler), the time spent outside
+the kernels, and cProfile.
+
+Usage: python -m bench profile [--threads 1,2] [--nets resnet18] [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+import megq
+import megq.kernels
+
+from . import _results_md as R
+from .networks import NETS, build
+
+
+def profile(args) -> int:
+    """megq ResNet-18 Q model: per-layer times (forward hooks), cProfile, and conv vs an equivalent GEMM."""
+    import cProfile
+    import pstats
+
+    from megq.module import quantized as QM
+
+    lines_out: List[str] = []
+
+    def log(*parts) -> None:  # noqa: F811 - also keep the lines for --write
+        text = " ".join(str(p) for p in parts)
+        lines_out.append(text)
+        print(text, flush=True)
+
+    t_start = time.perf_counter()
+    threads = [int(t) for t in args.threads.split(",")]
+    net_name = args.nets.split(",")[0]
+    prepared: Dict[str, object] = {}
+    tmp = tempfile.mkdtemp()
+    build(net_name, 1, tmp, prepared)  # megq Q model, torch twin, ONNX files (same weights as the latency run)
+    qm, x = prepared[net_name]["qm"], prepared[net_name]["xt"]
+    log(f"profile of megq's {NETS[net_name]['title']}; load average {R.loadavg()}")
+    for n in threads:
+        megq.set_num_threads(n)
+        for _ in range(3):
+            qm(x)
+        # per-layer times with hooks on the leaves (QuantizedModule and float leaves)
+        times: Dict[str, List[float]] = {}
+        starts: Dict[int, float] = {}
+        leaves = [(name, m) for name, m in qm.named_modules() if not list(m.children())]
+        hs = []
+        for name, m in leaves:
+            hs.append(m.register_forward_pre_hook(lambda mod, inp, k=id(m): starts.__setitem__(k, time.perf_counter())))
+            hs.append(m.register_forward_hook(
+                lambda mod, inp, out, k=id(m), nm=name: times.setdefault(nm, []).append(time.perf_counter() - starts[k])))
+        totals = []
+        for _ in range(args.rounds * args.calls):
+            t = time.perf_counter()
+            qm(x)
+            totals.append(time.perf_counter() - t)
+        for h in hs:
+            h.remove()
+        plain = []
+        for _ in range(args.rounds * args.calls):
+            t = time.perf_counter()
+            qm(x)
+            plain.append(time.perf_counter() - t)
+        med = {k: min(v) for k, v in times.items()}  # minimum over the calls: robust to load
+        mods = dict(leaves)
+        by_type: Dict[str, float] = {}
+        for k, v in med.items():
+            m = mods[k]
+            if isinstance(m, QM.Conv2d):
+                w = m.layer.weight_q.shape
+                key = f"{type(m).__name__} {w[2]}x{w[3]}/s{m.stride[0]}"
+            else:
+                key = type(m).__name__
+            by_type[key] = by_type.get(key, 0.0) + v
+        tot_hook, tot_plain = statistics.median(totals), statistics.median(plain)
+        leaf_sum = sum(med.values())
+        log(f"\n== threads {n}: forward median {1e3 * tot_plain:.2f} ms, min {1e3 * min(plain):.2f} ms (with hooks: "
+            f"min {1e3 * min(totals):.2f} ms); sum of the leaves' minimum times {1e3 * leaf_sum:.2f} ms")
+        for k, v in sorted(by_type.items(), key=lambda kv: -kv[1]):
+            log(f"  {k:<28} {1e3 * v:8.2f} ms  {100 * v / leaf_sum:5.1f} %")
+        log("  per layer:")
+        for k, v in sorted(med.items(), key=lambda kv: -kv[1])[:args.top]:
+            m = mods[k]
+            log(f"    {k:<34} {type(m).__name__:<14} {1e3 * v:7.3f} ms")
+        # conv2d kernel vs the same-size GEMM (im2col overhead) and Python wrapper overhead
+        log("  conv layers: layer time | _C.conv2d alone | GEMM (M=OH*OW, K=Cin*kh*kw, N=Cout) on a prebuilt "
+            "patch matrix | GOP/s of the conv")
+        K = megq.kernels
+        convs = [(k, m) for k, m in leaves if isinstance(m, QM.Conv2d)]
+        feats: Dict[str, object] = {}
+        hs = [m.register_forward_hook(lambda mod, inp, out, nm=k: feats.__setitem__(nm, (inp[0], out)))
+              for k, m in convs]
+        qm(x)
+        for h in hs:
+            h.remove()
+        seen_shapes = set()
+        sum_layer = sum_c = sum_gemm = 0.0
+        for k, m in convs:
+            xin, out = feats[k]
+            packed, lo, hi = m._packed_for(xin)
+            call = lambda: megq._C.conv2d(xin.data, packed, list(m.stride), list(m.padding), list(m.dilation),
+                                          m.layer.out_dtype, m.layer.out_zero_point, lo, hi)
+            co, ci, kh, kw = m.layer.weight_q.shape
+            _, oh, ow, _ = out.data.shape
+            Mg, Kg, Ng = oh * ow, ci * kh * kw, co
+            rng = np.random.default_rng(0)
+            a = rng.integers(-20, 20, (Mg, Kg), dtype=np.int8)
+            pg = K.pack_gemm_weights(m.layer.weight_q.transpose(2, 3, 1, 0).reshape(Kg, Ng).copy(),
+                                     np.zeros(Ng, np.int32), np.full(Ng, 1e-3, np.float32))
+            # interleaved, minimum of 15 (robust to load from other processes)
+            tl, tc, tg = _min_times([lambda: m(xin), call, lambda: K.gemm(a, pg)], 15)
+            med[k] = tl
+            sum_layer += med[k]
+            sum_c += tc
+            sum_gemm += tg
+            shape_key = (ci, co, kh, m.stride[0], oh)
+            if shape_key in seen_shapes:
+                continue
+            seen_shapes.add(shape_key)
+            gops = 2 * Mg * Kg * Ng / tc / 1e9
+            log(f"    {k:<34} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh}x{ow}: {1e3 * med[k]:6.3f} | "
+                f"{1e3 * tc:6.3f} | {1e3 * tg:6.3f} ms (MxKxN {Mg}x{Kg}x{Ng}) | {gops:5.1f}")
+        log(f"  all convs: layer {1e3 * sum_layer:.2f} ms, _C.conv2d {1e3 * sum_c:.2f} ms, same-size GEMMs "
+            f"{1e3 * sum_gemm:.2f} ms -> Python around the conv kernel {1e3 * (sum_layer - sum_c):.2f} ms, "
+            f"conv beyond GEMM (patch gathering/padding) {1e3 * (sum_c - sum_gemm):.2f} ms")
+        # ORT QOperator per-node times (its profiler), matched to megq's conv layers by the torch module path
+        ort_nodes = ort_node_times(prepared[net_name]["onnx"]["QOperator"], n, x.numpy(), 20)
+        conv_ort: Dict[str, float] = {}
+        other: Dict[str, float] = {}
+        for op, module, dur in ort_nodes:
+            if op in ("QLinearConv", "ConvInteger", "Conv") and module:
+                conv_ort[module] = conv_ort.get(module, 0.0) + dur
+            else:
+                other[op] = other.get(op, 0.0) + dur
+        log(f"  megq vs ORT QOperator per conv layer ({n} thread(s); ms; both minimum over the runs; ORT from its "
+            f"profiler):")
+        sm = so_ = 0.0
+        for k, m in convs:
+            a, b = med[k], conv_ort.get(k, float("nan"))
+            sm, so_ = sm + a, so_ + b
+            co, ci, kh, kw = m.layer.weight_q.shape
+            oh = feats[k][1].data.shape[1]
+            log(f"    {k:<26} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh:>3}: megq {1e3 * a:6.3f}  ORT "
+                f"{1e3 * b:6.3f}  megq/ORT {a / b:5.2f}")
+        log(f"    all convs: megq {1e3 * sm:.2f} ms, ORT {1e3 * so_:.2f} ms -> {sm / so_:.2f}x; ORT other ops (ms): " +
+            ", ".join(f"{k} {1e3 * v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])))
+        # Python overhead: record every megq._C call of one forward, replay the calls alone, compare CPU times
+        calls = record_c_calls(qm, x)
+        fwd_cpu, replay_cpu = _min_cpu_times([lambda: qm(x), lambda: [f(*a, **kw) for f, a, kw in calls]], 15)
+        log(f"  one forward = {len(calls)} megq._C calls; calling-thread CPU time (minimum of 15): forward "
+            f"{1e3 * fwd_cpu:.2f} ms, the same _C calls replayed without Python {1e3 * replay_cpu:.2f} ms -> Python "
+            f"and numpy outside the kernels {1e3 * (fwd_cpu - replay_cpu):.2f} ms per forward "
+            f"({1e6 * (fwd_cpu - replay_cpu) / max(1, len(calls)):.0f} us per kernel call)" if n == 1 else
+            f"  one forward = {len(calls)} megq._C calls; wall time (minimum of 15): forward {1e3 * fwd_cpu:.2f} ms, "
+            f"replayed _C calls {1e3 * replay_cpu:.2f} ms -> outside the kernels {1e3 * (fwd_cpu - replay_cpu):.2f} ms")
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(20):
+            qm(x)
+        pr.disable()
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(18)
+        st = pstats.Stats(pr)
+        kern = sum(v[2] for f, v in st.stats.items() if f[0] == "~" and "megq._C" in f[2])
+        log(f"  cProfile, 20 forwards at {n} thread(s): {1e3 * st.total_tt / 20:.2f} ms per forward, of which megq._C "
+            f"calls {1e3 * kern / 20:.2f} ms and everything else (Python, numpy, profiler) "
+            f"{1e3 * (st.total_tt - kern) / 20:.2f} ms; sorted by own time:")
+        log("\n".join("    " + line for line in s.getvalue().splitlines() if line.strip())[:6000])
+    if args.write:
+        text = (f"Command: `{R.command_line('bench.profile')}` ({time.perf_counter() - t_start:.0f} s; load "
+                f"average at the end {R.loadavg()}). Layer times are minima over the calls (robust to load).\n\n"
+                "```\n" + "\n".join(lines_out) + "\n```")
+        R.update_subsections("Network latency", _current_preamble(),
+                             {f"Profile of megq's {NETS[net_name]['title']} (--profile)": text})
+        print(f"wrote {R.RESULTS}")
+    return 0
+
+
+def _current_preamble() -> str:
+    """The Network latency section's preamble as written by the last latency run (kept by --profile)."""
+    import re
+
+    text = open(R.RESULTS).read() if os.path.exists(R.RESULTS) else ""
+    m = re.search(r"(?ms)^## Network latency\n(.*?)(?=^### |^## |\Z)", text)
+    return m.group(1).strip() if m else "See the subsections."
+
+
+
+def ort_node_times(path: str, threads: int, x: np.ndarray, runs: int) -> List[tuple]:
+    """(op type, torch module path of the node or "", minimum seconds over the runs) per node, from ORT's
+    profiler (the exported node names carry the torch module path, e.g. /layer2/layer2.0/conv_bn2/conv/Conv)."""
+    import json
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.log_severity_level = 3
+    so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 3):
+        sess.run(None, {"x": x})
+    events = json.load(open(sess.end_profiling()))
+    per: Dict[str, List] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        segs = e["name"].lstrip("/").split("/")
+        module = ""
+        if "conv" in segs[:-1]:
+            path_segs = segs[:segs.index("conv")]
+            if len(path_segs) > 1 and path_segs[1].startswith(path_segs[0] + "."):
+                path_segs = path_segs[1:]
+            module = ".".join(path_segs)
+        per.setdefault(e["name"], [e.get("args", {}).get("op_name", "?"), module, []])[2].append(e["dur"] * 1e-6)
+    return [(op, module, min(d[3:] if len(d) > 3 else d)) for op, module, d in per.values()]
+
+
+def record_c_calls(model, x) -> List[tuple]:
+    """(function, args, kwargs) of every megq._C function called during one forward of ``model``."""
+    import megq._C as C
+
+    recorded: List[tuple] = []
+    originals = {}
+    for name in dir(C):
+        f = getattr(C, name)
+        if callable(f) and not isinstance(f, type) and not name.startswith("_"):
+            originals[name] = f
+
+            def wrapper(*a, _f=f, **kw):
+                recorded.append((_f, a, kw))
+                return _f(*a, **kw)
+
+            setattr(C, name, wrapper)
+    try:
+        with no_grad():
+            model(x)
+    finally:
+        for name, f in originals.items():
+            setattr(C, name, f)
+    return recorded
+
+
+def _min_cpu_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:
+    """Minimum calling-thread CPU time of each function at 1 thread, wall time otherwise (interleaved)."""
+    clock = time.thread_time if megq.get_num_threads() == 1 else time.perf_counter
+    for f in fns:
+        f()
+    best = [float("inf")] * len(fns)
+    for _ in range(n):
+        for i, f in enumerate(fns):
+            t = clock()
+            f()
+            best[i] = min(best[i], clock() - t)
+    return best
+
+
+def _min_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:
+    for f in fns:
+        f()
+    best = [float("inf")] * len(fns)
+    for _ in range(n):
+        for i, f in enumerate(fns):
+            t = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--nets", default="resnet18", help="the network to profile (resnet18 or cifar_resnet18)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=6)
+    ap.add_argument("--top", type=int, default=12, help="slowest layers to list")
+    ap.add_argument("--write", action="store_true", help="update the Network latency section of RESULTS-quant.md")
+    return profile(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
