@@ -29,4 +29,4 @@ def get_num_threads() -> int:
 # -- float layer exports (megq.Tensor, megq.Parameter, ...) are added below by the module layer --
 from . import autodiff, data, functional, models, module, optimizer, random  # noqa: E402
 from .tensor import Parameter, Tensor  # noqa: E402
-from .serialization import load, register_serializable, save  # noqa: E402
+from .serialization import SerializationError, load, register_serializable, save  # noqa: E402
