@@ -4,6 +4,8 @@
 #include <cstring>
 #include <string>
 
+#include "megq/dcheck.h"
+#include "megq/limits.h"
 #include "megq/thread_pool.h"
 
 namespace megq {
@@ -20,11 +22,36 @@ size_t output_bytes(OutputType t) { return t == OutputType::kInt32 ? 4 : 1; }
 
 }  // namespace
 
-int conv_output_size(int in, int kernel, int stride, int pad, int dilation) {
-  const long long span = static_cast<long long>(dilation) * (kernel - 1) + 1;
-  const long long padded = static_cast<long long>(in) + 2LL * pad;
+int64_t conv_output_size(int in, int kernel, int stride, int pad, int dilation) {
+  const int64_t span = static_cast<int64_t>(dilation) * (kernel - 1) + 1;
+  const int64_t padded = static_cast<int64_t>(in) + 2 * static_cast<int64_t>(pad);
   if (padded < span) return 0;
-  return static_cast<int>((padded - span) / stride + 1);
+  return (padded - span) / stride + 1;
+}
+
+void conv2d_output_hw(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dParams& c,
+                      OutputType out_type, int* oh_out, int* ow_out) {
+  if (x.channels != p.in_channels) {
+    throw ArgumentError("x: has " + std::to_string(x.channels) + " channels but the weights expect " +
+                        std::to_string(p.in_channels));
+  }
+  if (x.batch < 0 || x.height < 0 || x.width < 0) throw ArgumentError("x: negative dimension");
+  if (c.stride_h < 1 || c.stride_w < 1) throw ArgumentError("stride: must be >= 1");
+  if (c.dilation_h < 1 || c.dilation_w < 1) throw ArgumentError("dilation: must be >= 1");
+  if (c.pad_h < 0 || c.pad_w < 0) throw ArgumentError("padding: must be >= 0");
+  const int64_t oh = conv_output_size(x.height, p.kernel_h, c.stride_h, c.pad_h, c.dilation_h);
+  const int64_t ow = conv_output_size(x.width, p.kernel_w, c.stride_w, c.pad_w, c.dilation_w);
+  if (oh < 1 || ow < 1) {
+    throw ArgumentError("x: the kernel (" + std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) +
+                        ", with dilation) is larger than the padded " + std::to_string(x.height) + "x" +
+                        std::to_string(x.width) + " input");
+  }
+  // Checked with a batch of at least 1: an empty batch must not make an
+  // oversized configuration pass.
+  check_output_size("x", "conv2d", {x.batch > 0 ? x.batch : 1, oh, ow, p.out_channels},
+                    static_cast<int>(output_bytes(out_type)));
+  *oh_out = static_cast<int>(oh);
+  *ow_out = static_cast<int>(ow);
 }
 
 std::unique_ptr<PackedConv2dWeights> pack_conv2d_weights(const int8_t* w, int out_channels,
@@ -76,21 +103,11 @@ std::unique_ptr<PackedConv2dWeights> pack_conv2d_weights(const int8_t* w, int ou
 
 void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dParams& c, const GemmOutput& out,
             uint8_t* y) {
-  if (x.channels != p.in_channels) {
-    throw ArgumentError("x: has " + std::to_string(x.channels) + " channels but the weights expect " +
-                        std::to_string(p.in_channels));
-  }
-  if (c.stride_h < 1 || c.stride_w < 1) throw ArgumentError("stride: must be >= 1");
-  if (c.dilation_h < 1 || c.dilation_w < 1) throw ArgumentError("dilation: must be >= 1");
-  if (c.pad_h < 0 || c.pad_w < 0) throw ArgumentError("padding: must be >= 0");
-  const int oh = conv_output_size(x.height, p.kernel_h, c.stride_h, c.pad_h, c.dilation_h);
-  const int ow = conv_output_size(x.width, p.kernel_w, c.stride_w, c.pad_w, c.dilation_w);
-  if (oh < 1 || ow < 1) {
-    throw ArgumentError("x: the " + std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) +
-                        " kernel (with dilation) is larger than the padded " + std::to_string(x.height) + "x" +
-                        std::to_string(x.width) + " input");
-  }
+  int oh = 0, ow = 0;
+  conv2d_output_hw(p, x, c, out.type, &oh, &ow);
   if (x.batch < 1) return;
+  MEGQ_DCHECK(x.data != nullptr && y != nullptr);
+  MEGQ_DCHECK(static_cast<int>(p.group_weights.size()) == p.groups);
   const PackedGemmWeights& first = *p.group_weights[0];
   if (out.type != OutputType::kInt32 && !first.has_multiplier) {
     throw ArgumentError("packed: these weights were packed without a multiplier; pass one to pack them for "

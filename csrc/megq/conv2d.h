@@ -45,10 +45,17 @@ struct Conv2dParams {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
 };
 
-// Output size along one axis, or a value < 1 if the kernel does not fit.
-int conv_output_size(int in, int kernel, int stride, int pad, int dilation);
+// Output size along one axis (int64: a large padding can exceed int), or a
+// value < 1 if the kernel does not fit.
+int64_t conv_output_size(int in, int kernel, int stride, int pad, int dilation);
 
-// Writes the N x OH x OW x Cout output (contiguous) to y.
+// Checks x's channel count, the stride / padding / dilation and the output
+// size (limits.h) and returns the output height and width; throws
+// ArgumentError naming the argument otherwise. conv2d() calls it too.
+void conv2d_output_hw(const PackedConv2dWeights& packed, const Conv2dInput& x, const Conv2dParams& params,
+                      OutputType out_type, int* oh, int* ow);
+
+// Writes the N x OH x OW x Cout output (contiguous) to y. N = 0 writes nothing.
 void conv2d(const PackedConv2dWeights& packed, const Conv2dInput& x, const Conv2dParams& params,
             const GemmOutput& output, uint8_t* y);
 

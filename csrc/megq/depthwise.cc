@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "megq/dcheck.h"
+#include "megq/limits.h"
 #include "megq/qparams.h"
 #include "megq/thread_pool.h"
 
@@ -174,7 +176,14 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   check_clamp("out_min/out_max", out_signed, dp.min, dp.max);
   const int OH = depthwise_output_size(H, p.KH, dp.stride_h, dp.pad_h, dp.dil_h, "H");
   const int OW = depthwise_output_size(W, p.KW, dp.stride_w, dp.pad_w, dp.dil_w, "W");
+  check_output_size("x", "depthwise_conv2d", {N > 0 ? N : 1, OH, OW, p.C_out}, 1);
+  // A widened row (W + 2 pad_w positions of Cs int16) lives in scratch.
+  if ((static_cast<int64_t>(W) + 2 * static_cast<int64_t>(dp.pad_w)) * p.Cs * 2 > kMaxOutputBytes) {
+    throw ArgumentError("padding: a padded input row of " + std::to_string(W) + " + 2 x " +
+                        std::to_string(dp.pad_w) + " positions is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
+  }
   if (N == 0) return;
+  MEGQ_DCHECK(x != nullptr && y != nullptr);
   const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
   const int T = p.KH * p.KW;
   const int Wp = W + 2 * dp.pad_w;

@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
+
+#include "megq/gemm.h"  // ArgumentError
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -100,6 +103,10 @@ CpuFeatures detect() { return CpuFeatures{}; }
 std::atomic<int> g_active{-1};
 std::once_flag g_init_once;
 
+// MEGQ_ISA: unset or empty means the best usable ISA. A name parse_isa does
+// not know is an error (a typo must not silently run another path); a known
+// ISA that this CPU or build cannot run falls back to the best one with a
+// message on stderr, so one script works on machines with different CPUs.
 void init_active_isa() {
   Isa chosen = best_isa();
   if (const char* env = std::getenv("MEGQ_ISA")) {
@@ -107,7 +114,8 @@ void init_active_isa() {
     if (env[0] == '\0') {
       // empty: no override
     } else if (!parse_isa(env, &wanted)) {
-      std::fprintf(stderr, "megq: ignoring unknown MEGQ_ISA=%s\n", env);
+      throw ArgumentError(std::string("MEGQ_ISA: expected one of scalar, avx2, avx512vnni, neon, neondot (or unset), "
+                                      "got '") + env + "'");
     } else if (!isa_usable(wanted)) {
       std::fprintf(stderr, "megq: MEGQ_ISA=%s is not usable on this CPU/build; using %s\n", env,
                    isa_name(chosen));

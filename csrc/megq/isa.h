@@ -5,7 +5,9 @@
 // ISA's flags only. At run time megq uses the best ISA that was built *and* that
 // the CPU and OS support. The environment variable MEGQ_ISA (read once, at first
 // use) or set_active_isa() may lower that choice, never raise it: forcing a path
-// the CPU lacks would die with SIGILL.
+// the CPU lacks would die with SIGILL. An unknown MEGQ_ISA name makes
+// active_isa() throw ArgumentError; a known but unusable one falls back to
+// best_isa() with a message on stderr.
 #ifndef MEGQ_ISA_H_
 #define MEGQ_ISA_H_
 

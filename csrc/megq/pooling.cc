@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "megq/aligned_buffer.h"
+#include "megq/dcheck.h"
+#include "megq/limits.h"
+#include "megq/gemm.h"
 #include "megq/isa.h"
 #include "megq/qparams.h"
 
@@ -76,7 +79,9 @@ void pool2d(const uint8_t* x, int N, int H, int W, int C, ptrdiff_t sn, ptrdiff_
     throw ArgumentError("kernel_size: a window of " + std::to_string(static_cast<int64_t>(p.kh) * p.kw) +
                         " taps could overflow the int32 sum");
   }
+  check_output_size("x", "pool2d", {N > 0 ? N : 1, OH, OW, C}, 1);
   if (N == 0) return;
+  MEGQ_DCHECK(x != nullptr && y != nullptr);
   const PoolingIsaEntry entry = pooling_entry(active_isa());
   const int taps = p.kh * p.kw;
   const int64_t rows = static_cast<int64_t>(N) * OH;
@@ -121,7 +126,9 @@ void global_avg_pool2d(const uint8_t* x, int N, int H, int W, int C, ptrdiff_t s
     throw ArgumentError("x: H * W = " + std::to_string(static_cast<int64_t>(H) * W) +
                         " positions could overflow the int32 sum (limit " + std::to_string(kMaxPositions) + ")");
   }
+  check_output_size("x", "global_avg_pool2d", {N > 0 ? N : 1, 1, 1, C}, 1);
   if (N == 0) return;
+  MEGQ_DCHECK(x != nullptr && y != nullptr);
   const PoolingIsaEntry entry = pooling_entry(active_isa());
   constexpr int kChannelBlock = 256;
   const int blocks = ceil_div_int(C, kChannelBlock);

@@ -6,18 +6,40 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <string>
 #include <vector>
+
+#include "megq/gemm.h"  // ArgumentError
+#include "megq/limits.h"
 
 namespace megq {
 namespace {
 
+// MEGQ_NUM_THREADS: unset or empty means "the CPU count" (capped at
+// kMaxThreads); anything else must be a plain decimal integer in
+// [1, kMaxThreads]. No sign, no spaces, no suffix: "8x", "-1", "1e3" and
+// values that overflow are errors, not silently something else.
 int default_num_threads() {
-  if (const char* env = std::getenv("MEGQ_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n >= 1) return n;
+  const char* env = std::getenv("MEGQ_NUM_THREADS");
+  if (env != nullptr && env[0] != '\0') {
+    long long n = 0;
+    bool ok = true;
+    for (const char* c = env; *c != '\0'; ++c) {
+      if (*c < '0' || *c > '9' || n > kMaxThreads) {
+        ok = false;
+        break;
+      }
+      n = n * 10 + (*c - '0');
+    }
+    if (!ok || n < 1 || n > kMaxThreads) {
+      throw ArgumentError("MEGQ_NUM_THREADS: expected an integer in [1, " + std::to_string(kMaxThreads) +
+                          "] (or unset for the CPU count), got '" + std::string(env) + "'");
+    }
+    return static_cast<int>(n);
   }
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  if (hw == 0) return 1;
+  return hw > static_cast<unsigned>(kMaxThreads) ? kMaxThreads : static_cast<int>(hw);
 }
 
 thread_local bool t_inside_task = false;
@@ -135,7 +157,13 @@ Pool& pool() {
 }  // namespace
 
 int get_num_threads() { return pool().num_threads(); }
-void set_num_threads(int n) { pool().set_num_threads(n < 1 ? 1 : n); }
+void set_num_threads(int n) {
+  if (n < 1 || n > kMaxThreads) {
+    throw ArgumentError("n: expected a thread count >= 1 and <= " + std::to_string(kMaxThreads) + ", got " +
+                        std::to_string(n));
+  }
+  pool().set_num_threads(n);
+}
 void parallel_for(int n, const std::function<void(int)>& fn) { pool().run(n, fn); }
 
 }  // namespace megq

@@ -13,10 +13,13 @@
 
 namespace megq {
 
-// Threads kernels use, including the caller. Default: MEGQ_NUM_THREADS if set,
-// else the number of CPUs.
+// Threads kernels use, including the caller. Default: MEGQ_NUM_THREADS if set
+// (a decimal integer in [1, kMaxThreads], limits.h; anything else throws
+// ArgumentError at the first call that reads it), else the number of CPUs
+// capped at kMaxThreads.
 int get_num_threads();
-// n >= 1. Takes effect at the next parallel_for.
+// 1 <= n <= kMaxThreads, else ArgumentError. Takes effect at the next
+// parallel_for.
 void set_num_threads(int n);
 
 // Runs fn(i) for i in [0, n). Calls made from inside a task, or while another

@@ -64,7 +64,7 @@ PackInputs::PackInputs(std::optional<py::array> bias, std::optional<py::array> m
     require_ndim(*multiplier, "multiplier", 1, ("a 1-D array of 1 or " + count_name + " values").c_str());
     multiplier_ = py::array_t<float, py::array::c_style>::ensure(*multiplier);
     options.multiplier = multiplier_.data();
-    options.multiplier_count = static_cast<int>(multiplier_.shape(0));
+    options.multiplier_count = dim_int(multiplier_, 0, "multiplier");
   }
   isa = megq::active_isa();
   if (isa_name && !megq::parse_isa(*isa_name, &isa)) {

@@ -29,7 +29,7 @@ py::array concat(const std::vector<py::array>& inputs, const std::vector<float>&
   int64_t total = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const std::string name = "inputs[" + std::to_string(i) + "]";
-    const bool is_signed = quantized_dtype(inputs[i], name.c_str());
+    quantized_dtype(inputs[i], name.c_str());  // TypeError unless int8 / uint8
     const py::array& a = inputs[i];
     if (a.ndim() < 1) throw py::value_error(name + ": expected at least 1 dimension");
     if (a.ndim() != first.ndim() || !std::equal(a.shape(), a.shape() + a.ndim() - 1, first.shape())) {
@@ -37,16 +37,22 @@ py::array concat(const std::vector<py::array>& inputs, const std::vector<float>&
                             " differs from inputs[0]'s " + std::string(py::str(first.attr("shape"))) +
                             " outside the last (channel) axis");
     }
+    count_int(a.shape(a.ndim() - 1), name + ": channels");
+    total += a.shape(a.ndim() - 1);
+  }
+  std::vector<py::ssize_t> shape(first.shape(), first.shape() + first.ndim());
+  shape.back() = static_cast<py::ssize_t>(count_int(total, "inputs: total channels"));
+  check_output("inputs", "concat", shape, 1);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const bool is_signed = inputs[i].dtype().is(py::dtype::of<int8_t>());
+    const py::array& a = inputs[i];
     keep.push_back(is_signed ? py::array(py::array_t<int8_t, py::array::c_style>::ensure(a))
                              : py::array(py::array_t<uint8_t, py::array::c_style>::ensure(a)));
     const py::array& c = keep.back();
     const int channels = static_cast<int>(c.shape(c.ndim() - 1));
     ins.push_back(megq::ConcatInput{static_cast<const uint8_t*>(c.data()), channels, channels, scales[i],
                                     zero_points[i], is_signed});
-    total += channels;
   }
-  std::vector<py::ssize_t> shape(first.shape(), first.shape() + first.ndim());
-  shape.back() = static_cast<py::ssize_t>(total);
   int64_t P = 1;
   for (size_t d = 0; d + 1 < shape.size(); ++d) P *= shape[d];
   py::array y = new_quantized(out_signed, shape);

@@ -13,11 +13,15 @@ std::unique_ptr<megq::PackedConv2dWeights> pack(const py::array& weight, std::op
                                                 std::optional<std::string> isa_name) {
   require_dtype<int8_t>(weight, "weight", "int8");
   require_ndim(weight, "weight", 4, "a 4-D (Cout, Cin/groups, kh, kw) array");
-  auto w = py::array_t<int8_t, py::array::c_style>::ensure(weight);
-  const int cout = static_cast<int>(w.shape(0));
+  const int cout = dim_int(weight, 0, "weight");
+  const int cin_g = dim_int(weight, 1, "weight"), kh = dim_int(weight, 2, "weight"), kw = dim_int(weight, 3, "weight");
+  if (static_cast<int64_t>(cin_g) * kh * kw > std::numeric_limits<int>::max()) {
+    throw py::value_error("weight: Cin/groups * kh * kw = " + std::to_string(static_cast<int64_t>(cin_g) * kh * kw) +
+                          " is more than megq's kernels take (at most 2**31 - 1)");
+  }
   PackInputs in(bias, multiplier, cout, "Cout", input_signed, input_zero_point, narrow_range, isa_name);
-  const int cin_g = static_cast<int>(w.shape(1)), kh = static_cast<int>(w.shape(2)),
-            kw = static_cast<int>(w.shape(3));
+  // Copied only after the sizes are checked (a stride-0 view may be huge).
+  auto w = py::array_t<int8_t, py::array::c_style>::ensure(weight);
   const int8_t* data = w.data();
   py::gil_scoped_release release;
   return megq::pack_conv2d_weights(data, cout, cin_g, kh, kw, groups, in.options, in.isa);
@@ -39,30 +43,22 @@ py::array run_conv(const py::array& x, const megq::PackedConv2dWeights& p, std::
     require_dtype<uint8_t>(x, "x", "uint8 (the weights were packed for uint8 inputs)");
   }
   require_ndim(x, "x", 4, "a 4-D NHWC array");
-  if (x.shape(3) > 1 && x.strides(3) != 1) {
+  // An empty batch has no memory layout to check (numpy gives it zero strides).
+  if (x.size() > 0 && x.shape(3) > 1 && x.strides(3) != 1) {
     throw py::value_error("x: channels must be contiguous (NHWC with stride 1 on the last axis)");
   }
   megq::Conv2dParams c;
   std::tie(c.stride_h, c.stride_w) = pair_arg(stride, "stride");
   std::tie(c.pad_h, c.pad_w) = pair_arg(padding, "padding");
   std::tie(c.dilation_h, c.dilation_w) = pair_arg(dilation, "dilation");
-  megq::Conv2dInput in{static_cast<const uint8_t*>(x.data()), static_cast<int>(x.shape(0)),
-                       static_cast<int>(x.shape(1)),          static_cast<int>(x.shape(2)),
-                       static_cast<int>(x.shape(3)),          x.strides(0),
+  megq::Conv2dInput in{static_cast<const uint8_t*>(x.data()), dim_int(x, 0, "x"),
+                       dim_int(x, 1, "x"),                    dim_int(x, 2, "x"),
+                       dim_int(x, 3, "x"),                    x.strides(0),
                        x.strides(1),                          x.strides(2)};
-  if (in.channels != p.in_channels) {
-    throw py::value_error("x: has " + std::to_string(in.channels) + " channels but the weights expect " +
-                          std::to_string(p.in_channels));
-  }
-  if (c.stride_h < 1 || c.stride_w < 1) throw py::value_error("stride: must be >= 1");
-  if (c.dilation_h < 1 || c.dilation_w < 1) throw py::value_error("dilation: must be >= 1");
-  if (c.pad_h < 0 || c.pad_w < 0) throw py::value_error("padding: must be >= 0");
-  const int oh = megq::conv_output_size(in.height, p.kernel_h, c.stride_h, c.pad_h, c.dilation_h);
-  const int ow = megq::conv_output_size(in.width, p.kernel_w, c.stride_w, c.pad_w, c.dilation_w);
-  if (oh < 1 || ow < 1) {
-    throw py::value_error("x: the kernel (with dilation) is larger than the padded input");
-  }
   megq::GemmOutput out = parse_gemm_output(out_dtype, out_zero_point, out_min, out_max);
+  // Channels, stride / padding / dilation and the output-size limit, before allocating.
+  int oh = 0, ow = 0;
+  megq::conv2d_output_hw(p, in, c, out.type, &oh, &ow);
   py::array result = make_output(out.type, {in.batch, oh, ow, p.out_channels});
   if (in.batch == 0) return result;
   uint8_t* y = static_cast<uint8_t*>(result.mutable_data());

@@ -19,8 +19,8 @@ std::unique_ptr<megq::PackedDepthwiseWeights> pack(const py::array& weight, int 
                                                    std::optional<std::string> isa_name) {
   require_dtype<int8_t>(weight, "weight", "int8");
   require_ndim(weight, "weight", 3, "a 3-D (C_out, KH, KW) array");
-  const int C_out = static_cast<int>(weight.shape(0)), KH = static_cast<int>(weight.shape(1));
-  const int KW = static_cast<int>(weight.shape(2));
+  const int C_out = dim_int(weight, 0, "weight"), KH = dim_int(weight, 1, "weight");
+  const int KW = dim_int(weight, 2, "weight");
   if (in_channels < 1 || C_out % in_channels != 0) {
     throw py::value_error("in_channels: " + std::to_string(in_channels) + " does not divide the weight's C_out=" +
                           std::to_string(C_out));
@@ -45,7 +45,7 @@ std::unique_ptr<megq::PackedDepthwiseWeights> pack(const py::array& weight, int 
   require_ndim(multiplier, "multiplier", 1, "a 1-D array of 1 or C_out values");
   const auto mult_c = py::array_t<float, py::array::c_style>::ensure(multiplier);
   o.multiplier = mult_c.data();
-  o.multiplier_count = static_cast<int>(mult_c.shape(0));
+  o.multiplier_count = dim_int(mult_c, 0, "multiplier");
   megq::Isa isa = megq::active_isa();
   if (isa_name && !megq::parse_isa(*isa_name, &isa)) throw py::value_error("isa: unknown ISA name '" + *isa_name + "'");
   const int8_t* wp = w.data();
@@ -78,11 +78,13 @@ py::array run(const py::array& x_in, const megq::PackedDepthwiseWeights& p, std:
   dp.zero_point = out_zero_point;
   dp.min = out_min.value_or(out_signed ? -128 : 0);
   dp.max = out_max.value_or(out_signed ? 127 : 255);
-  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
-  const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1)), W = static_cast<int>(x.shape(2));
-  if (H < 1 || W < 1) throw py::value_error("x: expected H, W >= 1, got shape " + std::string(py::str(x.attr("shape"))));
+  const int N = dim_int(x_in, 0, "x"), H = dim_int(x_in, 1, "x"), W = dim_int(x_in, 2, "x");
+  if (H < 1 || W < 1) throw py::value_error("x: expected H, W >= 1, got shape " + std::string(py::str(x_in.attr("shape"))));
   const int OH = megq::depthwise_output_size(H, p.KH, dp.stride_h, dp.pad_h, dp.dil_h, "H");
   const int OW = megq::depthwise_output_size(W, p.KW, dp.stride_w, dp.pad_w, dp.dil_w, "W");
+  check_output("x", "depthwise_conv2d", {std::max(N, 1), OH, OW, p.C_out}, 1);
+  // Sizes first: with_unit_last_axis may copy, and a stride-0 view may be huge.
+  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
   py::array y = new_quantized(out_signed, {N, OH, OW, p.C_out});
   const uint8_t* xp = static_cast<const uint8_t*>(x.data());
   const ptrdiff_t sn = x.strides(0), sh = x.strides(1), sw = x.strides(2);

@@ -18,7 +18,8 @@ py::array contiguous(const py::array& a, bool is_signed) {
 
 // Values of `small` repeat with this period along `big` (numpy broadcasting
 // restricted to: same shape, a per-channel vector over the last axis, or a
-// single value); 0 if neither.
+// single value); -1 if neither. The period of two empty arrays of one shape
+// is 0 (nothing repeats, nothing is computed).
 int64_t broadcast_period(const py::array& big, const py::array& small) {
   if (small.ndim() == big.ndim() && std::equal(big.shape(), big.shape() + big.ndim(), small.shape())) {
     return static_cast<int64_t>(big.size());
@@ -26,11 +27,11 @@ int64_t broadcast_period(const py::array& big, const py::array& small) {
   if (small.size() == 1 && small.ndim() <= big.ndim()) return 1;
   if (big.ndim() >= 1 && small.ndim() >= 1 && small.ndim() <= big.ndim()) {
     for (py::ssize_t i = 0; i + 1 < small.ndim(); ++i) {
-      if (small.shape(i) != 1) return 0;
+      if (small.shape(i) != 1) return -1;
     }
     if (small.shape(small.ndim() - 1) == big.shape(big.ndim() - 1)) return small.shape(small.ndim() - 1);
   }
-  return 0;
+  return -1;
 }
 
 py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, int a_zero_point, float b_scale,
@@ -42,11 +43,11 @@ py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, in
   const megq::TensorQParams qy{out_scale, out_zero_point, out_signed};
   // The full-size operand goes first; add and mul are exactly commutative in
   // float32 (x + y == y + x, x * y == y * x), so swapping changes no bit.
-  const bool swap = broadcast_period(a_in, b_in) == 0 && broadcast_period(b_in, a_in) != 0;
+  const bool swap = broadcast_period(a_in, b_in) < 0 && broadcast_period(b_in, a_in) >= 0;
   const py::array& big_in = swap ? b_in : a_in;
   const py::array& small_in = swap ? a_in : b_in;
   const int64_t period = broadcast_period(big_in, small_in);
-  if (period == 0) {
+  if (period < 0) {
     throw py::value_error("b: shape " + std::string(py::str(b_in.attr("shape"))) + " does not match a's shape " +
                           std::string(py::str(a_in.attr("shape"))) +
                           " and is not a per-channel (last axis) vector or a single value");
@@ -55,19 +56,21 @@ py::array binary(const py::array& a_in, const py::array& b_in, float a_scale, in
     std::swap(qa, qb);
     std::swap(a_signed, b_signed);
   }
+  std::vector<py::ssize_t> shape(big_in.shape(), big_in.shape() + big_in.ndim());
+  check_output(swap ? "b" : "a", kind == 2 ? "mul" : kind == 1 ? "fuse_add_relu" : "add", shape, 1);
   const py::array a = contiguous(big_in, a_signed), b = contiguous(small_in, b_signed);
-  std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
   py::array y = new_quantized(out_signed, shape);
   const uint8_t* ap = static_cast<const uint8_t*>(a.data());
   const uint8_t* bp = static_cast<const uint8_t*>(b.data());
   uint8_t* yp = static_cast<uint8_t*>(y.mutable_data());
   const int64_t n = static_cast<int64_t>(a.size());
+  if (n == 0) return y;
   {
     py::gil_scoped_release release;
     if (kind == 2) {
-      megq::quantized_mul(ap, qa, bp, qb, yp, qy, n, n == 0 ? 1 : period);
+      megq::quantized_mul(ap, qa, bp, qb, yp, qy, n, period);
     } else {
-      megq::quantized_add(ap, qa, bp, qb, yp, qy, n, kind == 1, n == 0 ? 1 : period);
+      megq::quantized_add(ap, qa, bp, qb, yp, qy, n, kind == 1, period);
     }
   }
   return y;

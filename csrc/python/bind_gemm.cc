@@ -13,7 +13,7 @@ std::unique_ptr<megq::PackedGemmWeights> pack(const py::array& weight, std::opti
                                               std::optional<std::string> isa_name) {
   require_dtype<int8_t>(weight, "weight", "int8");
   require_ndim(weight, "weight", 2, "a 2-D (K, N) array");
-  const int K = static_cast<int>(weight.shape(0)), N = static_cast<int>(weight.shape(1));
+  const int K = dim_int(weight, 0, "weight"), N = dim_int(weight, 1, "weight");
   if (K > 0 && N > 1 && weight.strides(1) != 1) {  // a single column may have any stride
     throw py::value_error("weight: rows must be contiguous (stride of axis 1 must be 1 byte)");
   }
@@ -40,7 +40,8 @@ py::array run_gemm(const py::array& a, const megq::PackedGemmWeights& p, const s
     throw py::value_error("a: rows must be contiguous (stride of axis 1 must be 1 byte); any row stride is fine");
   }
   const megq::GemmOutput out = parse_gemm_output(out_dtype, out_zero_point, out_min, out_max);
-  const int M = static_cast<int>(a.shape(0));
+  const int M = dim_int(a, 0, "a");
+  check_output("a", "gemm", {M, p.N}, out.type == megq::OutputType::kInt32 ? 4 : 1);
   py::array result = make_output(out.type, {M, p.N});
   if (M == 0) return result;
   const uint8_t* a_ptr = static_cast<const uint8_t*>(a.data());

@@ -33,14 +33,16 @@ py::array pool2d(const py::array& x_in, std::pair<int, int> kernel, std::pair<in
   p.pad_w = padding.second;
   p.dil_h = dilation.first;
   p.dil_w = dilation.second;
-  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
-  const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1));
-  const int W = static_cast<int>(x.shape(2)), C = static_cast<int>(x.shape(3));
+  const int N = dim_int(x_in, 0, "x"), H = dim_int(x_in, 1, "x");
+  const int W = dim_int(x_in, 2, "x"), C = dim_int(x_in, 3, "x");
   if (H < 1 || W < 1 || C < 1) {
-    throw py::value_error("x: expected H, W, C >= 1, got shape " + std::string(py::str(x.attr("shape"))));
+    throw py::value_error("x: expected H, W, C >= 1, got shape " + std::string(py::str(x_in.attr("shape"))));
   }
   const int OH = megq::pool_output_size(H, p.kh, p.stride_h, p.pad_h, p.dil_h, "H");
   const int OW = megq::pool_output_size(W, p.kw, p.stride_w, p.pad_w, p.dil_w, "W");
+  check_output("x", "pool2d", {std::max(N, 1), OH, OW, C}, 1);
+  // Sizes first: with_unit_last_axis may copy, and a stride-0 view may be huge.
+  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
   py::array y = new_quantized(is_signed, {N, OH, OW, C});
   const uint8_t* xp = static_cast<const uint8_t*>(x.data());
   const ptrdiff_t sn = x.strides(0), sh = x.strides(1), sw = x.strides(2);
@@ -55,12 +57,13 @@ py::array pool2d(const py::array& x_in, std::pair<int, int> kernel, std::pair<in
 py::array global_avg_pool2d(const py::array& x_in) {
   const bool is_signed = quantized_dtype(x_in, "x");
   require_ndim(x_in, "x", 4, "a 4-D NHWC array");
-  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
-  const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1));
-  const int W = static_cast<int>(x.shape(2)), C = static_cast<int>(x.shape(3));
+  const int N = dim_int(x_in, 0, "x"), H = dim_int(x_in, 1, "x");
+  const int W = dim_int(x_in, 2, "x"), C = dim_int(x_in, 3, "x");
   if (H < 1 || W < 1 || C < 1) {
-    throw py::value_error("x: expected H, W, C >= 1, got shape " + std::string(py::str(x.attr("shape"))));
+    throw py::value_error("x: expected H, W, C >= 1, got shape " + std::string(py::str(x_in.attr("shape"))));
   }
+  check_output("x", "global_avg_pool2d", {std::max(N, 1), 1, 1, C}, 1);
+  const py::array x = is_signed ? with_unit_last_axis<int8_t>(x_in) : with_unit_last_axis<uint8_t>(x_in);
   py::array y = new_quantized(is_signed, {N, 1, 1, C});
   const uint8_t* xp = static_cast<const uint8_t*>(x.data());
   const ptrdiff_t sn = x.strides(0), sh = x.strides(1), sw = x.strides(2);

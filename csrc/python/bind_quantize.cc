@@ -12,10 +12,11 @@ py::array quantize(const py::array& x_in, float scale, int zero_point, const std
   require_dtype<float>(x_in, "x", "float32");
   require_ndim(x_in, "x", 4, "a 4-D NCHW array");
   const bool out_signed = parse_quantized_dtype(dtype, "dtype");
-  const py::array x = with_unit_last_axis<float>(x_in);
-  const int N = static_cast<int>(x.shape(0)), C = static_cast<int>(x.shape(1));
-  const int H = static_cast<int>(x.shape(2)), W = static_cast<int>(x.shape(3));
+  const int N = dim_int(x_in, 0, "x"), C = dim_int(x_in, 1, "x");
+  const int H = dim_int(x_in, 2, "x"), W = dim_int(x_in, 3, "x");
   if (C < 1) throw py::value_error("x: expected at least one channel, got C=0");
+  check_output("x", "quantize", {N, H, W, C}, 1);
+  const py::array x = with_unit_last_axis<float>(x_in);
   py::array y = new_quantized(out_signed, {N, H, W, C});
   const float* xp = static_cast<const float*>(x.data());
   const ptrdiff_t sn = x.strides(0) / 4, sc = x.strides(1) / 4, sh = x.strides(2) / 4;
@@ -30,10 +31,11 @@ py::array quantize(const py::array& x_in, float scale, int zero_point, const std
 py::array dequantize(const py::array& q_in, float scale, int zero_point) {
   const bool is_signed = quantized_dtype(q_in, "q");
   require_ndim(q_in, "q", 4, "a 4-D NHWC array");
-  const py::array q = is_signed ? with_unit_last_axis<int8_t>(q_in) : with_unit_last_axis<uint8_t>(q_in);
-  const int N = static_cast<int>(q.shape(0)), H = static_cast<int>(q.shape(1));
-  const int W = static_cast<int>(q.shape(2)), C = static_cast<int>(q.shape(3));
+  const int N = dim_int(q_in, 0, "q"), H = dim_int(q_in, 1, "q");
+  const int W = dim_int(q_in, 2, "q"), C = dim_int(q_in, 3, "q");
   if (C < 1) throw py::value_error("q: expected at least one channel, got C=0");
+  check_output("q", "dequantize", {N, C, H, W}, 4);
+  const py::array q = is_signed ? with_unit_last_axis<int8_t>(q_in) : with_unit_last_axis<uint8_t>(q_in);
   py::array_t<float> y({N, C, H, W});
   const uint8_t* qp = static_cast<const uint8_t*>(q.data());
   const ptrdiff_t sn = q.strides(0), sh = q.strides(1), sw = q.strides(2);
@@ -49,6 +51,7 @@ py::array requantize(const py::array& q_in, float in_scale, int in_zero_point, f
                      int out_zero_point, const std::string& out_dtype) {
   const bool in_signed = quantized_dtype(q_in, "q");
   const bool out_signed = parse_quantized_dtype(out_dtype, "out_dtype");
+  check_output("q", "requantize", std::vector<py::ssize_t>(q_in.shape(), q_in.shape() + q_in.ndim()), 1);
   const py::array q = in_signed ? py::array(py::array_t<int8_t, py::array::c_style>::ensure(q_in))
                                 : py::array(py::array_t<uint8_t, py::array::c_style>::ensure(q_in));
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + q.ndim());

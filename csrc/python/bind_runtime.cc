@@ -2,6 +2,7 @@
 #include "bindings.h"
 #include "megq/gemm.h"
 #include "megq/isa.h"
+#include "megq/limits.h"
 #include "megq/thread_pool.h"
 
 namespace megq_python {
@@ -37,10 +38,11 @@ void register_runtime(py::module_& m) {
     if (!megq::set_active_isa(isa)) throw py::value_error("isa: '" + name + "' is not usable on this CPU/build");
   });
   m.def("get_num_threads", &megq::get_num_threads);
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("n: expected a thread count >= 1, got " + std::to_string(n));
-    megq::set_num_threads(n);
-  });
+  // Range-checked by megq::set_num_threads (1..kMaxThreads, ArgumentError).
+  m.def("set_num_threads", [](int n) { megq::set_num_threads(n); }, py::arg("n"));
+  m.attr("MAX_NUM_THREADS") = megq::kMaxThreads;
+  m.attr("MAX_OUTPUT_BYTES") = megq::kMaxOutputBytes;
+  m.attr("MAX_SAFE_K") = megq::kMaxSafeK;
   m.def(
       "run_peak_loop",
       [](const std::string& name, int64_t iterations) {

@@ -6,11 +6,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "megq/gemm.h"
+#include "megq/limits.h"
 
 namespace megq_python {
 
@@ -30,6 +32,34 @@ inline void require_ndim(const py::array& array, const char* name, int ndim, con
     throw py::value_error(std::string(name) + ": expected " + what + ", got an array with " +
                           std::to_string(array.ndim()) + " dimension(s)");
   }
+}
+
+// Dimension `axis` of `array` as the int the C++ core takes. numpy sizes are
+// 64-bit (and a stride-0 view can be huge without memory behind it); a
+// silent static_cast would keep only the low 32 bits (2**32 + 3 rows -> 3).
+inline int dim_int(const py::array& array, py::ssize_t axis, const char* name) {
+  const py::ssize_t d = array.shape(axis);
+  if (d > std::numeric_limits<int>::max()) {
+    throw py::value_error(std::string(name) + ": dimension " + std::to_string(axis) + " has size " +
+                          std::to_string(d) + ", more than megq's kernels take (at most 2**31 - 1 = " +
+                          std::to_string(std::numeric_limits<int>::max()) + ")");
+  }
+  return static_cast<int>(d);
+}
+
+// Any count (list length, total size) as int, with the same check.
+inline int count_int(py::ssize_t n, const std::string& what) {
+  if (n > std::numeric_limits<int>::max()) {
+    throw py::value_error(what + ": " + std::to_string(n) + " is more than megq's kernels take (at most 2**31 - 1)");
+  }
+  return static_cast<int>(n);
+}
+
+// ValueError (megq::ArgumentError) naming `argument` unless the output fits
+// megq::kMaxOutputBytes; called before allocating any output.
+inline void check_output(const char* argument, const char* op, const std::vector<py::ssize_t>& shape,
+                         int elem_bytes) {
+  megq::check_output_size(argument, op, std::vector<int64_t>(shape.begin(), shape.end()), elem_bytes);
 }
 
 // Output type, zero point and clamp bounds of an int8 kernel call, checked

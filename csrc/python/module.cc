@@ -2,6 +2,8 @@
 // package megq.kernels, which wraps these functions.
 #include "bindings.h"
 #include "megq/gemm.h"
+#include "megq/isa.h"
+#include "megq/thread_pool.h"
 
 namespace py = pybind11;
 
@@ -17,4 +19,9 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_concat(m);
   megq_python::register_depthwise(m);
   megq_python::register_conv(m);
+  // Read MEGQ_ISA and MEGQ_NUM_THREADS now, so that a bad value fails the
+  // import (ImportError with the variable's name and what it accepts)
+  // instead of the first kernel call.
+  megq::active_isa();
+  megq::get_num_threads();
 }

@@ -22,6 +22,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "megq/dcheck.h"
+
 namespace megq {
 
 constexpr int kDwTile = 16;
@@ -55,6 +57,25 @@ MEGQ_DECLARE_DEPTHWISE_ISA(scalar)
 MEGQ_DECLARE_DEPTHWISE_ISA(avx2)
 
 #undef MEGQ_DECLARE_DEPTHWISE_ISA
+
+// Preconditions of the kernels above (debug builds only, dcheck.h); macros
+// for the same ODR reason as MEGQ_DCHECK_GEMM_BLOCK.
+#define MEGQ_DCHECK_DEPTHWISE_ROW(a)                                                      \
+  do {                                                                                   \
+    MEGQ_DCHECK((a).rows != nullptr && (a).out != nullptr && (a).taps != nullptr);       \
+    MEGQ_DCHECK((a).bias != nullptr && (a).multiplier != nullptr);                       \
+    MEGQ_DCHECK((a).Cs % kDwTile == 0 && 1 <= (a).C && (a).C <= (a).Cs);                 \
+    MEGQ_DCHECK((a).KH >= 1 && (a).KW >= 1 && (a).OW >= 1);                              \
+    MEGQ_DCHECK((a).stride_w >= 1 && (a).dil_w >= 1);                                    \
+    MEGQ_DCHECK((a).lo <= (a).hi);                                                       \
+  } while (0)
+#define MEGQ_DCHECK_WIDEN_ROW(src, W, C_in, multiplier, pad_w, Wp, Cs, dst)               \
+  do {                                                                                   \
+    MEGQ_DCHECK((src) != nullptr && (dst) != nullptr);                                   \
+    MEGQ_DCHECK((W) >= 1 && (pad_w) >= 0 && (Wp) >= (W) + 2 * (pad_w));                  \
+    MEGQ_DCHECK((C_in) >= 1 && (multiplier) >= 1);                                       \
+    MEGQ_DCHECK(static_cast<int64_t>(C_in) * (multiplier) <= (Cs) && (Cs) % kDwTile == 0); \
+  } while (0)
 
 }  // namespace megq
 

@@ -31,6 +31,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "megq/dcheck.h"
+
 namespace megq {
 
 enum class OutputType { kInt32 = 0, kInt8 = 1, kUint8 = 2 };
@@ -100,6 +102,23 @@ MEGQ_DECLARE_GEMM_ISA(neon)
 MEGQ_DECLARE_GEMM_ISA(neondot)
 
 #undef MEGQ_DECLARE_GEMM_ISA
+
+// Preconditions of gemm_block for a kernel whose panels hold `nr` columns
+// (debug builds only, dcheck.h). A macro, not an inline function: each ISA's
+// translation unit is compiled with its own flags, and one inline function
+// shared between them would be an ODR hazard.
+#define MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, nr)                     \
+  do {                                                                                           \
+    MEGQ_DCHECK((g).a != nullptr && (g).c != nullptr && (g).packed != nullptr);                  \
+    MEGQ_DCHECK((g).bias != nullptr);                                                            \
+    MEGQ_DCHECK((g).out_type == OutputType::kInt32 || (g).multiplier != nullptr);                \
+    MEGQ_DCHECK(MEGQ_ALIGNED((g).packed, 64) && MEGQ_ALIGNED((g).bias, 64));                     \
+    MEGQ_DCHECK((g).K >= 1 && (g).Kp >= (g).K && (g).N >= 1);                                    \
+    MEGQ_DCHECK(0 <= (m_begin) && (m_begin) <= (m_end));                                         \
+    MEGQ_DCHECK(0 <= (panel_begin) && (panel_begin) <= (panel_end));                             \
+    MEGQ_DCHECK(static_cast<int64_t>((panel_end) - 1) * (nr) < (g).N || (panel_begin) == (panel_end)); \
+    MEGQ_DCHECK((g).a_packed == nullptr || (g).a_packed_row0 <= (m_begin));                      \
+  } while (0)
 
 }  // namespace megq
 

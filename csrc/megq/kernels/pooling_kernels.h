@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "megq/dcheck.h"
+
 namespace megq {
 
 enum class PoolMode { kMax = 0, kAvgExcludePadding = 1, kAvgIncludePadding = 2 };
@@ -39,6 +41,15 @@ MEGQ_DECLARE_POOLING_ISA(scalar)
 MEGQ_DECLARE_POOLING_ISA(avx2)
 
 #undef MEGQ_DECLARE_POOLING_ISA
+
+// Preconditions of pool_row (debug builds only, dcheck.h).
+#define MEGQ_DCHECK_POOL_ROW(a, oh, dst)                                                  \
+  do {                                                                                   \
+    MEGQ_DCHECK((a).src != nullptr && (dst) != nullptr && (a).taps != nullptr);          \
+    MEGQ_DCHECK((a).H >= 1 && (a).W >= 1 && (a).C >= 1 && (a).OW >= 1 && (oh) >= 0);     \
+    MEGQ_DCHECK((a).kh >= 1 && (a).kw >= 1 && (a).stride_h >= 1 && (a).stride_w >= 1);   \
+    MEGQ_DCHECK((a).pad_h >= 0 && (a).pad_w >= 0 && (a).dil_h >= 1 && (a).dil_w >= 1);   \
+  } while (0)
 
 // Valid tap range helpers shared by the kernels: the taps i in [0, k) with
 // 0 <= o * stride - pad + i * dil < size.

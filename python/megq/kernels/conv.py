@@ -29,7 +29,11 @@ def _pair(value: IntOrPair, argument: str) -> list[int]:
     values = [value] if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
     if not isinstance(values, (list, tuple)) or len(values) not in (1, 2):
         raise TypeError(f"{argument}: expected an int or a pair of ints, got {value!r}")
-    return [int_arg(v, argument) for v in values]
+    pair = [int_arg(v, argument) for v in values]
+    for v in pair:  # the extension takes C ints
+        if not -(1 << 30) < v < (1 << 30):
+            raise ValueError(f"{argument}: {v} is out of range (|value| < 2^30)")
+    return pair
 
 
 def pack_conv2d_weights(weight: np.ndarray, bias: Optional[np.ndarray] = None, multiplier=None, *,

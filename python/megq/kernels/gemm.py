@@ -32,8 +32,9 @@ from ._checks import dtype_name, int_arg
 PackedGemmWeights = _C.PackedGemmWeights
 
 #: floor((2**31 - 1) / (128 * 127)): K up to which no int8 input (zero point 0)
-#: and narrow-range weights can overflow the int32 accumulator.
-MAX_SAFE_K = 132104
+#: and narrow-range weights can overflow the int32 accumulator (the extension's
+#: ``megq::kMaxSafeK``, exported as ``_C.MAX_SAFE_K``).
+MAX_SAFE_K: int = _C.MAX_SAFE_K
 
 _DTYPE_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 

@@ -1,7 +1,15 @@
-"""ISA selection, CPU features, threads and peak measurement for megq's kernels.
+"""ISA selection, CPU features, threads, limits and peak measurement for megq's kernels.
 
 The best path built and supported by the CPU is used; the environment variable
-``MEGQ_ISA`` (read at first use) or :func:`set_isa` forces a lower one.
+``MEGQ_ISA`` or :func:`set_isa` forces a lower one. ``MEGQ_NUM_THREADS`` sets the
+default thread count.
+
+Both variables are read when the extension ``megq._C`` is imported, and checked
+strictly: an unknown ``MEGQ_ISA`` name (allowed: ``scalar``, ``avx2``, ``avx512vnni``,
+``neon``, ``neondot``) or a ``MEGQ_NUM_THREADS`` that is not a plain decimal integer
+in ``[1, MAX_NUM_THREADS]`` makes that import fail with ImportError naming the
+variable. An empty value means unset. A known ISA this CPU cannot run falls back to
+the best usable one with a message on stderr.
 """
 from __future__ import annotations
 
@@ -12,6 +20,16 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .. import _C
+
+#: Largest thread count :func:`set_num_threads` and ``MEGQ_NUM_THREADS`` accept. The
+#: default (the CPU count) is capped at it too.
+MAX_NUM_THREADS: int = _C.MAX_NUM_THREADS
+
+#: No kernel returns an output larger than this many bytes (1 GiB); larger requests
+#: (e.g. a huge padding, or a stride-0 view describing a huge input) raise ValueError
+#: before anything is allocated. It also keeps every element count within the
+#: kernels' int sizes.
+MAX_OUTPUT_BYTES: int = _C.MAX_OUTPUT_BYTES
 
 
 def cpu_info() -> dict:
@@ -58,9 +76,12 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the kernels' thread count (``n >= 1``). Results do not depend on it."""
+    """Set the kernels' thread count, ``1 <= n <= MAX_NUM_THREADS`` (ValueError
+    otherwise). Results do not depend on it."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
+    if not 1 <= int(n) <= MAX_NUM_THREADS:
+        raise ValueError(f"n: expected a thread count >= 1 and <= {MAX_NUM_THREADS}, got {int(n)}")
     _C.set_num_threads(int(n))
 
 

@@ -100,6 +100,7 @@ void tile_row_any(const DwRowArgs& a, int T, int pairs, const __m256i* w, const 
 
 void widen_row(const uint8_t* src, ptrdiff_t sw, int W, int C_in, int multiplier, bool is_signed,
                int32_t zero_point, int pad_w, int Wp, int Cs, int16_t* dst) {
+  MEGQ_DCHECK_WIDEN_ROW(src, W, C_in, multiplier, pad_w, Wp, Cs, dst);
   const int C_out = C_in * multiplier;
   std::memset(dst, 0, static_cast<size_t>(pad_w) * Cs * sizeof(int16_t));
   std::memset(dst + static_cast<ptrdiff_t>(pad_w + W) * Cs, 0, static_cast<size_t>(Wp - pad_w - W) * Cs * sizeof(int16_t));
@@ -126,6 +127,8 @@ void widen_row(const uint8_t* src, ptrdiff_t sw, int W, int C_in, int multiplier
 }
 
 void depthwise_row(const DwRowArgs& a) {
+  MEGQ_DCHECK_DEPTHWISE_ROW(a);
+  MEGQ_DCHECK(a.packed != nullptr && MEGQ_ALIGNED(a.packed, 32));
   const int T = a.KH * a.KW, pairs = (T + 1) / 2;
   const size_t tile_bytes = static_cast<size_t>(pairs) * 64 + 128;
   const int tiles = a.Cs / kDwTile;

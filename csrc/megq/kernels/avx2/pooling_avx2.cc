@@ -146,6 +146,7 @@ void avg_pixel(const uint8_t* const* taps, int t, int C, int32_t pad_sum, int32_
 }  // namespace
 
 void pool_row(const PoolRowArgs& a, int oh, uint8_t* dst) {
+  MEGQ_DCHECK_POOL_ROW(a, oh, dst);
   int i0, i1;
   valid_taps(oh, a.kh, a.stride_h, a.pad_h, a.dil_h, a.H, &i0, &i1);
   const int ih0 = oh * a.stride_h - a.pad_h;

@@ -10,6 +10,7 @@ namespace scalar {
 
 void widen_row(const uint8_t* src, ptrdiff_t sw, int W, int C_in, int multiplier, bool is_signed,
                int32_t zero_point, int pad_w, int Wp, int Cs, int16_t* dst) {
+  MEGQ_DCHECK_WIDEN_ROW(src, W, C_in, multiplier, pad_w, Wp, Cs, dst);
   std::memset(dst, 0, static_cast<size_t>(Wp) * Cs * sizeof(int16_t));
   for (int w = 0; w < W; ++w) {
     const uint8_t* s = src + w * sw;
@@ -22,6 +23,7 @@ void widen_row(const uint8_t* src, ptrdiff_t sw, int W, int C_in, int multiplier
 }
 
 void depthwise_row(const DwRowArgs& a) {
+  MEGQ_DCHECK_DEPTHWISE_ROW(a);
   const int T = a.KH * a.KW;
   for (int ow = 0; ow < a.OW; ++ow) {
     uint8_t* out = a.out + static_cast<ptrdiff_t>(ow) * a.C;

@@ -47,6 +47,7 @@ GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, 1, 1, AInput::kSubtractZe
 
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* /*scratch*/) {
+  MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
   for (int m = m_begin; m < m_end; m += kMR) {
     const int rows = std::min(kMR, m_end - m);
     for (int p = panel_begin; p < panel_end; ++p) {

@@ -18,6 +18,7 @@ inline uint8_t mean(int32_t sum, int32_t count) {
 }  // namespace
 
 void pool_row(const PoolRowArgs& a, int oh, uint8_t* dst) {
+  MEGQ_DCHECK_POOL_ROW(a, oh, dst);
   int i0, i1;
   valid_taps(oh, a.kh, a.stride_h, a.pad_h, a.dil_h, a.H, &i0, &i1);
   const int ih0 = oh * a.stride_h - a.pad_h;
