@@ -3,7 +3,7 @@ and sets every group's ``lr`` to ``base_lr * factor(step)``."""
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from .optimizer import Optimizer
 
@@ -37,6 +37,22 @@ class LRScheduler:
     def get_lr(self) -> List[float]:
         """Current learning rate of each group."""
         return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The schedule's position, for checkpoints: ``{"last_step": int, "base_lrs": [float, ...]}``."""
+        return {"last_step": self.last_step, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Resume at the saved step (and re-apply that step's learning rates to the optimizer)."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"last_step", "base_lrs"}:
+            raise TypeError("load_state_dict: state_dict must be a dict with keys 'last_step' and 'base_lrs'")
+        step, base = state_dict["last_step"], state_dict["base_lrs"]
+        if type(step) is not int or step < 0:
+            raise ValueError(f"load_state_dict: last_step must be a non-negative int, got {step!r}")
+        if not isinstance(base, (list, tuple)) or len(base) != len(self.optimizer.param_groups):
+            raise ValueError(f"load_state_dict: base_lrs must hold {len(self.optimizer.param_groups)} values")
+        self.last_step, self.base_lrs = step, [float(b) for b in base]
+        self._apply()
 
 
 class MultiStepLR(LRScheduler):

@@ -18,6 +18,7 @@ from .limits import Limits
 __all__ = ["Reader"]
 
 _ARRAY_NAME = re.compile(r"^a[0-9]{1,9}$")
+_DTYPE_TEXT = re.compile(r"^[<>|][biufc][0-9]{1,2}$")
 _MAX_NDIM = 64
 _MAX_FLOAT_TEXT = 64
 _QDTYPE_STORAGE = ("int8", "uint8", "int16", "uint16", "int32", "uint32")
@@ -89,11 +90,12 @@ class Reader:
                       f"Limits.max_total_bytes)")
 
     def _dtype(self, text: str, where: str) -> np.dtype:
-        dt = SCALAR_DTYPES.get(text)
-        if dt is None:
-            complex_types = {np.dtype(t).str: np.dtype(t) for t in (np.complex64, np.complex128)}
-            dt = complex_types.get(text)
-        if dt is None:
+        # Only the canonical numeric form numpy writes ("<f4", "|b1", ">i8"...); never parse anything richer.
+        try:
+            dt = np.dtype(text) if _DTYPE_TEXT.match(text) else None
+        except TypeError:  # e.g. "<f3": the right shape of text but no such type
+            dt = None
+        if dt is None or dt.kind not in "biufc" or dt.str != text:
             self.fail(f"{where}: dtype {text[:20]!r} is not a numeric dtype megq stores")
         return dt
 
