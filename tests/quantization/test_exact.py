@@ -105,6 +105,8 @@ def test_elemwise_concat_and_lowbit_identical():
 
 
 def test_every_qat_module_type_converts():
+    from megq.quantization.quantize import _get_quantized_convert_dict
+
     qnet = calibrated_qfloat(digits_cnn(), (4, 1, 8, 8), Q.ema_fakequant_qconfig, np.random.default_rng(4))
     qmodel = Q.quantize(qnet, inplace=False)
     kinds = [type(m).__name__ for m in qmodel.modules() if isinstance(m, QM.QuantizedModule)]
@@ -113,7 +115,7 @@ def test_every_qat_module_type_converts():
     for name in ["Conv2d", "ConvRelu2d", "ConvBn2d", "ConvBnRelu2d", "Linear", "LinearRelu", "LinearBn1d",
                  "LinearBnRelu1d", "Elemwise", "Concat", "QuantStub", "DequantStub"]:
         assert issubclass(getattr(QM, name), QM.QuantizedModule)
-        assert getattr(M.qat, name) in Q.convert._default_mapping()
+        assert getattr(M.qat, name) in _get_quantized_convert_dict()
 
 
 def test_quantized_module_refuses_training_mode():

@@ -1,49 +1,27 @@
-"""Multi-threading for the float layer's big numpy operations.
+"""Multi-threading for the float layer's big numpy copies and row-wise reductions.
 
-numpy's element-wise loops and copies are single-threaded, and OpenBLAS's own threads busy-wait: when the machine
-is shared (other processes on the cores) a multi-threaded OpenBLAS call can take 10x longer than a single-threaded
-one. So, on first use, megq sets the OpenBLAS it finds in the process to one thread and splits the large
-operations of convolution (the im2col gather and the matmuls) itself, along rows, over a small thread pool; numpy
-releases the GIL inside both. ``MEGQ_FLOAT_THREADS`` sets the pool size (default: CPU count, at most 4);
-``MEGQ_FLOAT_THREADS=1`` leaves BLAS threading alone and runs everything on the calling thread. If no OpenBLAS
-control symbol is found (MKL, Accelerate), BLAS threading is left alone and only copies are split.
+numpy's element-wise loops and copies are single-threaded, so megq splits the large ones (the im2col gather of
+convolution, batch-norm's row passes) along rows over a small thread pool of its own; numpy releases the GIL inside
+them. Matrix products are left whole to the BLAS numpy links, which threads them itself: megq never changes the
+BLAS's settings. To cap the BLAS's threads (e.g. on a machine shared with other processes, where busy-waiting BLAS
+threads can slow a product down many times), use the explicit, scoped :func:`megq.functional.limit_blas_threads`.
+
+``MEGQ_FLOAT_THREADS`` sets megq's pool size (default: CPU count, at most 4); ``MEGQ_FLOAT_THREADS=1`` runs
+everything on the calling thread.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
+__all__ = ["limit_blas_threads", "parallel_copy", "parallel_rows"]
+
 _MIN_ELEMENTS = 1 << 19  # below ~2 MB the thread hand-off costs more than it saves
 _STATE: dict = {}
-
-_SET_THREADS_SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                        "openblas_set_num_threads64_", "openblas_set_num_threads")
-
-
-def _single_thread_openblas() -> bool:
-    """Set every OpenBLAS loaded in this process to 1 thread; True if at least one was found."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return False
-    done = False
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SET_THREADS_SYMBOLS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(1)
-                done = True
-                break
-    return done
 
 
 def _init() -> None:
@@ -51,7 +29,6 @@ def _init() -> None:
     workers = int(env) if env else max(1, min(4, os.cpu_count() or 1))
     _STATE["workers"] = workers
     _STATE["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="megq") if workers > 1 else None
-    _STATE["split_matmul"] = workers > 1 and _single_thread_openblas()
 
 
 def _pool() -> Optional[ThreadPoolExecutor]:
@@ -75,34 +52,7 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray) -> None:
         f.result()
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for 2-D operands, rows of ``a`` split across threads when large."""
-    pool = _pool()
-    if not _STATE["split_matmul"] or a.shape[0] * (a.shape[1] + b.shape[1]) < _MIN_ELEMENTS:
-        return a @ b
-    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    r = _bounds(a.shape[0])
-    futures = [pool.submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in zip(r[:-1], r[1:])]
-    for f in futures:
-        f.result()
-    return out
-
-
-def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a.T @ b`` (reduction over the long row axis), partial sums over row blocks computed in parallel."""
-    pool = _pool()
-    if not _STATE["split_matmul"] or a.shape[0] * (a.shape[1] + b.shape[1]) < _MIN_ELEMENTS:
-        return a.T @ b
-    r = _bounds(a.shape[0])
-    parts = [f.result() for f in [pool.submit(lambda lo, hi: a[lo:hi].T @ b[lo:hi], lo, hi)
-                                  for lo, hi in zip(r[:-1], r[1:])]]
-    out = parts[0]
-    for p in parts[1:]:
-        out += p
-    return out
-
-
-def parallel_rows(fn, n: int, size: int) -> list:
+def parallel_rows(fn: Callable[[int, int], object], n: int, size: int) -> list:
     """Run ``fn(lo, hi)`` over row blocks ``[lo, hi)`` of ``range(n)`` on the pool when ``size`` (elements
     touched) is large, else once on the calling thread; returns the list of results in block order."""
     pool = _pool()
@@ -110,3 +60,28 @@ def parallel_rows(fn, n: int, size: int) -> list:
         return [fn(0, n)]
     b = _bounds(n)
     return [f.result() for f in [pool.submit(fn, lo, hi) for lo, hi in zip(b[:-1], b[1:])]]
+
+
+@contextmanager
+def limit_blas_threads(n: int) -> Iterator[None]:
+    """``with megq.functional.limit_blas_threads(1): ...`` caps the threads of every BLAS library loaded in the
+    process (OpenBLAS, MKL, BLIS, ...) at ``n`` inside the block and restores the previous settings on exit.
+
+    megq never changes BLAS threading on its own; this is the explicit, scoped way to do it. It is built on
+    threadpoolctl (https://github.com/joblib/threadpoolctl), an optional dependency: ``pip install threadpoolctl``.
+    The limit is process-wide while the block runs (BLAS libraries keep one setting for all threads).
+
+    Raises:
+        TypeError / ValueError: ``n`` is not an int >= 1.
+        ImportError: threadpoolctl is not installed.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n: expected an int >= 1, got {n}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as e:
+        raise ImportError("limit_blas_threads needs threadpoolctl: pip install threadpoolctl") from e
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield

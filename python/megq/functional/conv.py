@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..tensor import Tensor, make_result, needs_grad
-from ._parallel import matmul, matmul_tn, parallel_copy
+from ._parallel import parallel_copy
 from ._utils import check_rank, data, pair
 
 __all__ = ["conv2d"]
@@ -97,7 +97,7 @@ def conv2d(inp: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
     depthwise = groups > 1 and cg == 1 and og == 1
     if groups == 1:
         wmat = w.transpose(2, 3, 1, 0).reshape(kk * c, o)
-        out = matmul(col, wmat)
+        out = col @ wmat
     elif depthwise:
         wdw = w.reshape(o, kk).T  # (KK, C)
         col3 = col.reshape(m, kk, c)
@@ -119,7 +119,7 @@ def conv2d(inp: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
         gb = None if b is None else (np.ones(m, gr.dtype) @ gr).reshape(b.shape)
         gx = None
         if groups == 1:
-            gw = matmul_tn(col, gr).reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
+            gw = (col.T @ gr).reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
             if x_needs:
                 gx = _grad_input_dense(gr, w, (n, h, wd, c), geom)
         elif depthwise:
@@ -153,11 +153,11 @@ def _grad_input_dense(gr: np.ndarray, w: np.ndarray, shape: Tuple[int, int, int,
     n, h, wd, c = shape
     o = w.shape[0]
     if kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0:
-        return matmul(gr, w.reshape(o, c)).reshape(n, h, wd, c)
+        return (gr @ w.reshape(o, c)).reshape(n, h, wd, c)
     qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
     if sh == 1 and sw == 1 and qh >= 0 and qw >= 0:
         gcol = _im2col(_pad_nhwc(gr.reshape(n, ho, wo, o), qh, qw), kh, kw, 1, 1, dh, dw, h, wd)
         wflip = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
-        return matmul(gcol, np.ascontiguousarray(wflip)).reshape(n, h, wd, c)
-    dcol = matmul(gr, w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+        return (gcol @ np.ascontiguousarray(wflip)).reshape(n, h, wd, c)
+    dcol = gr @ w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)
     return _col2im(dcol, shape, *geom)

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
+from . import quantized as QF
 from ._utils import data, unbroadcast
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "relu6", "sigmoid", "hswish",
@@ -98,8 +99,6 @@ def clip(x: Any, lower: float, upper: float) -> Tensor:
 def relu(x: Any) -> Tensor:
     """``max(x, 0)``."""
     if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.relu(x)
 
     out = np.maximum(data(x), 0)

@@ -8,6 +8,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
+from . import quantized as QF
 from ._utils import check_rank, data, pair
 from .conv import _col2im
 
@@ -48,8 +49,6 @@ def _padded(xh: np.ndarray, ph: int, pw: int, value: float) -> np.ndarray:
 def max_pool2d(inp: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
     """Max over ``kernel_size`` windows (stride defaults to ``kernel_size``; padding counts as -inf)."""
     if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.max_pool2d(inp, kernel_size, stride, padding)
 
     x = data(inp)
@@ -74,8 +73,6 @@ def avg_pool2d(inp: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
     """Mean over windows. ``mode``: "average_count_exclude_padding" (MegEngine's default) divides by the number
     of real pixels in the window, "average" by the full window size."""
     if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.avg_pool2d(inp, kernel_size, stride, padding, mode)
 
     if mode not in ("average_count_exclude_padding", "average"):
@@ -108,8 +105,6 @@ def _bins(size: int, out: int) -> list:
 def adaptive_avg_pool2d(inp: Any, oshp: Any) -> Tensor:
     """Average pooling to output size ``oshp`` (int or pair), bins as in PyTorch/MegEngine."""
     if isinstance(inp, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.adaptive_avg_pool2d(inp, oshp)
 
     x = data(inp)

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..qtensor import QuantizedTensor
 from ..tensor import Tensor, make_result
+from . import quantized as QF
 from ._utils import data
 
 __all__ = ["reshape", "flatten", "transpose", "concat", "getitem", "expand_dims", "squeeze"]
@@ -15,8 +16,6 @@ __all__ = ["reshape", "flatten", "transpose", "concat", "getitem", "expand_dims"
 def reshape(x: Any, shape: Sequence[int]) -> Tensor:
     """Reshape (``-1`` allowed once)."""
     if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.reshape(x, shape)
 
     a = data(x)
@@ -30,8 +29,6 @@ def reshape(x: Any, shape: Sequence[int]) -> Tensor:
 def flatten(x: Any, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` into one (MegEngine's ``F.flatten``)."""
     if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
-        from ..module.quantized import functional as QF
-
         return QF.flatten(x, start_axis, end_axis)
 
     a = data(x)

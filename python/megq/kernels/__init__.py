@@ -5,7 +5,9 @@ One module per kernel family; everything public is re-exported here:
 * :mod:`megq.kernels.runtime` -- ISA selection (``cpu_info``, ``set_isa``, ``use_isa``),
   threads, peak measurement;
 * :mod:`megq.kernels.gemm` -- int8 GEMM with int32 accumulation and requantization;
-* :mod:`megq.kernels.conv` -- int8 conv2d (NHWC) on the GEMM engine.
+* :mod:`megq.kernels.conv` -- int8 conv2d (NHWC) on the GEMM engine;
+* :mod:`megq.kernels.prepare` -- ``prepare_gemm`` / ``prepare_conv2d`` / ``prepare_depthwise_conv2d``: arguments
+  checked once, then a cheap call per input.
 
 Every kernel has a numpy twin in :mod:`megq.reference` that defines its result bit for bit.
 """
@@ -31,3 +33,5 @@ from .concat import concat
 __all__ += ["concat"]
 from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_weights
 __all__ += ["PackedDepthwiseWeights", "pack_depthwise_weights", "depthwise_conv2d"]
+from .prepare import prepare_conv2d, prepare_depthwise_conv2d, prepare_gemm
+__all__ += ["prepare_gemm", "prepare_conv2d", "prepare_depthwise_conv2d"]

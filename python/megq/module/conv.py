@@ -63,5 +63,7 @@ class Conv2d(Module):
 class ConvRelu2d(Conv2d):
     """``relu(conv(x))`` as one module (fused by the quantizer)."""
 
+    fused_activation = "relu"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(super().forward(x))

@@ -49,5 +49,7 @@ class ConvBn2d(_ConvBnActivation2d):
 class ConvBnRelu2d(_ConvBnActivation2d):
     """``relu(bn(conv(x)))``."""
 
+    fused_activation = "relu"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.forward_conv_bn(x))

@@ -49,5 +49,7 @@ class Linear(Module):
 class LinearRelu(Linear):
     """``relu(linear(x))`` as one module."""
 
+    fused_activation = "relu"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(super().forward(x))

@@ -45,5 +45,7 @@ class LinearBn1d(_LinearBnActivation1d):
 class LinearBnRelu1d(_LinearBnActivation1d):
     """``relu(bn(linear(x)))``."""
 
+    fused_activation = "relu"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.bn(self.linear(x)))

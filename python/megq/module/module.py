@@ -33,7 +33,18 @@ class Module:
     ``module(*args)`` runs forward pre-hooks, ``forward``, then forward hooks.
     Attributes: ``training`` (set by ``train``/``eval``), ``quantize_disabled`` (set by ``disable_quantize``;
     ``quantize_qat`` skips such modules), ``name``.
+
+    Class attributes:
+
+    * ``fused_activation``: the activation a fused layer applies after itself (``"relu"`` for ConvRelu2d,
+      ConvBnRelu2d, LinearRelu, LinearBnRelu1d and their QAT and quantized counterparts; ``None`` otherwise).
+      Quantization reads it (a fused ReLU becomes the int8 clamp's lower bound), never the class name.
+    * ``_transient_attrs``: names of instance attributes that are derived caches, rebuilt on demand (e.g. a
+      quantized layer's kernels prepared for the CPU it runs on); serialization does not store them.
     """
+
+    fused_activation: Optional[str] = None
+    _transient_attrs: Tuple[str, ...] = ()
 
     def __init__(self, name: Optional[str] = None) -> None:
         self.training = True

@@ -1,12 +1,17 @@
 """megq.quantization: MegEngine's quantization workflow (Float → QAT (QFloat) → quantized).
 
 ``quantize_qat(model, qconfig=...)`` → train or calibrate → ``quantize(model)``; see docs/quantization.md.
+
+Layout (MegEngine's): dtypes, observers, fake quants, qconfigs, the integer eval registry and the integer
+parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantized modules; the workflow
+(``quantize.py``: ``quantize_qat``, ``quantize``, ...) sits on top of those modules.
 """
 from . import integer_eval
 from .dtype import (QuantDtypeMeta, create_quantized_dtype, get_dtype_meta, get_scale, get_zero_point, is_quantize,
                     qint1, qint2, qint4, qint8, qint8_narrow, qint32, quint2, quint4, quint8)
 from .fake_quant import LSQ, TQT, FakeQuantize
 from .integer_eval import INTEGER_FORWARD, integer_eval_enabled, register_integer_forward, set_integer_eval
+from .integer_layer import IntegerLayer, act_qparams, quantize_weight
 from .observer import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, Observer,
                        PassiveObserver, PerChannelExponentialMovingAverageObserver, PerChannelMinMaxObserver,
                        SyncExponentialMovingAverageObserver, SyncMinMaxObserver)
@@ -19,7 +24,7 @@ from .qconfig import (PRESETS, QConfig, calibration_qconfig, calibration_qconfig
                       min_max_fakequant_qconfig_per_channel, passive_qconfig, sync_ema_fakequant_qconfig,
                       tqt_qconfig)
 from .quantize import (apply_easy_quant, disable_fake_quant, disable_observer, enable_fake_quant, enable_observer,
-                       hook_qat_module, propagate_qconfig, quantize_qat, reset_qconfig)
+                       hook_qat_module, propagate_qconfig, quantize, quantize_qat, reset_qconfig)
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
@@ -42,9 +47,6 @@ __all__ = [
     "calibration_qconfig_percentile_per_channel", "calibration_qconfig_kl_per_channel",
     "calibration_qconfig_mse_per_channel",
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
+    "IntegerLayer", "act_qparams", "quantize_weight",
 ]
 
-# ``quantize`` (QAT -> quantized). The QFloat model's exact integer eval path is registered when
-# megq.module.qat is imported (see the end of that package).
-from .convert import quantize  # noqa: E402
-from ..module import qat as _qat  # noqa: E402,F401  (loads the QAT modules and their exact eval path)

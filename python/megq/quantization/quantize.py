@@ -1,6 +1,8 @@
-"""Model-level functions: quantize_qat, propagate_qconfig, reset_qconfig, enable/disable switches, EasyQuant.
+"""MegEngine's model-level workflow: ``quantize_qat`` (float → QAT), ``quantize`` (QAT → quantized),
+propagate_qconfig, reset_qconfig, the enable/disable switches and EasyQuant.
 
-``quantize`` (QAT → quantized) lives in ``convert.py`` (quantized layer).
+Both conversions map classes by name (``megq.module.X`` → ``megq.module.qat.X`` → ``megq.module.quantized.X``), as
+MegEngine's ``quantization/quantize.py`` does.
 """
 from __future__ import annotations
 
@@ -11,40 +13,30 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .. import module as M
 from ..autodiff import no_grad
+from ..module import qat, quantized
 from ..module.module import HookHandle, Module
 from ..tensor import Tensor
 from .integer_eval import integer_eval
 from .observer import PassiveObserver
 from .qconfig import QConfig, ema_fakequant_qconfig
 
-__all__ = ["quantize_qat", "propagate_qconfig", "reset_qconfig", "enable_fake_quant", "disable_fake_quant",
+__all__ = ["quantize_qat", "quantize", "propagate_qconfig", "reset_qconfig", "enable_fake_quant", "disable_fake_quant",
            "enable_observer", "disable_observer", "apply_easy_quant", "hook_qat_module",
            "QPARAMS_PASSTHROUGH_TYPES"]
 
 logger = logging.getLogger("megq.quantization")
 
 
-def _qat():
-    from ..module import qat  # lazy: megq.module.qat imports megq.quantization submodules
-
-    return qat
-
-
 def _get_quantable_module_names() -> List[str]:
     """Names X with ``megq.module.X`` and ``megq.module.qat.X`` both defined (the mapping is name-based, as in
     MegEngine; the quantized layer uses the same names)."""
-    from .. import module as M
-
-    qat = _qat()
     return [n for n in qat.__all__ if n != "QATModule" and isinstance(getattr(M, n, None), type)]
 
 
 def _get_convert_dict() -> Dict[type, type]:
     """Default float → QAT mapping ``{megq.module.X: megq.module.qat.X}``."""
-    from .. import module as M
-
-    qat = _qat()
     return {getattr(M, n): getattr(qat, n) for n in _get_quantable_module_names()}
 
 
@@ -88,7 +80,6 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
         raise TypeError(f"quantize_qat: module must be a megq Module, got {type(module).__name__}")
     if not inplace:
         module = deepcopy(module)
-    qat = _qat()
     convert = _get_convert_dict()
     if mapping:
         convert.update(mapping)
@@ -141,7 +132,6 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
 
 
 def _name_quant_children(module: Module) -> None:
-    qat = _qat()
     for name, m in list(module.named_modules()):
         if isinstance(m, qat.QATModule):
             for slot in ("weight_observer", "act_observer", "weight_fake_quant", "act_fake_quant"):
@@ -154,7 +144,6 @@ def propagate_qconfig(module: Module, qconfig: QConfig) -> None:
     """``set_qconfig(qconfig)`` on every QAT module: fresh observers / fake quants (statistics are reset)."""
     if not isinstance(qconfig, QConfig):
         raise TypeError(f"propagate_qconfig: qconfig must be a QConfig, got {type(qconfig).__name__}")
-    qat = _qat()
     for m in list(module.modules()):
         if isinstance(m, qat.QATModule):
             m.set_qconfig(qconfig)
@@ -169,7 +158,6 @@ def reset_qconfig(module: Module, qconfig: QConfig, inplace: bool = True) -> Mod
         raise TypeError(f"reset_qconfig: qconfig must be a QConfig, got {type(qconfig).__name__}")
     if not inplace:
         module = deepcopy(module)
-    qat = _qat()
 
     def make(factory: Optional[Callable], qparams: Any) -> Any:
         inst = factory() if factory is not None else None
@@ -197,7 +185,6 @@ def reset_qconfig(module: Module, qconfig: QConfig, inplace: bool = True) -> Mod
 
 
 def _set_all(module: Module, method: str, value: bool) -> None:
-    qat = _qat()
     for m in list(module.modules()):
         if isinstance(m, qat.QATModule):
             getattr(m, method)(value)
@@ -225,7 +212,6 @@ def disable_observer(module: Module) -> None:
 
 def hook_qat_module(module: Module, func: Callable) -> List[HookHandle]:
     """Register ``func(module, inputs, output)`` as a forward hook on every QAT module; returns the handles."""
-    qat = _qat()
     return [m.register_forward_hook(func) for m in list(module.modules()) if isinstance(m, qat.QATModule)]
 
 
@@ -234,8 +220,6 @@ def hook_qat_module(module: Module, func: Callable) -> List[HookHandle]:
 # ------------------------------------------------------------------------------------------------------------------
 
 def _passthrough_types() -> tuple:
-    from .. import module as M
-
     return (M.MaxPool2d, M.AvgPool2d, M.AdaptiveAvgPool2d, M.Flatten, M.Identity, M.Dropout, M.ReLU)
 
 
@@ -250,7 +234,6 @@ def _pass_qparams(module: Module, inputs: tuple, output: Any) -> None:
 
 
 def _install_qparams_passthrough(module: Module) -> None:
-    qat = _qat()
     types = _passthrough_types()
     for m in list(module.modules()):
         if isinstance(m, types) and not isinstance(m, qat.QATModule) and not m.quantize_disabled:
@@ -293,7 +276,6 @@ def apply_easy_quant(module: Module, data: Any, start: float = 0.8, stop: float 
     from .. import functional as F
     from ..tensor import as_tensor
 
-    qat = _qat()
     data = as_tensor(data)
     batch = data.shape[0]
     for m in module.modules():
@@ -348,7 +330,76 @@ def apply_easy_quant(module: Module, data: Any, start: float = 0.8, stop: float 
     return module
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# quantize(module, inplace=True, mapping=None): QAT -> quantized. NOT HERE: it is provided by the quantized layer in
-# megq/quantization/convert.py and exported from megq/quantization/__init__.py.
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------------
+# QAT -> quantized
+# ------------------------------------------------------------------------------------------------------------------
+
+def _get_quantized_convert_dict() -> Dict[type, type]:
+    """Default QAT → quantized mapping ``{megq.module.qat.X: megq.module.quantized.X}`` (every name both define)."""
+    names = [n for n in quantized.__all__ if n != "QuantizedModule" and hasattr(qat, n)]
+    return {getattr(qat, n): getattr(quantized, n) for n in names}
+
+
+def _has_seen_data(observer) -> bool:
+    """False for an observer that never recorded a batch (its scale would be the eps floor, not data)."""
+    if observer is None:
+        return True
+    histogram = getattr(observer, "histogram", None)
+    if histogram is not None:
+        return float(np.asarray(histogram.numpy()).reshape(-1)[0]) != -1.0
+    if hasattr(observer, "qparams") and not hasattr(observer, "min_val"):  # PassiveObserver
+        return getattr(observer, "qparams", None) is not None
+    min_val, max_val = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
+    if min_val is None or max_val is None:
+        return True
+    return bool(np.all(np.asarray(min_val.numpy()) <= np.asarray(max_val.numpy())))
+
+
+def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, type]] = None) -> Module:
+    """Replace every QAT sub-module by its quantized counterpart (``Q.from_qat_module(qat)``).
+
+    Weights are quantized to int8 now (BN folded with the running statistics); the kernels pack them
+    at the first call, once the input's scale and zero point are known. As in MegEngine the new
+    modules are in training mode and refuse to run until ``model.eval()`` is called. ``inplace=False``
+    converts a deep copy. ``mapping`` (``{QATClass: QuantizedClass}``) extends the default mapping.
+
+    Raises ValueError if a module was never calibrated or trained (no scale yet), uses a dtype or an
+    Elemwise mode megq's kernels do not support (the message names the module).
+    """
+    if not isinstance(module, Module):
+        raise TypeError(f"module: expected a megq Module, got {type(module).__name__}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace: expected a bool, got {type(inplace).__name__}")
+    if not inplace:
+        module = deepcopy(module)
+    convert = _get_quantized_convert_dict()
+    if mapping:
+        convert.update(mapping)
+
+    def to_quantized(m: Module, path: str) -> Module:
+        for which in ("act_observer", "weight_observer"):
+            if not _has_seen_data(getattr(m, which, None)):
+                raise ValueError(f"quantize: '{path}' was never calibrated: its {which} has seen no data; run "
+                                 f"data through the QFloat model (calibration or QAT) before quantize()")
+        target = convert.get(type(m))
+        if target is None:
+            raise TypeError(f"quantize: '{path}' is a {type(m).__name__} with no quantized mapping; pass "
+                            f"mapping={{{type(m).__name__}: QuantizedClass}}")
+        try:
+            return target.from_qat_module(m)
+        except ValueError as e:
+            raise ValueError(f"quantize: '{path}': {e}") from None
+
+    if isinstance(module, qat.QATModule):
+        return to_quantized(module, "<root>")
+
+    def visit(parent: Module, prefix: str) -> None:
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, qat.QATModule):
+                _set_child(parent, name, to_quantized(child, path))
+            else:
+                visit(child, path)
+
+    visit(module, "")
+    return module

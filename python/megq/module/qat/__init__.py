@@ -1,8 +1,12 @@
 """megq.module.qat: QAT (QFloat) modules. Names match ``megq.module`` (float) and ``megq.module.quantized``; the
-name-based mapping of ``quantize_qat`` relies on that."""
+name-based mappings of ``quantize_qat`` and ``quantize`` rely on that.
+
+In eval mode these modules run the exact integer path of :mod:`megq.module.qat.integer_eval`, registered here.
+"""
 from .conv import Conv2d, ConvRelu2d
 from .conv_bn import ConvBn2d, ConvBnRelu2d
 from .elemwise import Concat, Elemwise
+from .integer_eval import register_integer_forwards
 from .linear import Linear, LinearRelu
 from .linear_bn import LinearBn1d, LinearBnRelu1d
 from .module import QATModule
@@ -13,5 +17,4 @@ __all__ = [
     "LinearBnRelu1d", "LinearRelu", "QATModule", "QuantStub",
 ]
 
-# The exact integer eval path of these modules lives with the quantized layer, which registers it.
-from ..quantized import qfloat_eval as _qfloat_eval  # noqa: E402,F401
+register_integer_forwards()

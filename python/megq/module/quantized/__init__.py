@@ -1,17 +1,17 @@
 """megq.module.quantized: the Q model's modules, running megq's C++ int8 kernels only.
 
 Names match ``megq.module`` and ``megq.module.qat`` (``quantize`` maps ``qat.X`` to ``quantized.X``).
-Layers exchange :class:`~megq.qtensor.QuantizedTensor` (int8/uint8 NHWC + scale + zero point).
-``qfloat_eval`` holds the QFloat model's exact eval path (registered when ``megq.module.qat`` loads).
+Layers exchange :class:`~megq.qtensor.QuantizedTensor` (int8/uint8 NHWC + scale + zero point); their
+weightless ops are :mod:`megq.functional.quantized`'s and their integer parameters
+:class:`megq.quantization.IntegerLayer`.
 """
 from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvRelu2d
 from .elemwise import Concat, Elemwise
 from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu
 from .module import QuantizedModule
-from .params import IntegerLayer
 from .quant_dequant import DequantStub, QuantStub
 
 __all__ = [
-    "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvRelu2d", "DequantStub", "Elemwise", "IntegerLayer",
-    "Linear", "LinearBn1d", "LinearBnRelu1d", "LinearRelu", "QuantStub", "QuantizedModule",
+    "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvRelu2d", "DequantStub", "Elemwise", "Linear", "LinearBn1d",
+    "LinearBnRelu1d", "LinearRelu", "QuantStub", "QuantizedModule",
 ]

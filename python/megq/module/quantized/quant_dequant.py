@@ -6,9 +6,9 @@ from typing import Any
 import numpy as np
 
 from ...qtensor import QuantizedTensor
+from ...quantization.integer_layer import act_qparams
 from ...tensor import Tensor
 from .module import QuantizedModule, expect_quantized
-from .params import act_qparams
 
 
 class QuantStub(QuantizedModule):
@@ -20,8 +20,8 @@ class QuantStub(QuantizedModule):
         self.scale, self.zero_point, self.qmin, self.qmax, self.dtype = np.float32(scale), zero_point, qmin, qmax, dtype
 
     @classmethod
-    def from_qat_module(cls, qat: Any) -> "QuantStub":
-        s, z, qmin, qmax, dtype = act_qparams(qat.get_activation_qparams(), type(qat).__name__)
+    def from_qat_module(cls, qat_module: Any) -> "QuantStub":
+        s, z, qmin, qmax, dtype = act_qparams(qat_module.get_activation_qparams(), type(qat_module).__name__)
         return cls(s, z, qmin, qmax, dtype)
 
     def forward(self, x: Any) -> QuantizedTensor:
@@ -38,7 +38,7 @@ class DequantStub(QuantizedModule):
     """Returns float32 ``Tensor`` values ``s * (q - z)`` in the logical (NCHW) layout."""
 
     @classmethod
-    def from_qat_module(cls, qat: Any) -> "DequantStub":
+    def from_qat_module(cls, qat_module: Any) -> "DequantStub":
         return cls()
 
     def forward(self, x: Any) -> Tensor:

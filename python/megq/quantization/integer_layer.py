@@ -1,4 +1,5 @@
-"""Integer parameters of a weighted layer, shared by the Q modules and the QFloat exact eval path.
+"""Integer parameters of a weighted layer (:class:`IntegerLayer`), shared by the Q modules
+(``megq.module.quantized``) and the QFloat model's exact eval path (``megq.module.qat.integer_eval``).
 
 Both paths call :class:`IntegerLayer` for the same numbers, which is half of why QFloat (eval) and Q
 agree bit for bit (the other half: megq.reference and the C++ kernels implement one contract).
@@ -8,7 +9,8 @@ From a QAT module in eval mode (its BN folded with the running statistics):
   same float32 division the weight fake quant performs;
 * at the first input (scale ``s_x``): ``bias_q = clamp(round_half_away(b / float32(s_x * s_w)))`` in
   int32 (MegEngine's qint32 bias fake quant) and ``M = float32(s_x) * float32(s_w) / float32(s_y)``;
-* clamp bounds ``[qmin, qmax]`` of the output dtype, the lower one raised to ``z_y`` for fused ReLU.
+* clamp bounds ``[qmin, qmax]`` of the output dtype, the lower one raised to ``z_y`` for fused ReLU
+  (a module whose class attribute ``fused_activation`` is ``"relu"``).
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ...qtensor import QuantizedTensor
-from ...reference.gemm import requantize_multiplier
-from ...reference.rounding import round_half_away_from_zero
+from ..qtensor import QuantizedTensor
+from ..reference.gemm import requantize_multiplier
+from ..reference.rounding import round_half_away_from_zero
+
+__all__ = ["IntegerLayer", "act_qparams", "quantize_weight"]
 
 # The largest float32 below 2**31: clamping there keeps the int32 conversion defined.
 _INT32_LIMIT = np.float32(2147483520.0)
@@ -76,9 +80,14 @@ class IntegerLayer:
         self.relu = bool(relu)
 
     @classmethod
-    def from_qat(cls, qat: Any, relu: bool) -> "IntegerLayer":
-        """From a QAT Conv/Linear (with or without BN) module, using its eval-mode folded weights."""
+    def from_qat(cls, qat: Any) -> "IntegerLayer":
+        """From a QAT Conv/Linear (with or without BN) module, using its eval-mode folded weights; a fused ReLU
+        (``qat.fused_activation == "relu"``) becomes the clamp's lower bound."""
         owner = type(qat).__name__
+        activation = getattr(qat, "fused_activation", None)
+        if activation not in (None, "relu"):
+            raise ValueError(f"{owner}: fused activation {activation!r} has no int8 kernel (supported: None, 'relu')")
+        relu = activation == "relu"
         weight, bias = qat.folded_weight_and_bias()
         weight_q, weight_scale = quantize_weight(np.asarray(weight, np.float32), qat.get_weight_qparams(), owner)
         s_y, z_y, qmin, qmax, dtype = act_qparams(qat.get_activation_qparams(), owner)
@@ -102,4 +111,5 @@ class IntegerLayer:
         return self.bias_q(x.scale), multiplier, lo, self.out_qmax
 
     def output(self, data: np.ndarray, backend: str) -> QuantizedTensor:
+        """``data`` (int8/uint8 in the output quantization) as a QuantizedTensor computed by ``backend``."""
         return QuantizedTensor(data, self.out_scale, self.out_zero_point, self.out_qmin, self.out_qmax, backend)
