@@ -1,7 +1,12 @@
 """ResNets written for quantization as in MegEngine's official example
 (https://github.com/MegEngine/Models, ``official/quantization/models/resnet.py``):
-fused ConvBnRelu2d/ConvBn2d, ``Elemwise("FUSE_ADD_RELU")`` residual joins, QuantStub/DequantStub around the
-features, a float ``fc`` (``disable_quantize``). Global pooling is adaptive so any input size works.
+fused ConvBnRelu2d/ConvBn2d, ``Elemwise("FUSE_ADD_RELU")`` residual joins, QuantStub/DequantStub. The architecture
+is torchvision's (``torchvision.models.resnet``, v1.5: stride on the 3x3 conv of a Bottleneck), so torchvision's
+checkpoints load with ``megq.interop.from_torch``. Global pooling is adaptive so any input size works.
+
+The classifier ``fc`` is quantized by default (``quantize_classifier=True``: the DequantStub follows ``fc``, so a Q
+model is int8 from input to logits and its file holds int8 classifier weights); ``quantize_classifier=False`` keeps
+it float behind the DequantStub, as MegEngine's example does.
 
 ImageNet models (``resnet18/34/50``): 7x7/2 stem + 3x3/2 max pool. CIFAR-style models (``resnet8/20``): 3x3 stem,
 no max pool, three stages of 16/32/64 channels, 1x1 ConvBn2d projection shortcuts.
@@ -67,9 +72,10 @@ def _make_layer(block: Block, in_channels: int, channels: int, blocks: int, stri
 
 class ResNet(M.Module):
     """ImageNet ResNet (quant-friendly). ``forward``: quant -> stem -> maxpool -> layer1..4 -> global avg pool ->
-    flatten -> dequant -> fc."""
+    flatten -> fc -> dequant (``quantize_classifier=False``: ... -> dequant -> float fc)."""
 
-    def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, in_channels: int = 3) -> None:
+    def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, in_channels: int = 3,
+                 quantize_classifier: bool = True) -> None:
         super().__init__()
         self.quant = M.QuantStub()
         self.dequant = M.DequantStub()
@@ -82,6 +88,7 @@ class ResNet(M.Module):
             c_in = w * block.expansion
         self.fc = M.Linear(c_in, num_classes)
         init_resnet_weights(self)
+        _classifier(self, quantize_classifier)
 
     def extract_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.conv_bn_relu1(x))
@@ -89,15 +96,15 @@ class ResNet(M.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.extract_features(self.quant(x))
-        x = F.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(self.dequant(x))
+        return _head(self, F.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 class CifarResNet(M.Module):
     """CIFAR-style ResNet (He et al. 2016, §4.2) with projection shortcuts: 3x3 stem, stages of 16/32/64
     channels with ``depth`` basic blocks each, global avg pool, fc."""
 
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3,
+                 quantize_classifier: bool = True) -> None:
         super().__init__()
         self.quant = M.QuantStub()
         self.dequant = M.DequantStub()
@@ -107,39 +114,49 @@ class CifarResNet(M.Module):
         self.layer3 = _make_layer(BasicBlock, 32, 64, blocks_per_stage, 2)
         self.fc = M.Linear(64, num_classes)
         init_resnet_weights(self)
+        _classifier(self, quantize_classifier)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_bn_relu1(self.quant(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        x = F.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(self.dequant(x))
+        return _head(self, F.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _finish(m: M.Module) -> M.Module:
-    m.fc.disable_quantize()  # the classifier stays float, as in MegEngine's example
-    return m
+def _classifier(model: M.Module, quantize: bool) -> None:
+    if not isinstance(quantize, bool):
+        raise TypeError(f"quantize_classifier: expected a bool, got {type(quantize).__name__}")
+    model.quantize_classifier = quantize
+    if not quantize:
+        model.fc.disable_quantize()  # MegEngine's example: the classifier stays float
 
 
-def resnet18(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    """ResNet-18 (11,689,512 parameters with 1000 classes)."""
-    return _finish(ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels))  # type: ignore[return-value]
+def _head(model: M.Module, x: Tensor) -> Tensor:
+    """The classifier inside the quantized region (then dequantized) or behind the DequantStub (float)."""
+    if model.quantize_classifier:
+        return model.dequant(model.fc(x))
+    return model.fc(model.dequant(x))
 
 
-def resnet34(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    """ResNet-34 (21,797,672 parameters with 1000 classes)."""
-    return _finish(ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels))  # type: ignore[return-value]
+def resnet18(num_classes: int = 1000, in_channels: int = 3, quantize_classifier: bool = True) -> ResNet:
+    """ResNet-18 (11,689,512 parameters with 1000 classes), torchvision's architecture."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, quantize_classifier)
 
 
-def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    """ResNet-50 (25,557,032 parameters with 1000 classes)."""
-    return _finish(ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels))  # type: ignore[return-value]
+def resnet34(num_classes: int = 1000, in_channels: int = 3, quantize_classifier: bool = True) -> ResNet:
+    """ResNet-34 (21,797,672 parameters with 1000 classes), torchvision's architecture."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, quantize_classifier)
 
 
-def resnet8(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def resnet50(num_classes: int = 1000, in_channels: int = 3, quantize_classifier: bool = True) -> ResNet:
+    """ResNet-50 (25,557,032 parameters with 1000 classes), torchvision's architecture."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, quantize_classifier)
+
+
+def resnet8(num_classes: int = 10, in_channels: int = 3, quantize_classifier: bool = True) -> CifarResNet:
     """CIFAR ResNet-8: one basic block per stage (77,754 parameters with in_channels=1, 10 classes)."""
-    return _finish(CifarResNet(1, num_classes, in_channels))  # type: ignore[return-value]
+    return CifarResNet(1, num_classes, in_channels, quantize_classifier)
 
 
-def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def resnet20(num_classes: int = 10, in_channels: int = 3, quantize_classifier: bool = True) -> CifarResNet:
     """CIFAR ResNet-20: three basic blocks per stage."""
-    return _finish(CifarResNet(3, num_classes, in_channels))  # type: ignore[return-value]
+    return CifarResNet(3, num_classes, in_channels, quantize_classifier)
