@@ -49,7 +49,6 @@ class CifarResNet18(models.ResNet):
         from megq.models._init import init_resnet_weights
 
         init_resnet_weights(self)
-        self.fc.disable_quantize()
 
 
 NETS = {
