@@ -26,11 +26,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "serialization"))
 
 import numpy as np  # noqa: E402
+from megq_file_helpers import make_qfloat_and_q, make_small_net  # noqa: E402
+from megq_file_mutations import MUTATIONS, RandomChooser  # noqa: E402
 
 import megq  # noqa: E402
 from megq import optimizer as optim  # noqa: E402
-from megq_file_helpers import make_qfloat_and_q, make_small_net  # noqa: E402
-from megq_file_mutations import MUTATIONS, RandomChooser  # noqa: E402
 
 
 def base_files(directory: str) -> dict:

@@ -9,11 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from megq_file_helpers import manifest_v1, manifest_v2, npy_bytes, write_raw
 
 import megq
 from megq.serialization import registry
-
-from megq_file_helpers import manifest_v1, manifest_v2, npy_bytes, write_raw
 
 # Class paths that reach foreign classes through megq modules' globals (attribute walks) or run code on import.
 FOREIGN_PATHS = [
@@ -48,8 +47,9 @@ def test_foreign_class_paths_are_refused_without_imports_or_side_effects(tmp_pat
     before = set(sys.modules)
     with pytest.raises(megq.SerializationError, match="is not in megq's registry"):
         megq.load(tmp_path / "evil.megq")
-    # (zipfile may import the codec of entry names lazily; that is the standard library's own doing)
-    assert {m for m in set(sys.modules) - before if not m.startswith("encodings.")} == set()  # the file caused no import (megq.__main__ would run the CLI)
+    # The file caused no import (megq.__main__ would run the CLI); zipfile may import the codec of entry names
+    # lazily, which is the standard library's own doing.
+    assert {m for m in set(sys.modules) - before if not m.startswith("encodings.")} == set()
     assert victim.read_text() == "still here"
 
 

@@ -10,11 +10,9 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
-
 from megq_file_helpers import manifest_v1, manifest_v2, write_raw
 
 _PROBE = textwrap.dedent("""

@@ -10,11 +10,10 @@ import zlib
 
 import numpy as np
 import pytest
+from megq_file_helpers import manifest_v1, manifest_v2, write_raw
 
 import megq
 from megq.serialization import decode
-
-from megq_file_helpers import manifest_v1, manifest_v2, write_raw
 
 ESCAPED_BEFORE = [zlib.error("bad"), zipfile.BadZipFile("bad"), RecursionError("deep"), AttributeError("a"),
                   TypeError("t"), MemoryError(), ModuleNotFoundError("m"), KeyError("k"), RuntimeError("r"),
@@ -30,7 +29,7 @@ def test_every_exception_inside_load_becomes_serialization_error(tmp_path, monke
         raise exc
 
     monkeypatch.setattr(decode.Reader, "value", boom)
-    with pytest.raises(megq.SerializationError, match=f"path: .*ok.megq") as info:
+    with pytest.raises(megq.SerializationError, match="path: .*ok.megq") as info:
         megq.load(tmp_path / "ok.megq")
     assert isinstance(info.value, ValueError)
 

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from megq_file_mutations import MUTATIONS, HypothesisChooser
 
 import megq
 from megq.serialization.manifest import scan_structure
-
-from megq_file_mutations import MUTATIONS, HypothesisChooser
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

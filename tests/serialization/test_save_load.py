@@ -2,20 +2,17 @@
 the basic refusals (not a zip, no manifest, bad JSON, unknown classes, pickled arrays)."""
 from __future__ import annotations
 
-import io
-import json
 import os
 import zipfile
 
 import numpy as np
 import pytest
+from megq_file_helpers import make_small_net, manifest_v1, manifest_v2, npy_bytes, write_raw
 
 import megq
 import megq.module as M
 from megq import models
 from megq.autodiff import no_grad
-
-from megq_file_helpers import make_small_net, manifest_v1, manifest_v2, npy_bytes, write_raw
 
 
 def small_net():

@@ -15,7 +15,8 @@ class LRScheduler:
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: optimizer must be a megq Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(f"{type(self).__name__}: optimizer must be a megq Optimizer, "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lrs: List[float] = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
         self.last_step = 0

@@ -1,7 +1,6 @@
 """``megq.save`` and ``megq.load``."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile

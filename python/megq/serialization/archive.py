@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import SerializationError
-from .limits import MiB, Limits
+from .limits import Limits, MiB
 
 __all__ = ["Archive", "MANIFEST"]
 
@@ -55,7 +55,7 @@ class Archive:
         # stream referenced by many directory entries).
         spans = sorted((i.header_offset, i.header_offset + _LOCAL_HEADER + len(i.orig_filename.encode("utf-8",
                        "surrogateescape")) + i.compress_size, i.filename) for i in infos)
-        for (start, end, name), (next_start, _, next_name) in zip(spans, spans[1:]):
+        for (_, end, name), (next_start, _, next_name) in zip(spans, spans[1:]):
             if end > next_start:
                 self.fail(f"zip entries {name!r} and {next_name!r} overlap")
         if spans and spans[-1][1] > file_size:

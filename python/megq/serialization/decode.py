@@ -12,7 +12,6 @@ import numpy as np
 from . import registry
 from .archive import MANIFEST, Archive
 from .encode import SCALAR_DTYPES
-from .errors import SerializationError
 from .limits import Limits
 
 __all__ = ["Reader"]

@@ -15,8 +15,8 @@ class Limits:
     """Upper bounds for one ``megq.load``; a file over any of them raises ``SerializationError`` naming it.
 
     The defaults are generous for real models (a QFloat ResNet-50 file holds ~100 MB of arrays in 653 entries and a
-    200 KB manifest of ~7,000 JSON containers and 1,111 nodes) yet refuse bombs before they cost memory or time. Raise a field for a legitimately
-    bigger file, e.g. ``megq.load(path, limits=Limits(max_total_bytes=64 * GiB))``.
+    200 KB manifest of ~7,000 JSON containers and 1,111 nodes) yet refuse bombs before they cost memory or time.
+    Raise a field for a legitimately bigger file, e.g. ``megq.load(path, limits=Limits(max_total_bytes=64 * GiB))``.
 
     - ``max_manifest_bytes``: the JSON manifest's uncompressed size.
     - ``max_manifest_values``: JSON objects plus arrays in the manifest (each costs ~100-200 bytes of Python memory

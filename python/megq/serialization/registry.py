@@ -12,7 +12,7 @@ import importlib
 import re
 import sys
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple, Type, Union, overload
+from typing import Any, Callable, Dict, Optional, Tuple, Union, overload
 
 __all__ = ["register_serializable", "key_of", "resolve", "resolve_legacy", "check_attr_name", "transient_attrs",
            "declared_slots"]
