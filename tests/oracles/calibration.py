@@ -4,7 +4,8 @@
 (``_compute_amax_entropy``): on a histogram of magnitudes, for each candidate bin count ``i`` the reference P is the
 first ``i`` bins with everything beyond added to the last one, Q merges the first ``i`` bins into ``levels`` levels
 (``np.digitize`` over ``linspace(0, i, levels + 1)``) and spreads each level's count evenly over its non-empty bins;
-the bins nearest 0 take the next bin's count (the zero spike); the largest ``i`` minimising KL(P||Q) wins, among
+the bins nearest 0 take the next bin's count (the zero spike), other point masses their local median inside the
+range; the largest ``i`` minimising KL(P||Q) wins, among
 candidates whose in-range counts fill at least two levels (megq's guard against clipping everything).
 
 ``mse_errors`` follows megq's documented MSE rule (``HistogramObserver`` docstring): candidate ranges
@@ -25,9 +26,18 @@ def entropy_threshold_bin(mag_hist: np.ndarray, levels: int, zero_bins: int = 1)
     ``zero_bins``: the first ``zero_bins`` bins take the count of bin ``zero_bins`` (pytorch-quantization: 1; megq
     documents 2 histogram bin widths, i.e. 2 magnitude bins for a histogram starting at 0, 4 for one over
     [-amax, amax])."""
-    bins = np.array(mag_hist, dtype=np.float64)
-    bins[:zero_bins] = bins[zero_bins]
-    n = len(bins)
+    full = np.array(mag_hist, dtype=np.float64)
+    full[:zero_bins] = full[zero_bins]
+    n = len(full)
+    # point masses (megq's rule): a bin above 16x the median of the 17 bins around it (fewer at the ends) and
+    # holding >= 0.1 % of the mass takes that median in the in-range part; the clipped mass keeps it
+    bins = full.copy()
+    if n >= 17:
+        total = full.sum()
+        for b in range(n):
+            med = float(np.median(full[max(0, b - 8):b + 9]))
+            if full[b] > 16 * med and full[b] >= 1e-3 * total:
+                bins[b] = med
     divergences = []
     for i in range(levels, n + 1):
         space = np.linspace(0, i, num=levels + 1)
@@ -41,7 +51,7 @@ def entropy_threshold_bin(mag_hist: np.ndarray, levels: int, zero_bins: int = 1)
         q = np.zeros(i)
         q[kept] = merged[digitized[kept]] / count[digitized[kept]]
         p = bins[:i].copy()
-        p[-1] += bins[i:].sum()
+        p[-1] += full[i:].sum()
         if len(set(digitized[kept])) < 2:  # megq's rule: in-range mass in under two levels is no candidate
             divergences.append(math.inf)
             continue

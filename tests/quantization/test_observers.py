@@ -285,12 +285,34 @@ def test_kl_threshold_does_not_depend_on_the_zero_spike():
     assert a == b and a * 127.5 > 3.0
 
 
+def test_kl_keeps_the_range_of_image_inputs_with_a_background_spike():
+    """A normalised image batch: half the pixels at the background value (here -0.81), the rest spread up to
+    +2.02. Point masses are quantized whole to one level, so KL must not pick the narrowest range holding the
+    spike (megq's search did, +-0.81, saturating every bright pixel; ResNet-8 lost 4 points at the QuantStub)."""
+    from oracles.calibration import entropy_threshold_bin
+
+    rng = np.random.default_rng(12)
+    n = 100000
+    x = np.where(rng.uniform(size=n) < 0.5, -0.81, rng.uniform(-0.81, 2.02, n)).astype(np.float32)
+    x[:2] = -0.81, 2.02
+    ob = _one_batch_obs(x, "kl")
+    amax = float(ob.get_qparams().scale) * 127.5
+    assert amax > 1.9, amax
+    # and ReLU6-like data (a spike at the top of the range): clipping the spike costs its whole mass
+    y = np.clip(rng.standard_normal(n) * 3, 0, 6).astype(np.float32)
+    ob6 = _one_batch_obs(y, "kl")
+    i, _ = entropy_threshold_bin(ob6.histogram.numpy(), 128, zero_bins=2)
+    assert ob6.get_qparams().scale == f32(f32(i / 2048 * 6.0) / f32(127.5)) and i == 2048
+
+
 SYMMETRIC = {
     "normal": lambda rng, n: rng.standard_normal(n),
     "laplace": lambda rng, n: rng.laplace(size=n),
     "student3": lambda rng, n: rng.standard_t(3, n),  # heavy tails
     "normal_outliers": lambda rng, n: np.concatenate([rng.standard_normal(n), rng.uniform(-40, 40, 20)]),
     "bimodal": lambda rng, n: np.concatenate([rng.normal(-2, 0.3, n // 2), rng.normal(2, 0.3, n // 2)]),
+    # a point mass away from 0 (2 % of the data at -1.5)
+    "normal_spike": lambda rng, n: np.concatenate([rng.standard_normal(n), np.full(n // 50, -1.5)]),
 }
 
 
