@@ -28,7 +28,7 @@ def test_resnet8_structure():
     assert keys[:2] == ["conv_bn_relu1.conv.weight", "conv_bn_relu1.bn.weight"]
     assert "layer2.0.downsample.bn.running_var" in keys and "layer1.0.conv_bn2.conv.weight" in keys
     assert isinstance(m.quant, M.QuantStub) and isinstance(m.dequant, M.DequantStub)
-    assert m.layer1[0].add.method == "FUSE_ADD_RELU" and m.fc.quantize_disabled
+    assert m.layer1[0].add.method == "FUSE_ADD_RELU" and not m.fc.quantize_disabled and m.quantize_classifier
     assert count(models.resnet20()) == 272_474
 
 
@@ -52,4 +52,4 @@ def test_imagenet_forwards_small_input():
         assert isinstance(r.maxpool, M.MaxPool2d) and r.conv_bn_relu1.conv.kernel_size == (7, 7)
         mb = models.mobilenet_v2(num_classes=5).eval()
         assert mb(x).shape == (1, 5)
-        assert mb.features[1].conv[0].conv.groups == 32 and mb.classifier.quantize_disabled
+        assert mb.features[1].conv[0].conv.groups == 32 and not mb.classifier.quantize_disabled
