@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Cross-compiles megq's C++ GEMM kernel tests for AArch64 and runs them under
-# qemu user-mode emulation, twice:
+# Cross-compiles megq's C++ kernel tests (test_gemm_kernels, test_conv_kernels:
+# conv2d on the GEMM kernels, depthwise) for AArch64 and runs them under qemu
+# user-mode emulation, twice:
 #   -cpu cortex-a72  ARMv8.0, no dot product: tests the scalar and neon paths
 #   -cpu max         every feature qemu knows: also the neondot (sdot) path
 # The binary is linked statically, so qemu needs no AArch64 sysroot.
@@ -37,12 +38,12 @@ echo "build: $((SECONDS - start)) s"
 
 total_passed=0
 total_failed=0
-run() {  # run <qemu cpu> <required ISAs>
-  local cpu="$1" require="$2" log rc=0
+run() {  # run <qemu cpu> <required ISAs> <binary> [arguments...]
+  local cpu="$1" require="$2" binary="$3" log rc=0
   log="$(mktemp)"
-  echo "== qemu-aarch64 -cpu $cpu (must test: $require)"
+  echo "== qemu-aarch64 -cpu $cpu $binary (must test: $require)"
   local t0=$SECONDS
-  qemu-aarch64 -cpu "$cpu" "$BUILD_DIR/test_gemm_kernels" --require="$require" "${@:3}" | tee "$log" || rc=$?
+  qemu-aarch64 -cpu "$cpu" "$BUILD_DIR/$binary" --require="$require" "${@:4}" | tee "$log" || rc=$?
   echo "   ($((SECONDS - t0)) s, exit $rc)"
   local last
   last="$(tail -n 1 "$log")"
@@ -57,8 +58,10 @@ run() {  # run <qemu cpu> <required ISAs>
   fi
 }
 
-run cortex-a72 scalar,neon "$@"
-run max scalar,neon,neondot "$@"
+run cortex-a72 scalar,neon test_gemm_kernels "$@"
+run max scalar,neon,neondot test_gemm_kernels "$@"
+run cortex-a72 scalar,neon test_conv_kernels --cases=500
+run max scalar,neon,neondot test_conv_kernels --cases=500
 
 echo "aarch64 total: $((SECONDS - start)) s"
 echo "$total_passed passed, $total_failed failed"

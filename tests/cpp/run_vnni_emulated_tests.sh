@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs megq's C++ GEMM kernel tests natively on x86-64 with the AVX-512 VNNI
+# Runs megq's C++ kernel tests (GEMM, conv2d / depthwise) natively on x86-64 with the AVX-512 VNNI
 # kernel compiled against SIMDe (SIMD Everywhere) instead of real AVX-512:
 # csrc/megq/kernels/avx512vnni/*.cc is built without -mavx512* flags, with
 # tests/cpp/simde_shim/immintrin.h in front of the system <immintrin.h>, and
@@ -13,6 +13,7 @@
 #   apt-get install -y libsimde-dev cmake g++
 #
 # Usage: tests/cpp/run_vnni_emulated_tests.sh [extra test_gemm_kernels arguments]
+# (test_conv_kernels runs with its defaults).
 # Environment: BUILD_DIR (default build-cpp-vnni-emulated in the repository root).
 # The last line printed is "N passed, M failed".
 set -euo pipefail
@@ -56,4 +57,30 @@ if command -v objdump >/dev/null 2>&1 && objdump -d "$obj" | grep -Eq '%zmm|%k[0
   exit 1
 fi
 
-"$BUILD_DIR/test_gemm_kernels" --require=scalar,avx2,avx512vnni "$@"
+total_passed=0
+total_failed=0
+run() {  # run <binary> <arguments...>
+  local log rc=0
+  log="$(mktemp)"
+  echo "== $(basename "$1")"
+  local t0=$SECONDS
+  "$@" | tee "$log" || rc=$?
+  echo "   ($((SECONDS - t0)) s, exit $rc)"
+  local last
+  last="$(tail -n 1 "$log")"
+  rm -f "$log"
+  if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    total_passed=$((total_passed + BASH_REMATCH[1]))
+    total_failed=$((total_failed + BASH_REMATCH[2]))
+    if ((rc != 0 && BASH_REMATCH[2] == 0)); then total_failed=$((total_failed + 1)); fi
+  else
+    total_failed=$((total_failed + 1))
+  fi
+}
+
+run "$BUILD_DIR/test_gemm_kernels" --require=scalar,avx2,avx512vnni "$@"
+run "$BUILD_DIR/test_conv_kernels" --require=scalar,avx2,avx512vnni --cases=1000
+
+echo "total: $((SECONDS - start)) s"
+echo "$total_passed passed, $total_failed failed"
+((total_failed == 0))

@@ -19,13 +19,8 @@
 //              an emulator cannot skip the path it is meant to test)
 //   --cube     M, N, K each in 1..N for the exhaustive small-shape sweep (33)
 // The last line is "N passed, M failed"; the exit code is 1 on any failure.
-#include <signal.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -38,87 +33,19 @@
 #include "megq/gemm.h"
 #include "megq/isa.h"
 #include "megq/thread_pool.h"
+#include "test_support.h"
 
 namespace {
 
 using megq::Isa;
 using megq::OutputType;
 
-// ---------------------------------------------------------------- randomness
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {  // splitmix64: the same stream on every platform
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [lo, hi] (inclusive); the modulo bias is irrelevant here.
-  int64_t range(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(next() % (hi - lo + 1)); }
-  bool coin(int percent = 50) { return static_cast<int>(next() % 100) < percent; }
-  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
-};
-
-// ------------------------------------------------------- fault reporting
-// A kernel that reads past A's rows hits a guard page: report which case and
-// ISA did it, with the usual summary line, instead of dying silently.
-char g_current[512] = "(setup)";
-long g_passed_so_far = 0, g_failed_so_far = 0;
-
-void on_fault(int sig) {
-  char buf[800];
-  const int n = std::snprintf(buf, sizeof buf,
-                              "FAIL %s: signal %d (a read outside the caller's A rows hits a guard page)\n"
-                              "%ld passed, %ld failed\n",
-                              g_current, sig, g_passed_so_far, g_failed_so_far + 1);
-  if (n > 0) {
-    ssize_t ignored = write(STDOUT_FILENO, buf, static_cast<size_t>(n));
-    (void)ignored;
-  }
-  _exit(1);
-}
-
-// ------------------------------------------------------ guarded A placement
-// One mapping of `capacity` bytes with a PROT_NONE page right after it (tail
-// mode) or right before it (head mode).
-class GuardedArena {
- public:
-  GuardedArena(size_t capacity, bool guard_after) : guard_after_(guard_after) {
-    page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    capacity_ = (capacity + page_ - 1) / page_ * page_;
-    total_ = capacity_ + page_;
-    void* p = mmap(nullptr, total_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-      std::perror("mmap");
-      std::exit(2);
-    }
-    base_ = static_cast<uint8_t*>(p);
-    uint8_t* guard = guard_after_ ? base_ + capacity_ : base_;
-    if (mprotect(guard, page_, PROT_NONE) != 0) {
-      std::perror("mprotect");
-      std::exit(2);
-    }
-  }
-  ~GuardedArena() { munmap(base_, total_); }
-  GuardedArena(const GuardedArena&) = delete;
-  GuardedArena& operator=(const GuardedArena&) = delete;
-
-  // `bytes` of memory whose end (tail mode) or start (head mode) touches the guard.
-  uint8_t* place(size_t bytes) {
-    if (bytes > capacity_) {
-      std::fprintf(stderr, "GuardedArena: %zu bytes requested, capacity %zu\n", bytes, capacity_);
-      std::exit(2);
-    }
-    return guard_after_ ? base_ + capacity_ - bytes : base_ + page_;
-  }
-  size_t capacity() const { return capacity_; }
-
- private:
-  bool guard_after_;
-  size_t page_ = 0, capacity_ = 0, total_ = 0;
-  uint8_t* base_ = nullptr;
-};
+using megq_test::GuardedArena;
+using megq_test::Rng;
+using megq_test::reference_requant;
+using megq_test::g_current;
+using megq_test::g_failed_so_far;
+using megq_test::g_passed_so_far;
 
 // ----------------------------------------------------------------- a case
 enum class MultMode { kScaled, kPowerOfTwo, kFixed };
@@ -168,13 +95,6 @@ std::vector<int32_t> reference_acc(const Case& c) {
     }
   }
   return acc;
-}
-
-int32_t reference_requant(int32_t acc, float mult, int32_t zp, int32_t lo, int32_t hi) {
-  const float v = static_cast<float>(acc) * mult;  // one float32 multiply, no FMA
-  const float flo = static_cast<float>(lo - zp), fhi = static_cast<float>(hi - zp);
-  const float clamped = std::min(std::max(v, flo), fhi);
-  return static_cast<int32_t>(std::round(clamped)) + zp;  // ties away from zero
 }
 
 // Multipliers that spread the outputs over the output range.
@@ -537,19 +457,6 @@ void rounding_cases(Runner& run) {
   }
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    const size_t comma = s.find(',', start);
-    const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!part.empty()) out.push_back(part);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -559,9 +466,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--isa=", 0) == 0) {
-      only = split(arg.substr(6));
+      only = megq_test::split(arg.substr(6));
     } else if (arg.rfind("--require=", 0) == 0) {
-      required = split(arg.substr(10));
+      required = megq_test::split(arg.substr(10));
     } else if (arg.rfind("--cube=", 0) == 0) {
       opt.cube = std::atoi(arg.c_str() + 7);
     } else if (arg == "--verbose") {
@@ -572,43 +479,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("megq C++ GEMM kernel tests\n  built:");
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDot})
-    if (megq::isa_built(isa)) std::printf(" %s", megq::isa_name(isa));
-  std::printf("\n  usable:");
-  for (Isa isa : megq::usable_isas()) std::printf(" %s", megq::isa_name(isa));
-  std::printf("\n");
-
+  megq_test::print_isas("megq C++ GEMM kernel tests");
   int setup_failures = 0;
-  for (const std::string& name : required) {
-    Isa isa;
-    if (!megq::parse_isa(name, &isa) || !megq::isa_usable(isa)) {
-      std::printf("FAIL required ISA %s is not usable in this build/CPU\n", name.c_str());
-      ++setup_failures;
-    }
-  }
-  if (only.empty()) {
-    opt.isas = megq::usable_isas();
-  } else {
-    for (const std::string& name : only) {
-      Isa isa;
-      if (!megq::parse_isa(name, &isa)) {
-        std::printf("FAIL unknown ISA name %s\n", name.c_str());
-        ++setup_failures;
-      } else if (!megq::isa_usable(isa)) {
-        std::printf("skip %s: not usable here\n", name.c_str());
-      } else {
-        opt.isas.push_back(isa);
-      }
-    }
-  }
-  std::printf("  testing:");
-  for (Isa isa : opt.isas) std::printf(" %s", megq::isa_name(isa));
-  std::printf("\n");
-  std::fflush(stdout);
+  opt.isas = megq_test::select_isas(only, required, &setup_failures);
 
-  std::signal(SIGSEGV, on_fault);
-  std::signal(SIGBUS, on_fault);
+  megq_test::install_fault_handlers();
   Runner run(opt);
   struct Section {
     const char* name;

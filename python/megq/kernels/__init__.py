@@ -35,3 +35,5 @@ from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_
 __all__ += ["PackedDepthwiseWeights", "pack_depthwise_weights", "depthwise_conv2d"]
 from .prepare import prepare_conv2d, prepare_depthwise_conv2d, prepare_gemm
 __all__ += ["prepare_gemm", "prepare_conv2d", "prepare_depthwise_conv2d"]
+from .runtime import MAX_NUM_THREADS, MAX_OUTPUT_BYTES
+__all__ += ["MAX_NUM_THREADS", "MAX_OUTPUT_BYTES"]

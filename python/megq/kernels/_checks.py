@@ -20,3 +20,17 @@ def int_arg(value, argument: str) -> int:
     return int(value)
 
 
+
+
+#: The C++ kernels take sizes as C ints.
+_INT_MAX = 2**31 - 1
+
+
+def dims_fit_int(array: np.ndarray, argument: str) -> None:
+    """ValueError naming ``argument`` if a dimension exceeds the kernels' int sizes (a
+    stride-0 view can be that large without memory behind it); the extension checks
+    the same, this catches sizes a wrapper derives from the shape before calling it."""
+    for axis, size in enumerate(array.shape):
+        if size > _INT_MAX:
+            raise ValueError(f"{argument}: dimension {axis} has size {size}, more than megq's kernels take "
+                             f"(at most 2**31 - 1 = {_INT_MAX})")

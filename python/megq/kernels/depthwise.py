@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import _C
-from ._checks import int_arg
+from ._checks import dims_fit_int, int_arg
 from .pooling import _pair
 from .quantize import qdtype_arg, quantized_array, zero_point_arg
 
@@ -49,6 +49,7 @@ def pack_depthwise_weights(weight: np.ndarray, bias: Optional[np.ndarray] = None
         raise TypeError(f"weight: expected a numpy int8 array, got {type(weight).__name__}")
     if weight.dtype != np.int8:
         raise TypeError(f"weight: expected dtype int8, got {weight.dtype}")
+    dims_fit_int(weight, "weight")
     if weight.ndim == 5:
         if weight.shape[2] != 1:
             raise ValueError(f"weight: 5-D depthwise weights are (groups, m, 1, KH, KW), got {weight.shape}")
