@@ -68,7 +68,7 @@ def _npy_header(shape, dtype="<f4"):
 
 
 def bomb_deflated_array(path, version):
-    n = 256 * 1024 * 1024 // 4  # 256 MiB of zeros deflate to ~250 KB
+    n = 64 * 1024 * 1024 // 4  # 64 MiB of zeros deflate to ~64 KB
     node = [{"kind": "tensor", "array": "a0"}]
     manifest = manifest_v2({"ref": 0}, node, {"a0": ["<f4", [n]]}) if version == 2 else manifest_v1({"ref": 0}, node)
     with zipfile.ZipFile(path, "w") as z:
@@ -115,7 +115,7 @@ def bomb_deep_nesting(path, version):
 
 
 def bomb_huge_manifest(path, version):
-    body = json.dumps(manifest_v2("x" * (200 * 1024 * 1024))).encode()
+    body = json.dumps(manifest_v2("x" * (40 * 1024 * 1024))).encode()
     write_raw(path, raw_manifest=body, compression=zipfile.ZIP_DEFLATED)
 
 
