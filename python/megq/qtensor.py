@@ -15,6 +15,7 @@ from typing import Tuple
 
 import numpy as np
 
+
 class QuantizedTensor:
     """Quantized activations of a Q model (see the module docstring)."""
 

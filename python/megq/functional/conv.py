@@ -63,9 +63,8 @@ def _check(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray], groups: int) -
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     o, cg = w.shape[:2]
     if x.shape[1] != cg * groups:
-        raise ValueError(
-            f"conv2d: inp has {x.shape[1]} channels but weight expects {cg * groups} (weight shape {w.shape}, groups={groups})"
-        )
+        raise ValueError(f"conv2d: inp has {x.shape[1]} channels but weight expects {cg * groups} "
+                         f"(weight shape {w.shape}, groups={groups})")
     if o % groups:
         raise ValueError(f"conv2d: out channels {o} not divisible by groups={groups}")
     if b is not None and b.size != o:
@@ -132,7 +131,8 @@ def conv2d(inp: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
             grg = gr.reshape(m, groups, og).transpose(1, 0, 2)
             colg = col.reshape(m, kk, groups, cg).transpose(2, 0, 1, 3).reshape(groups, m, kk * cg)
             wg = w.reshape(groups, og, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, kk * cg, og)
-            gw = (colg.transpose(0, 2, 1) @ grg).reshape(groups, kh, kw, cg, og).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+            gw = (colg.transpose(0, 2, 1) @ grg).reshape(groups, kh, kw, cg, og)
+            gw = gw.transpose(0, 4, 3, 1, 2).reshape(w.shape)
             if x_needs:
                 dcol = (grg @ wg.transpose(0, 2, 1)).reshape(groups, m, kk, cg).transpose(1, 2, 0, 3)
                 gx = _col2im(np.ascontiguousarray(dcol), (n, h, wd, c), *geom)

@@ -25,7 +25,8 @@ def sum(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default)."""
     a = data(x)
     ax = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-    return make_result(np.asarray(a.sum(axis=ax, keepdims=keepdims)), (x,), lambda g: (_expand(g, a.shape, ax, keepdims),))
+    return make_result(np.asarray(a.sum(axis=ax, keepdims=keepdims)), (x,),
+                       lambda g: (_expand(g, a.shape, ax, keepdims),))
 
 
 def mean(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:

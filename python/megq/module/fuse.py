@@ -24,7 +24,8 @@ def fold_weight_bias(weight: np.ndarray, bias: Optional[np.ndarray], gamma: Opti
     """Fold eval-mode BN into the preceding conv/linear (output channel = axis 0 of ``weight``):
     ``W' = W·γ/sqrt(var+eps)``, ``b' = β + (b - mean)·γ/sqrt(var+eps)``."""
     o = weight.shape[0]
-    k = (np.ones(o) if gamma is None else gamma.reshape(o).astype(np.float64)) / np.sqrt(var.reshape(o).astype(np.float64) + eps)
+    g = np.ones(o) if gamma is None else gamma.reshape(o).astype(np.float64)
+    k = g / np.sqrt(var.reshape(o).astype(np.float64) + eps)
     b = np.zeros(o) if bias is None else bias.reshape(o).astype(np.float64)
     beta_ = np.zeros(o) if beta is None else beta.reshape(o).astype(np.float64)
     w = weight.astype(np.float64) * k.reshape((o,) + (1,) * (weight.ndim - 1))

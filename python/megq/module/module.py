@@ -208,7 +208,8 @@ class Module:
                 continue
             value = np.asarray(state_dict[key].numpy() if isinstance(state_dict[key], Tensor) else state_dict[key])
             if value.shape != tensor.shape:
-                raise ValueError(f"load_state_dict: shape mismatch for '{key}': expected {tensor.shape}, got {value.shape}")
+                raise ValueError(f"load_state_dict: shape mismatch for '{key}': expected {tensor.shape}, "
+                                 f"got {value.shape}")
         for key, tensor in own.items():
             if key in state_dict:
                 v = state_dict[key]

@@ -7,24 +7,73 @@ parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantiz
 (``quantize.py``: ``quantize_qat``, ``quantize``, ...) sits on top of those modules.
 """
 from . import integer_eval
-from .dtype import (QuantDtypeMeta, create_quantized_dtype, get_dtype_meta, get_scale, get_zero_point, is_quantize,
-                    qint1, qint2, qint4, qint8, qint8_narrow, qint32, quint2, quint4, quint8)
+from .dtype import (
+    QuantDtypeMeta,
+    create_quantized_dtype,
+    get_dtype_meta,
+    get_scale,
+    get_zero_point,
+    is_quantize,
+    qint1,
+    qint2,
+    qint4,
+    qint8,
+    qint8_narrow,
+    qint32,
+    quint2,
+    quint4,
+    quint8,
+)
 from .fake_quant import LSQ, TQT, FakeQuantize
 from .integer_eval import INTEGER_FORWARD, integer_eval_enabled, register_integer_forward, set_integer_eval
 from .integer_layer import IntegerLayer, act_qparams, quantize_weight
-from .observer import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, Observer,
-                       PassiveObserver, PerChannelExponentialMovingAverageObserver, PerChannelMinMaxObserver,
-                       SyncExponentialMovingAverageObserver, SyncMinMaxObserver)
-from .qconfig import (PRESETS, QConfig, calibration_qconfig, calibration_qconfig_kl, calibration_qconfig_kl_per_channel,
-                      calibration_qconfig_mse, calibration_qconfig_mse_per_channel, calibration_qconfig_per_channel,
-                      calibration_qconfig_percentile, calibration_qconfig_percentile_per_channel,
-                      calibration_qconfig_quint8, easyquant_qconfig, ema_fakequant_qconfig,
-                      ema_fakequant_qconfig_per_channel, ema_fakequant_qconfig_per_channel_quint8,
-                      ema_fakequant_qconfig_quint8, ema_lowbit_fakequant_qconfig, min_max_fakequant_qconfig,
-                      min_max_fakequant_qconfig_per_channel, passive_qconfig, sync_ema_fakequant_qconfig,
-                      tqt_qconfig)
-from .quantize import (apply_easy_quant, disable_fake_quant, disable_observer, enable_fake_quant, enable_observer,
-                       hook_qat_module, propagate_qconfig, quantize, quantize_qat, reset_qconfig)
+from .observer import (
+    ExponentialMovingAverageObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    Observer,
+    PassiveObserver,
+    PerChannelExponentialMovingAverageObserver,
+    PerChannelMinMaxObserver,
+    SyncExponentialMovingAverageObserver,
+    SyncMinMaxObserver,
+)
+from .qconfig import (
+    PRESETS,
+    QConfig,
+    calibration_qconfig,
+    calibration_qconfig_kl,
+    calibration_qconfig_kl_per_channel,
+    calibration_qconfig_mse,
+    calibration_qconfig_mse_per_channel,
+    calibration_qconfig_per_channel,
+    calibration_qconfig_percentile,
+    calibration_qconfig_percentile_per_channel,
+    calibration_qconfig_quint8,
+    easyquant_qconfig,
+    ema_fakequant_qconfig,
+    ema_fakequant_qconfig_per_channel,
+    ema_fakequant_qconfig_per_channel_quint8,
+    ema_fakequant_qconfig_quint8,
+    ema_lowbit_fakequant_qconfig,
+    min_max_fakequant_qconfig,
+    min_max_fakequant_qconfig_per_channel,
+    passive_qconfig,
+    sync_ema_fakequant_qconfig,
+    tqt_qconfig,
+)
+from .quantize import (
+    apply_easy_quant,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    enable_observer,
+    hook_qat_module,
+    propagate_qconfig,
+    quantize,
+    quantize_qat,
+    reset_qconfig,
+)
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [

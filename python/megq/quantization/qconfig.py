@@ -9,10 +9,16 @@ from collections import namedtuple
 from functools import partial
 
 from ..module.module import Module
-from .fake_quant import FakeQuantize, TQT
-from .observer import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, PassiveObserver,
-                       PerChannelMinMaxObserver,
-                       SyncExponentialMovingAverageObserver, SyncMinMaxObserver)
+from .fake_quant import TQT, FakeQuantize
+from .observer import (
+    ExponentialMovingAverageObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    PassiveObserver,
+    PerChannelMinMaxObserver,
+    SyncExponentialMovingAverageObserver,
+    SyncMinMaxObserver,
+)
 from .utils import QuantMode
 
 __all__ = ["QConfig", "PRESETS"]

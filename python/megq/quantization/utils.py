@@ -16,9 +16,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..functional._utils import unbroadcast
 from ..reference.rounding import round_half_away_from_zero as _rha
 from ..tensor import Tensor, make_result
-from ..functional._utils import unbroadcast
 from .dtype import QuantDtypeMeta, _builtin_quant_dtypes, get_dtype_meta
 
 __all__ = ["QuantMode", "QParams", "LSQParams", "create_qparams", "fake_quant_tensor", "fake_quant_bias",
