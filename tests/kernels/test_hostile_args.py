@@ -101,6 +101,18 @@ def test_quantize_and_dequantize_dimensions_beyond_int32():
         K.dequantize(huge((1, 1, 1, 2**32 + 1)), 0.1)
 
 
+def test_int_parameters_beyond_int32(packed):
+    x = np.zeros((1, 5, 5, 3), np.int8)
+    with pytest.raises(ValueError, match=r"^stride: 4294967296 is out of range"):
+        K.conv2d(x, packed["conv"], stride=2**32)
+    with pytest.raises(ValueError, match=r"^groups: 4294967296 is out of range \(megq's kernels take 32-bit ints\)$"):
+        K.pack_conv2d_weights(np.zeros((2, 1, 1, 1), np.int8), multiplier=0.1, groups=2**32)
+    with pytest.raises(ValueError, match=r"^out_min: -4294967296 is out of range"):
+        K.gemm(np.zeros((1, 16), np.int8), packed["gemm"], out_min=-2**32)
+    with pytest.raises(ValueError, match=r"^padding: 2147483648 is out of range"):
+        K.depthwise_conv2d(x, packed["dw"], padding=2**31)
+
+
 def test_concat_channels_beyond_int32():
     with pytest.raises(ValueError, match=r"^inputs\[1\]: channels: 2147483648 is more than"):
         K.concat([np.zeros((1, 2), np.int8), huge((1, 2**31))], [0.1, 0.1], out_scale=0.1)

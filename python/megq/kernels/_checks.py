@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The C++ kernels take sizes and parameters as C ints.
+_INT_MAX = 2**31 - 1
+
 
 def dtype_name(dtype, argument: str, allowed: tuple[str, ...]) -> str:
     try:
@@ -15,15 +18,17 @@ def dtype_name(dtype, argument: str, allowed: tuple[str, ...]) -> str:
 
 
 def int_arg(value, argument: str) -> int:
+    """``value`` as a Python int that fits the C int the extension takes (TypeError for
+    non-integers, ValueError naming ``argument`` beyond the int32 range)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{argument}: expected an int, got {type(value).__name__}")
-    return int(value)
+    v = int(value)
+    if not -_INT_MAX - 1 <= v <= _INT_MAX:
+        raise ValueError(f"{argument}: {v} is out of range (megq's kernels take 32-bit ints)")
+    return v
 
 
 
-
-#: The C++ kernels take sizes as C ints.
-_INT_MAX = 2**31 - 1
 
 
 def dims_fit_int(array: np.ndarray, argument: str) -> None:

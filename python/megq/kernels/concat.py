@@ -15,6 +15,7 @@ import numpy as np
 from .. import _C
 from .quantize import qdtype_arg, quantized_array, scale_arg, zero_point_arg
 
+
 def concat(inputs: Sequence[np.ndarray], scales: Sequence, zero_points: Sequence[int] | None = None, *,
            out_scale, out_zero_point: int = 0, out_dtype=None) -> np.ndarray:
     """Concatenate ``inputs`` along the last (channel) axis into one tensor with qparams

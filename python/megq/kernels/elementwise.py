@@ -25,6 +25,7 @@ import numpy as np
 from .. import _C
 from .quantize import qdtype_arg, quantized_array, scale_arg, zero_point_arg
 
+
 def _broadcastable(big: tuple, small: tuple) -> bool:
     """``small`` is a single value or a per-channel vector over ``big``'s last axis."""
     if len(small) > len(big):
