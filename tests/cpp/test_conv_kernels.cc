@@ -326,7 +326,7 @@ void conv_random(Runner& run, int cases) {
     c.cin_g = rng.irange(1, 20);
     c.cout_g = rng.irange(1, 40);  // tails of every panel width (nr 8..32)
     fill(c, rng);
-    c.threads = rng.coin(25) ? 2 : 1;
+    c.threads = rng.coin(25) ? rng.irange(2, 4) : 1;
     run.run(c, rng);
   }
 }
@@ -350,7 +350,8 @@ void conv_pointwise(Runner& run, int cases) {
 }
 
 // Larger problems: several im2col tiles, panel ranges split between tasks
-// (few pixels, many output channels), 1 and 2 threads.
+// (few pixels, many output channels: at 4 threads the driver wants more tasks
+// than there are pixel tiles), at 1, 2 and 4 threads.
 void conv_large(Runner& run) {
   struct G {
     int N, H, W, groups, cin_g, cout_g, k, stride, pad, dil;
@@ -363,10 +364,12 @@ void conv_large(Runner& run) {
       {1, 6, 6, 1, 64, 130, 1, 1, 0, 1},  // 1x1 zero-copy, panel split
       {2, 9, 11, 4, 8, 20, 1, 2, 0, 1},   // 1x1 strided, grouped
       {1, 31, 5, 1, 5, 9, 5, 1, 2, 1},    // tall
+      {1, 2, 9, 4, 64, 256, 1, 2, 0, 1},  // 1x1 strided, one output row: panel split
+      {1, 3, 3, 1, 32, 200, 3, 1, 1, 1},  // 9 pixels: panel split
   };
   int i = 0;
   for (const G& g : gs) {
-    for (int threads = 1; threads <= 2; ++threads) {
+    for (int threads : {1, 2, 4}) {
       Rng rng(0x1A26Eull + 31 * i++);
       ConvCase c;
       c.name = "large";

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -336,11 +337,9 @@ def test_type_stubs_cover_every_export():
             continue
         public = {n for n in vars(getattr(_C, cls)) if not n.startswith("_")}
         assert stubbed == public, cls
-    # Every stubbed function's parameters match the extension's signature line.
+    # Every stubbed function's parameters, in order, are those of pybind11's signature line.
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             sig = getattr(_C, node.name).__doc__.splitlines()[0]
-            params = [a.arg for a in node.args.args]
-            assert sig.startswith(f"{node.name}(" + ", ".join(params)[:0]), node.name
-            for p in params:
-                assert f"{p}:" in sig, (node.name, p)
+            assert sig.startswith(f"{node.name}("), node.name
+            assert [a.arg for a in node.args.args] == re.findall(r"[(,] ?(\w+): ", sig), node.name
