@@ -178,3 +178,20 @@ def test_optimizer_state_dict_layout_and_errors():
     bad = {"state": {0: {"momentum_buffer": np.zeros(3)}}, "param_groups": sd["param_groups"]}
     with pytest.raises(ValueError, match="state 'momentum_buffer' of parameter 0 has shape"):
         opt.load_state_dict(bad)
+
+
+def test_slotted_records_and_passive_observers_round_trip(tmp_path):
+    """QParams has __slots__ (no __dict__): its slots are saved and only they are accepted back."""
+    import megq.quantization as Q
+
+    qp = Q.create_qparams(Q.QuantMode.ASYMMERTIC, Q.quint8, np.array([0.5, 0.25], np.float32),
+                          np.array([3, 4], np.int32))
+    obs = Q.PassiveObserver(dtype="qint8")
+    obs.set_qparams(Q.create_qparams(Q.QuantMode.SYMMERTIC, Q.qint8, np.array(0.1, np.float32), None))
+    megq.save({"qp": qp, "observer": obs}, tmp_path / "q.megq")
+    back = megq.load(tmp_path / "q.megq")
+    assert type(back["qp"]) is Q.QParams and back["qp"] == qp
+    assert back["qp"].dtype_meta is Q.quint8 and back["qp"].mode is Q.QuantMode.ASYMMERTIC
+    assert back["qp"].scale.tobytes() == qp.scale.tobytes() and back["qp"].zero_point.dtype == np.int32
+    assert type(back["observer"]) is Q.PassiveObserver
+    assert back["observer"].get_qparams() == obs.get_qparams()
