@@ -31,6 +31,22 @@ def threads(request):
     _kernels.set_num_threads(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_blas():
+    """The suite runs numpy's BLAS on one thread, asked for explicitly (megq never changes BLAS threading itself):
+    on a machine shared with other busy processes OpenBLAS's spinning threads make float training many times slower.
+    Without threadpoolctl (installed by the test extra) the BLAS keeps its own setting."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        yield
+        return
+    import megq.functional as F
+
+    with F.limit_blas_threads(1):
+        yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

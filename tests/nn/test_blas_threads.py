@@ -39,28 +39,36 @@ def test_float_training_step_leaves_blas_threads_alone():
     assert result.returncode == 0, result.stderr
 
 
-def test_limit_blas_threads_is_scoped():
-    before = blas_threads()
-    assert before, "numpy's BLAS is not visible to threadpoolctl"
+@pytest.fixture
+def two_blas_threads():
+    """A BLAS setting other than 1 around the test (the suite itself runs single-threaded BLAS, see conftest)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before, "numpy's BLAS is not visible to threadpoolctl"
+        yield before
+
+
+def test_limit_blas_threads_is_scoped(two_blas_threads):
     a = np.random.default_rng(0).standard_normal((64, 64))
     with F.limit_blas_threads(1):
         assert all(n == 1 for _, n in blas_threads())
         np.testing.assert_allclose(a @ a.T, (a @ a.T).T, rtol=1e-12)  # BLAS still works inside
-    assert blas_threads() == before
+    assert blas_threads() == two_blas_threads
     with pytest.raises(RuntimeError):
         with F.limit_blas_threads(1):
             raise RuntimeError("restored on the way out too")
-    assert blas_threads() == before
+    assert blas_threads() == two_blas_threads
 
 
-def test_limit_blas_threads_works_as_a_decorator():
+def test_limit_blas_threads_works_as_a_decorator(two_blas_threads):
     @F.limit_blas_threads(1)
     def inside():
         return blas_threads()
 
-    before = blas_threads()
     assert all(n == 1 for _, n in inside())
-    assert blas_threads() == before
+    assert blas_threads() == two_blas_threads
 
 
 @pytest.mark.parametrize("n, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
