@@ -11,6 +11,7 @@ SUITES = {
     "quant_accuracy": "bench.quant_accuracy",  # Float / PTQ / QAT accuracy, QFloat vs Q
     "latency": "bench.latency",              # ResNet-18 Q model vs int8 peers
     "profile": "bench.profile",              # where megq's ResNet-18 Q model spends its time
+    "interop": "bench.interop",              # pretrained MobileNetV2: torch -> megq -> PTQ -> ONNX Runtime
     "smoke": "bench.smoke",                  # every suite once in its quickest mode (CI)
 }
 

@@ -20,10 +20,12 @@ from .helpers import calibrated_q, ort_run  # noqa: E402
 from .tv_models import mobilenet_v2, randomize, resnet18  # noqa: E402
 
 
-def torch_export(model, x, path, dynamic=True):
+def torch_export(model, x, path, dynamic=True, keep_bn=False):
     kw = dict(input_names=["input"], output_names=["output"], opset_version=17)
     if dynamic:
         kw["dynamic_axes"] = {"input": {0: "N"}, "output": {0: "N"}}
+    if keep_bn:  # no constant folding: BatchNormalization nodes (and more constant subgraphs) stay in the graph
+        kw.update(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False, **kw)
@@ -94,17 +96,19 @@ class _Leftovers(torch.nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
-@pytest.mark.parametrize("dynamic", [True, False])
-def test_constant_subgraphs_are_folded(dynamic, tmp_path):
+@pytest.mark.parametrize("dynamic,keep_bn", [(True, False), (False, True)])
+def test_constant_subgraphs_are_folded(dynamic, keep_bn, tmp_path):
     ref = randomize(_Leftovers(), seed=3)
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    torch_export(ref, x if not dynamic else x[:1], tmp_path / "l.onnx", dynamic)
+    torch_export(ref, x if not dynamic else x[:1], tmp_path / "l.onnx", dynamic, keep_bn)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "l.onnx")).graph.node}
     assert {"Pad", "Shape"} <= ops or {"Pad"} <= ops
     net = from_onnx(tmp_path / "l.onnx")
     kinds = [type(getattr(net, a)).__name__ for a, _, _, _ in net.program]
-    assert kinds == ["ConvBnRelu62d", "Conv2d", "Elemwise", "MaxPool2d", "Flatten", "Linear"], kinds
-    assert getattr(net, net.program[0][0]).conv.padding == (1, 1)  # the zero Pad became the conv's padding
+    first = "ConvBnRelu62d" if keep_bn else "ConvRelu62d"  # torch folds BN into the conv unless told not to
+    assert kinds == [first, "Conv2d", "Elemwise", "MaxPool2d", "Flatten", "Linear"], kinds
+    conv = getattr(net, net.program[0][0])
+    assert getattr(conv, "conv", conv).padding == (1, 1)  # the zero Pad became the conv's padding
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(run(net, x), expected, rtol=1e-4, atol=1e-5)

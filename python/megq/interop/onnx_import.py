@@ -141,14 +141,12 @@ def _static_shapes(model: Any) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def _fold_constants(model: Any) -> Tuple[List[Any], Dict[str, np.ndarray], Dict[str, Tuple[int, ...]]]:
-    """(remaining nodes, constants, static shapes): nodes computable from constants are evaluated away."""
+def _fold_pass(model: Any, consts: Dict[str, np.ndarray], shapes: Dict[str, Tuple[int, ...]]) -> List[Any]:
+    """One pass over the nodes: evaluates those computable from ``consts`` (and static ``shapes``), adding their
+    outputs to ``consts``; returns the others."""
     import onnx
-    from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    shapes = _static_shapes(model)
     opset = {o.domain: o.version for o in model.opset_import}
     remaining = []
     for node in model.graph.node:
@@ -177,7 +175,33 @@ def _fold_constants(model: Any) -> Tuple[List[Any], Dict[str, np.ndarray], Dict[
                 consts[name] = np.asarray(val)
             continue
         remaining.append(node)
-    return remaining, consts, shapes
+    return remaining
+
+
+def _fold_constants(model: Any) -> Tuple[List[Any], Dict[str, np.ndarray], Dict[str, Tuple[int, ...]]]:
+    """(remaining nodes, constants, static shapes). Folding and shape inference alternate until nothing changes:
+    a folded constant (e.g. a Pad's amounts) lets shape inference see further, which lets more Shape ops fold."""
+    import onnx
+    from onnx import numpy_helper
+
+    consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    current = model
+    for _ in range(8):
+        shapes = _static_shapes(current)
+        before = len(current.graph.node)
+        remaining = _fold_pass(current, consts, shapes)
+        used = {n for node in remaining for n in node.input} | {o.name for o in current.graph.output}
+        nxt = onnx.ModelProto()
+        nxt.CopyFrom(current)
+        del nxt.graph.node[:]
+        nxt.graph.node.extend(remaining)
+        del nxt.graph.initializer[:]
+        nxt.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()
+                                     if k in used)
+        current = nxt
+        if len(remaining) == before:
+            break
+    return list(current.graph.node), consts, _static_shapes(current)
 
 
 def _sym_pads(pads: Sequence[int], node: Any) -> Tuple[int, int]:

@@ -112,6 +112,7 @@ def torchvision_mapping(model: Module) -> Dict[str, str]:
     MobileNetV2); CIFAR ResNets use the ImageNet ResNets' names (``conv1``/``bn1``/``layerN.i.convK``/
     ``downsample.0``/``downsample.1``/``fc``), as common PyTorch CIFAR code does. Empty for other models."""
     from .. import models
+    from ..models.mobilenet_v2 import InvertedResidual
 
     mapping: Dict[str, str] = {}
     if isinstance(model, (models.ResNet, models.CifarResNet)):
@@ -127,7 +128,7 @@ def torchvision_mapping(model: Module) -> Dict[str, str]:
     elif isinstance(model, models.MobileNetV2):
         for i, layer in enumerate(model.features):
             path = f"features.{i}"
-            if isinstance(layer, models.mobilenet_v2.InvertedResidual):
+            if isinstance(layer, InvertedResidual):
                 # torchvision: activated convs are Conv2dNormActivation (conv .0, bn .1); the linear projection is
                 # a bare Conv2d at index j followed by its BatchNorm2d at j + 1.
                 for j in range(len(layer.conv)):
