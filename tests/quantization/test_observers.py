@@ -7,10 +7,21 @@ import pytest
 
 import megq
 import megq.module as M
-from megq.quantization import (ExponentialMovingAverageObserver, HistogramObserver, MinMaxObserver, Observer,
-                               PassiveObserver, PerChannelExponentialMovingAverageObserver, PerChannelMinMaxObserver,
-                               QuantMode, SyncExponentialMovingAverageObserver, SyncMinMaxObserver, create_qparams,
-                               qint8, qint8_narrow)
+from megq.quantization import (
+    ExponentialMovingAverageObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    Observer,
+    PassiveObserver,
+    PerChannelExponentialMovingAverageObserver,
+    PerChannelMinMaxObserver,
+    QuantMode,
+    SyncExponentialMovingAverageObserver,
+    SyncMinMaxObserver,
+    create_qparams,
+    qint8,
+    qint8_narrow,
+)
 
 f32 = np.float32
 
@@ -155,7 +166,7 @@ def test_per_channel_minmax_and_ema():
 def test_passive_observer():
     ob = PassiveObserver(dtype="qint8")
     with pytest.raises(ValueError):
-        ob.scale
+        _ = ob.scale
     ob.set_qparams(create_qparams(QuantMode.SYMMERTIC, None, 0.5))
     assert ob.get_qparams().dtype_meta is qint8 and ob.scale == f32(0.5) and ob.orig_scale == f32(0.5)
     ob.scale = 0.25
