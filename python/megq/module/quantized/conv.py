@@ -41,7 +41,7 @@ class Conv2d(QuantizedModule):
         """One input channel per group (MobileNet's 3x3 layers): runs megq's depthwise kernels."""
         return self.groups > 1 and self.layer.weight_q.shape[1] == 1
 
-    def _kernel_for(self, x: QuantizedTensor) -> Callable[[np.ndarray], np.ndarray]:
+    def kernel_for(self, x: QuantizedTensor) -> Callable[[np.ndarray], np.ndarray]:
         """The prepared kernel for inputs quantized like ``x`` (packed and checked once per input quantization: the
         per-call checks of the one-shot wrappers cost more than a small layer's arithmetic)."""
         key = (float(x.scale), x.zero_point, x.dtype)
@@ -69,12 +69,12 @@ class Conv2d(QuantizedModule):
 
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
         x = expect_quantized(x, type(self).__name__)
-        return self.layer.output(self._kernel_for(x)(x.data), "kernels")
+        return self.layer.output(self.kernel_for(x)(x.data), "kernels")
 
     def _extra_repr(self) -> str:
         w = self.layer.weight_q.shape
         return (f"{w[1] * self.groups}, {w[0]}, kernel_size={w[2:]}, stride={self.stride}, padding={self.padding}, "
-                f"groups={self.groups}, relu={self.layer.relu}")
+                f"groups={self.groups}, activation={self.layer.activation}")
 
 
 class ConvRelu2d(Conv2d):
@@ -91,3 +91,15 @@ class ConvBnRelu2d(Conv2d):
     """Quantized ``relu(bn(conv(x)))``."""
 
     fused_activation = "relu"
+
+
+class ConvRelu62d(Conv2d):
+    """Quantized ``relu6(conv(x))``: ReLU6 is the clamp ``[max(qmin, z), min(qmax, z + round(6 / s))]``."""
+
+    fused_activation = "relu6"
+
+
+class ConvBnRelu62d(Conv2d):
+    """Quantized ``relu6(bn(conv(x)))`` (BN folded, ReLU6 a clamp bound)."""
+
+    fused_activation = "relu6"

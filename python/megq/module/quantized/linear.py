@@ -28,7 +28,7 @@ class Linear(QuantizedModule):
     def from_qat_module(cls, qat_module: Any) -> "Linear":
         return cls(IntegerLayer.from_qat(qat_module))
 
-    def _kernel_for(self, x: QuantizedTensor) -> Callable[[np.ndarray], np.ndarray]:
+    def kernel_for(self, x: QuantizedTensor) -> Callable[[np.ndarray], np.ndarray]:
         """The prepared GEMM for inputs quantized like ``x`` (see quantized Conv2d)."""
         key = (float(x.scale), x.zero_point, x.dtype)
         cache = self.__dict__.setdefault("_packed_cache", {})  # absent on a module rebuilt by the loader
@@ -51,17 +51,23 @@ class Linear(QuantizedModule):
         if x.ndim != 2:
             raise ValueError(f"{type(self).__name__}: expected a 2-D (N, features) input, got shape {x.shape}; "
                              f"flatten it first")
-        return self.layer.output(self._kernel_for(x)(x.data), "kernels")
+        return self.layer.output(self.kernel_for(x)(x.data), "kernels")
 
     def _extra_repr(self) -> str:
         out_f, in_f = self.layer.weight_q.shape
-        return f"in_features={in_f}, out_features={out_f}, relu={self.layer.relu}"
+        return f"in_features={in_f}, out_features={out_f}, activation={self.layer.activation}"
 
 
 class LinearRelu(Linear):
     """Quantized ``relu(linear(x))``."""
 
     fused_activation = "relu"
+
+
+class LinearRelu6(Linear):
+    """Quantized ``relu6(linear(x))`` (ReLU6 a clamp bound)."""
+
+    fused_activation = "relu6"
 
 
 class LinearBn1d(Linear):
