@@ -122,10 +122,11 @@ def latency(args) -> int:
         log(v)
     log(f"total {total:.0f} s")
     if args.write:
+        idle = f", waiting up to {args.wait_idle:g} s for an idle machine before each contestant" if args.wait_idle else ""
         pre = (f"Command: `{R.command_line('bench.latency')}` ({total:.0f} s).\n"
                f"Machine: {R.machine()}; {versions}.\n\n"
                f"Median of {args.rounds} rounds x {args.calls} calls per contestant (interleaved rounds, "
-               f"{args.warmup} warm-up calls{', waiting up to %g s for an idle machine before each contestant' % args.wait_idle if args.wait_idle else ''}), batch 1, float32 NCHW input to float logits for every contestant. "
+               f"{args.warmup} warm-up calls{idle}), batch 1, float32 NCHW input to float logits for every contestant. "
                "megq: ema_fakequant_qconfig_per_channel calibrated on 3 random batches of 4; torch: eager static "
                "quantization with the engine's default qconfig (fused conv+bn+relu, add_relu), same weights; ORT: "
                "quantize_static MinMax per-channel U8/S8 after quant_pre_process. `megq / this` < 1 means megq is "

@@ -186,8 +186,14 @@ def export_onnx(float_model, example: np.ndarray, path: str) -> None:
 
 
 def ort_int8(float_path: str, fmt: str, calib: List[np.ndarray], out_dir: str) -> str:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     pre = os.path.join(out_dir, "pre.onnx")
     if not os.path.exists(pre):

@@ -7,6 +7,7 @@ Usage: python -m bench profile [--threads 1,2] [--nets resnet18] [--write]
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import statistics
@@ -56,9 +57,8 @@ def profile(args) -> int:
         leaves = [(name, m) for name, m in qm.named_modules() if not list(m.children())]
         hs = []
         for name, m in leaves:
-            hs.append(m.register_forward_pre_hook(lambda mod, inp, k=id(m): starts.__setitem__(k, time.perf_counter())))
-            hs.append(m.register_forward_hook(
-                lambda mod, inp, out, k=id(m), nm=name: times.setdefault(nm, []).append(time.perf_counter() - starts[k])))
+            hs.append(m.register_forward_pre_hook(functools.partial(_start_hook, starts=starts)))
+            hs.append(m.register_forward_hook(functools.partial(_end_hook, name=name, starts=starts, times=times)))
         totals = []
         for _ in range(args.rounds * args.calls):
             t = time.perf_counter()
@@ -92,9 +92,9 @@ def profile(args) -> int:
         for k, v in sorted(med.items(), key=lambda kv: -kv[1])[:args.top]:
             m = mods[k]
             log(f"    {k:<34} {type(m).__name__:<14} {1e3 * v:7.3f} ms")
-        # conv2d kernel vs the same-size GEMM (im2col overhead) and Python wrapper overhead
-        log("  conv layers: layer time | _C.conv2d alone | GEMM (M=OH*OW, K=Cin*kh*kw, N=Cout) on a prebuilt "
-            "patch matrix | GOP/s of the conv")
+        # conv layer vs its prepared kernel alone (the layer's kernel_for) vs the same-size GEMM (im2col overhead)
+        log("  conv layers: layer time | its prepared kernel alone | GEMM (M=OH*OW, K=Cin*kh*kw, N=Cout) on a "
+            "prebuilt patch matrix | GOP/s of the conv")
         K = megq.kernels
         convs = [(k, m) for k, m in leaves if isinstance(m, QM.Conv2d)]
         feats: Dict[str, object] = {}
@@ -107,9 +107,7 @@ def profile(args) -> int:
         sum_layer = sum_c = sum_gemm = 0.0
         for k, m in convs:
             xin, out = feats[k]
-            packed, lo, hi = m._packed_for(xin)
-            call = lambda: megq._C.conv2d(xin.data, packed, list(m.stride), list(m.padding), list(m.dilation),
-                                          m.layer.out_dtype, m.layer.out_zero_point, lo, hi)
+            kernel, data = m.kernel_for(xin), xin.data
             co, ci, kh, kw = m.layer.weight_q.shape
             _, oh, ow, _ = out.data.shape
             Mg, Kg, Ng = oh * ow, ci * kh * kw, co
@@ -117,10 +115,12 @@ def profile(args) -> int:
             a = rng.integers(-20, 20, (Mg, Kg), dtype=np.int8)
             pg = K.pack_gemm_weights(m.layer.weight_q.transpose(2, 3, 1, 0).reshape(Kg, Ng).copy(),
                                      np.zeros(Ng, np.int32), np.full(Ng, 1e-3, np.float32))
+            gemm = K.prepare_gemm(pg)
             # interleaved, minimum of 15 (robust to load from other processes)
-            tl, tc, tg = _min_times([lambda: m(xin), call, lambda: K.gemm(a, pg)], 15)
+            tl, tc, tg = _min_times([functools.partial(m, xin), functools.partial(kernel, data),
+                                     functools.partial(gemm, a)], 15)
             med[k] = tl
-            sum_layer += med[k]
+            sum_layer += tl
             sum_c += tc
             sum_gemm += tg
             shape_key = (ci, co, kh, m.stride[0], oh)
@@ -128,10 +128,10 @@ def profile(args) -> int:
                 continue
             seen_shapes.add(shape_key)
             gops = 2 * Mg * Kg * Ng / tc / 1e9
-            log(f"    {k:<34} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh}x{ow}: {1e3 * med[k]:6.3f} | "
+            log(f"    {k:<34} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh}x{ow}: {1e3 * tl:6.3f} | "
                 f"{1e3 * tc:6.3f} | {1e3 * tg:6.3f} ms (MxKxN {Mg}x{Kg}x{Ng}) | {gops:5.1f}")
-        log(f"  all convs: layer {1e3 * sum_layer:.2f} ms, _C.conv2d {1e3 * sum_c:.2f} ms, same-size GEMMs "
-            f"{1e3 * sum_gemm:.2f} ms -> Python around the conv kernel {1e3 * (sum_layer - sum_c):.2f} ms, "
+        log(f"  all convs: layer {1e3 * sum_layer:.2f} ms, kernels alone {1e3 * sum_c:.2f} ms, same-size GEMMs "
+            f"{1e3 * sum_gemm:.2f} ms -> Python around the conv kernels {1e3 * (sum_layer - sum_c):.2f} ms, "
             f"conv beyond GEMM (patch gathering/padding) {1e3 * (sum_c - sum_gemm):.2f} ms")
         # ORT QOperator per-node times (its profiler), matched to megq's conv layers by the torch module path
         ort_nodes = ort_node_times(prepared[net_name]["onnx"]["QOperator"], n, x.numpy(), 20)
@@ -154,15 +154,10 @@ def profile(args) -> int:
                 f"{1e3 * b:6.3f}  megq/ORT {a / b:5.2f}")
         log(f"    all convs: megq {1e3 * sm:.2f} ms, ORT {1e3 * so_:.2f} ms -> {sm / so_:.2f}x; ORT other ops (ms): " +
             ", ".join(f"{k} {1e3 * v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])))
-        # Python overhead: record every megq._C call of one forward, replay the calls alone, compare CPU times
-        calls = record_c_calls(qm, x)
-        fwd_cpu, replay_cpu = _min_cpu_times([lambda: qm(x), lambda: [f(*a, **kw) for f, a, kw in calls]], 15)
-        log(f"  one forward = {len(calls)} megq._C calls; calling-thread CPU time (minimum of 15): forward "
-            f"{1e3 * fwd_cpu:.2f} ms, the same _C calls replayed without Python {1e3 * replay_cpu:.2f} ms -> Python "
-            f"and numpy outside the kernels {1e3 * (fwd_cpu - replay_cpu):.2f} ms per forward "
-            f"({1e6 * (fwd_cpu - replay_cpu) / max(1, len(calls)):.0f} us per kernel call)" if n == 1 else
-            f"  one forward = {len(calls)} megq._C calls; wall time (minimum of 15): forward {1e3 * fwd_cpu:.2f} ms, "
-            f"replayed _C calls {1e3 * replay_cpu:.2f} ms -> outside the kernels {1e3 * (fwd_cpu - replay_cpu):.2f} ms")
+        # time outside the kernels: the whole forward against its conv kernels alone (measured above)
+        fwd = _min_times([functools.partial(qm, x)], 15)[0]
+        log(f"  one forward {1e3 * fwd:.2f} ms (minimum of 15), of which conv kernels {1e3 * sum_c:.2f} ms; "
+            f"everything else (other layers, Python, numpy) {1e3 * (fwd - sum_c):.2f} ms")
         pr = cProfile.Profile()
         pr.enable()
         for _ in range(20):
@@ -228,43 +223,12 @@ def ort_node_times(path: str, threads: int, x: np.ndarray, runs: int) -> List[tu
     return [(op, module, min(d[3:] if len(d) > 3 else d)) for op, module, d in per.values()]
 
 
-def record_c_calls(model, x) -> List[tuple]:
-    """(function, args, kwargs) of every megq._C function called during one forward of ``model``."""
-    import megq._C as C
-
-    recorded: List[tuple] = []
-    originals = {}
-    for name in dir(C):
-        f = getattr(C, name)
-        if callable(f) and not isinstance(f, type) and not name.startswith("_"):
-            originals[name] = f
-
-            def wrapper(*a, _f=f, **kw):
-                recorded.append((_f, a, kw))
-                return _f(*a, **kw)
-
-            setattr(C, name, wrapper)
-    try:
-        with no_grad():
-            model(x)
-    finally:
-        for name, f in originals.items():
-            setattr(C, name, f)
-    return recorded
+def _start_hook(module, inputs, starts: Dict[int, float]) -> None:
+    starts[id(module)] = time.perf_counter()
 
 
-def _min_cpu_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:
-    """Minimum calling-thread CPU time of each function at 1 thread, wall time otherwise (interleaved)."""
-    clock = time.thread_time if megq.get_num_threads() == 1 else time.perf_counter
-    for f in fns:
-        f()
-    best = [float("inf")] * len(fns)
-    for _ in range(n):
-        for i, f in enumerate(fns):
-            t = clock()
-            f()
-            best[i] = min(best[i], clock() - t)
-    return best
+def _end_hook(module, inputs, output, name: str, starts: Dict[int, float], times: Dict[str, List[float]]) -> None:
+    times.setdefault(name, []).append(time.perf_counter() - starts[id(module)])
 
 
 def _min_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:
