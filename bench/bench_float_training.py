@@ -28,7 +28,8 @@ import megq  # noqa: E402
 import megq.functional as F  # noqa: E402
 import megq.module as M  # noqa: E402
 from megq import data as D  # noqa: E402
-from megq import models, optimizer as optim  # noqa: E402
+from megq import models  # noqa: E402
+from megq import optimizer as optim
 from megq.autodiff import GradManager, no_grad  # noqa: E402
 
 

@@ -82,9 +82,7 @@ def memory_cases(mk) -> List[Tuple[str, str, Callable[[], object], int]]:
 
 
 def run_memory(mk, threads: int, cfg: dict) -> dict:
-    from .timing import measure
-
-    from .timing import wait_until_idle
+    from .timing import measure, wait_until_idle
 
     out = {}
     for name, desc, fn, nbytes in memory_cases(mk):

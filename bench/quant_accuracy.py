@@ -29,10 +29,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-
 import megq  # noqa: E402
-import megq.kernels  # noqa: E402
 import megq.functional as F  # noqa: E402
+import megq.kernels  # noqa: E402
 import megq.module as M  # noqa: E402
 import megq.quantization as Q  # noqa: E402
 from megq import data as D  # noqa: E402
