@@ -1,6 +1,6 @@
 """megq.quantization: MegEngine's quantization workflow (Float → QAT (QFloat) → quantized).
 
-``quantize_qat(model, qconfig=...)`` → train or calibrate → ``quantize(model)``; see docs/quantization.md.
+``quantize_qat(model, qconfig)`` → train (QAT) or ``calibrate(model, batches)`` (PTQ) → ``quantize(model)``; see docs/quantization.md.
 
 Layout (MegEngine's): dtypes, observers, fake quants, qconfigs, the integer eval registry and the integer
 parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantized modules; the workflow
@@ -74,6 +74,8 @@ from .quantize import (
     quantize_qat,
     reset_qconfig,
 )
+from .calibrate import PTQ_OPTIONS, calibrate, freeze_calibration, register_ptq_option  # noqa: E402
+from ..module.qat.integer_eval import get_integer_eval_backend, set_integer_eval_backend  # noqa: E402
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
@@ -97,5 +99,7 @@ __all__ = [
     "calibration_qconfig_mse_per_channel",
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
     "IntegerLayer", "act_qparams", "quantize_weight",
+    "calibrate", "freeze_calibration", "PTQ_OPTIONS", "register_ptq_option", "set_integer_eval_backend",
+    "get_integer_eval_backend",
 ]
 

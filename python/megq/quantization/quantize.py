@@ -67,11 +67,17 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
     ``quantize_disabled`` (see ``Module.disable_quantize``), and modules that are already QAT. ``inplace=False``
     converts a deep copy. ``mapping`` (``{FloatClass: QATClass}``) extends/overrides the default name-based mapping.
 
+    ``quantize_qat(model, qconfig)`` (a QConfig in the second position, as MegEngine's quantization guide writes
+    it) is accepted: MegEngine's signature has ``inplace`` there, so the QConfig is taken as ``qconfig`` and
+    ``inplace`` stays True.
+
     megq differences: the root module itself is converted too if quantable (use the return value); a second call is
     a no-op for modules already QAT (MegEngine raises ``KeyError``); a subclass of a quantable float class without its
     own mapping raises ``TypeError`` instead of ``KeyError``. Pooling / ReLU / Flatten / Identity / Dropout modules
     get a forward hook that passes their input's qparams on to their output (``QPARAMS_PASSTHROUGH_TYPES``).
     """
+    if isinstance(inplace, QConfig):  # quantize_qat(model, qconfig), as MegEngine's guide writes it
+        inplace, qconfig = True, inplace
     if not isinstance(inplace, bool):
         raise TypeError(f"quantize_qat: inplace must be a bool, got {inplace!r}")
     if not isinstance(qconfig, QConfig):
