@@ -60,8 +60,8 @@ run() {  # run <qemu cpu> <required ISAs> <binary> [arguments...]
 
 run cortex-a72 scalar,neon test_gemm_kernels "$@"
 run max scalar,neon,neondot test_gemm_kernels "$@"
-run cortex-a72 scalar,neon test_conv_kernels --cases=500
-run max scalar,neon,neondot test_conv_kernels --cases=500
+run cortex-a72 scalar,neon test_conv_kernels --cases=1000
+run max scalar,neon,neondot test_conv_kernels --cases=1000
 
 echo "aarch64 total: $((SECONDS - start)) s"
 echo "$total_passed passed, $total_failed failed"
