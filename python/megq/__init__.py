@@ -30,3 +30,17 @@ def get_num_threads() -> int:
 from . import autodiff, data, functional, models, module, optimizer, random  # noqa: E402
 from .tensor import Parameter, Tensor  # noqa: E402
 from .serialization import SerializationError, load, register_serializable, save  # noqa: E402
+
+
+class _TensorModule(type(autodiff)):  # type: ignore[misc]
+    """``megq.tensor`` is the module that defines Tensor and also, like MegEngine's ``megengine.tensor``, a callable
+    that builds one: ``megq.tensor([1, 2], dtype="float32")``. ``device`` is accepted and ignored (CPU only)."""
+
+    def __call__(self, data: object, dtype: object = None, device: object = None) -> "Tensor":
+        return Tensor(data, dtype)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__ + ".tensor"].__class__ = _TensorModule
+del _sys

@@ -8,7 +8,7 @@ from ._parallel import limit_blas_threads
 from .conv import conv2d
 from .elemwise import abs, add, clip, div, exp, hswish, log, maximum, minimum, mul, neg, pow, relu, relu6, sigmoid, sub
 from .loss import cross_entropy, log_softmax, softmax, topk_accuracy
-from .math import matmul, max, mean, sum
+from .math import matmul, max, mean, sum, topk
 from .nn import dropout, linear
 from .normalization import batch_norm
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -18,5 +18,5 @@ __all__ = [
     "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "clip", "concat", "conv2d", "cross_entropy",
     "div", "dropout", "exp", "expand_dims", "flatten", "hswish", "linear", "log", "log_softmax", "matmul", "max",
     "max_pool2d", "maximum", "mean", "minimum", "mul", "neg", "pow", "relu", "relu6", "reshape", "sigmoid",
-    "softmax", "squeeze", "sub", "sum", "topk_accuracy", "transpose", "limit_blas_threads",
+    "softmax", "squeeze", "sub", "sum", "topk", "topk_accuracy", "transpose", "limit_blas_threads",
 ]

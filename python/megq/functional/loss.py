@@ -1,7 +1,7 @@
 """softmax, log_softmax, cross_entropy (with label smoothing) and topk_accuracy."""
 from __future__ import annotations
 
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -48,12 +48,17 @@ def _labels(label: Any, n: int, k: int) -> np.ndarray:
 
 
 def cross_entropy(pred: Any, label: Any, axis: int = 1, with_logits: bool = True, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> Tensor:
+                  reduction: str = "mean", *, label_smooth: Optional[float] = None) -> Tensor:
     """Cross entropy between ``pred`` (N, K) and integer ``label`` (N,), MegEngine's ``F.nn.cross_entropy``.
 
-    ``with_logits``: ``pred`` are logits (else probabilities). ``label_smoothing`` ε mixes the one-hot target with
-    the uniform distribution: ``q = (1-ε)·onehot + ε/K``. ``reduction``: "mean", "sum" or "none".
+    ``with_logits``: ``pred`` are logits (else probabilities). ``label_smoothing`` ε (MegEngine spells it
+    ``label_smooth``; both are accepted, not together) mixes the one-hot target with the uniform distribution:
+    ``q = (1-ε)·onehot + ε/K``. ``reduction``: "mean", "sum" or "none".
     """
+    if label_smooth is not None:
+        if label_smoothing:
+            raise TypeError("cross_entropy: pass label_smooth or label_smoothing, not both")
+        label_smoothing = label_smooth
     p = data(pred)
     if p.ndim != 2 or axis not in (1, -1):
         raise ValueError(f"cross_entropy: pred must be 2-D (N, K) with axis=1, got shape {p.shape}, axis={axis}")

@@ -40,3 +40,15 @@ def dropout(inp: Any, drop_prob: float, training: bool = True) -> Tensor:
         return make_result(x, (inp,), lambda g: (g,))
     mask = (get_rng().random(x.shape) >= drop_prob).astype(x.dtype) / (1.0 - drop_prob)
     return make_result(x * mask, (inp,), lambda g: (g * mask,))
+
+
+# MegEngine's ``F.nn`` namespace also holds the network ops defined in the sibling modules (``F.nn.cross_entropy``,
+# ``F.nn.conv2d`` ...): re-exported so scripts written against it run unchanged.
+from .conv import conv2d  # noqa: E402
+from .elemwise import hswish, relu, relu6, sigmoid  # noqa: E402
+from .loss import cross_entropy, log_softmax, softmax, topk_accuracy  # noqa: E402
+from .normalization import batch_norm  # noqa: E402
+from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: E402
+
+__all__ += ["adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "conv2d", "cross_entropy", "hswish", "log_softmax",
+            "max_pool2d", "relu", "relu6", "sigmoid", "softmax", "topk_accuracy"]

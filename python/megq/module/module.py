@@ -129,12 +129,20 @@ class Module:
                     seen.add(id(value))
                     yield (f"{mname}.{key}" if mname else key), value
 
-    def named_parameters(self, recursive: bool = True) -> Iterator[Tuple[str, Parameter]]:
-        """``(dotted_name, Parameter)`` pairs; shared parameters appear once."""
+    def named_parameters(self, recursive: bool = True, requires_grad: Optional[bool] = None
+                         ) -> Iterator[Tuple[str, Parameter]]:
+        """``(dotted_name, Parameter)`` pairs; shared parameters appear once.
+
+        ``requires_grad`` is accepted for MegEngine scripts (``model.parameters(requires_grad=True)``) and ignored,
+        as MegEngine ignores it: every Parameter of a module is trainable (a GradManager decides what gets
+        gradients)."""
+        if requires_grad is not None and not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad: expected a bool or None, got {requires_grad!r}")
         return self._named_tensors(True, recursive)  # type: ignore[return-value]
 
-    def parameters(self, recursive: bool = True) -> Iterator[Parameter]:
-        for _, p in self.named_parameters(recursive):
+    def parameters(self, recursive: bool = True, requires_grad: Optional[bool] = None) -> Iterator[Parameter]:
+        """The module's Parameters (see :meth:`named_parameters`)."""
+        for _, p in self.named_parameters(recursive, requires_grad):
             yield p
 
     def named_buffers(self, recursive: bool = True) -> Iterator[Tuple[str, Tensor]]:

@@ -15,11 +15,16 @@ ParamsArg = Union[Iterable[Tensor], Iterable[Dict[str, Any]]]
 class Optimizer:
     """Holds ``param_groups`` (list of dicts with "params" and hyper-parameters such as "lr").
 
+    ``params``: an iterable of Parameters, one Parameter, one param-group dict (``{"params": ..., "lr": ...}``)
+    or a list of them; a group's missing hyper-parameters take the optimizer's arguments.
+
     MegEngine usage: ``gm.backward(loss); opt.step(); opt.clear_grad()``. Parameters without ``.grad`` are skipped.
     """
 
     def __init__(self, params: ParamsArg, defaults: Dict[str, Any]) -> None:
         self.defaults = defaults
+        if isinstance(params, (Tensor, dict)):  # one Parameter, or one param-group dict (MegEngine accepts both)
+            params = [params]
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: params is empty")
@@ -28,7 +33,10 @@ class Optimizer:
         for g in groups:
             group = dict(defaults)
             group.update(g)
-            group["params"] = list(group["params"])
+            if not isinstance(g, dict) or "params" not in g:
+                raise TypeError(f"{type(self).__name__}: a param group must be a dict with a 'params' entry, got "
+                                f"{type(g).__name__}")
+            group["params"] = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
             for p in group["params"]:
                 if not isinstance(p, Tensor):
                     raise TypeError(f"{type(self).__name__}: params must be Tensors, got {type(p).__name__}")
