@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "megq/dcheck.h"
@@ -59,6 +60,9 @@ std::unique_ptr<PackedConv2dWeights> pack_conv2d_weights(const int8_t* w, int ou
                                                          int groups, const PackGemmOptions& o, Isa isa) {
   if (out_channels < 1 || in_channels_per_group < 1 || kernel_h < 1 || kernel_w < 1) {
     throw ArgumentError("weight: expected a (Cout, Cin/groups, kh, kw) array with every size >= 1");
+  }
+  if (static_cast<int64_t>(kernel_h) * kernel_w * in_channels_per_group > std::numeric_limits<int>::max()) {
+    throw ArgumentError("weight: Cin/groups * kh * kw is more than 2^31 - 1 (the GEMM's K is an int)");
   }
   if (groups < 1 || out_channels % groups != 0) {
     throw ArgumentError("groups: " + std::to_string(groups) + " must be >= 1 and divide the " +
