@@ -43,6 +43,7 @@ FORMAT = "megq-workflow"
 #: Presets used when ``--qconfig`` is not given (see the preset guide in docs/quantization.md).
 DEFAULT_PTQ_PRESET = "ema_fakequant_qconfig_per_channel_quint8"
 DEFAULT_QAT_PRESET = "ema_fakequant_qconfig_per_channel_quint8"
+_BUNDLED = ("digits", "fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
@@ -245,11 +246,13 @@ def train(data: str, out: str, arch: str = "resnet8", epochs: int = 10, lr: floa
     if not lr > 0:
         raise WorkflowError(f"--lr must be positive, got {lr}")
     seed_everything(seed)
-    ds = load_data(data, image_size, grayscale)
     start, state = 0, None
-    if resume is not None:
+    if resume is not None:  # the checkpoint's settings (size, channels, lr, batch size, seed) win over the flags
         ckpt = _load(resume, "float")
         meta = ckpt["meta"]
+        image_size, grayscale = meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED
+    ds = load_data(data, image_size, grayscale)
+    if resume is not None:
         _check_data_matches(meta, ds, resume)
         model, start = ckpt["model"], int(ckpt["epoch"])
         state = ckpt
@@ -295,7 +298,7 @@ def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_P
     _positive(num_batches=num_batches, batch_size=batch_size)
     ckpt = _load(checkpoint, "float")
     meta = ckpt["meta"]
-    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in ("digits", "fashion-mnist"))
+    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
     _check_data_matches(meta, ds, checkpoint)
     t0 = time.perf_counter()
     qfloat = Q.quantize_qat(deepcopy(ckpt["model"]), _preset(qconfig))
@@ -315,7 +318,7 @@ def finetune(data: str, checkpoint: str, out: str, epochs: int = 1, qconfig: str
     _positive(epochs=epochs, batch_size=batch_size)
     ckpt = _load(checkpoint, "float")
     meta = ckpt["meta"]
-    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in ("digits", "fashion-mnist"))
+    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
     _check_data_matches(meta, ds, checkpoint)
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -333,7 +336,7 @@ def test(data: str, checkpoint: str, batch_size: int = 256, progress: bool = Tru
     _positive(batch_size=batch_size)
     ckpt = _load(checkpoint)
     meta = ckpt["meta"]
-    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in ("digits", "fashion-mnist"))
+    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
     _check_data_matches(meta, ds, checkpoint)
     loader = _loader(ds.val, meta, batch_size, False, 0)
     stages = [("float", ckpt["model"])] if ckpt["kind"] == "float" else [("qfloat", ckpt["qfloat"]), ("q", ckpt["q"])]
