@@ -61,6 +61,7 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--image-size", type=int, default=32, help="image folders: resize to this size (default 32)")
     p.add_argument("--grayscale", action="store_true", help="image folders: read images as one channel")
+    p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
     common(p)
 
     p = sub.add_parser("calibrate", help="post-training quantization: calibrate a float checkpoint, write the "
@@ -82,6 +83,7 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--qconfig", default=DEFAULT_QAT_PRESET, help=f"preset (default {DEFAULT_QAT_PRESET})")
     p.add_argument("--lr", type=float, default=0.005, help="initial learning rate (default 0.005)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--train-subset", type=int, default=None, help="fine-tune on a fixed random subset of N images")
     common(p)
 
     p = sub.add_parser("test", help="top-1/top-5 of a checkpoint's models (Float, QFloat, Q), agreement, latency")
@@ -112,13 +114,13 @@ def _run_workflow(args: argparse.Namespace) -> int:
             set_num_threads(args.threads)
         if args.command == "train":
             res = W.train(args.data, args.out, args.arch, args.epochs, args.lr, args.batch_size, args.resume,
-                          args.seed, args.image_size, args.grayscale, progress, args.quiet)
+                          args.seed, args.image_size, args.grayscale, progress, args.quiet, args.train_subset)
         elif args.command == "calibrate":
             res = W.calibrate(args.data, args.checkpoint, args.out, args.qconfig, args.num_batches, args.batch_size,
                               args.seed, progress, args.quiet)
         elif args.command == "finetune":
             res = W.finetune(args.data, args.checkpoint, args.out, args.epochs, args.qconfig, args.lr,
-                             args.batch_size, args.seed, progress, args.quiet)
+                             args.batch_size, args.seed, progress, args.quiet, args.train_subset)
         elif args.command == "test":
             res = W.test(args.data, args.checkpoint, args.batch_size, progress, args.quiet)
         else:

@@ -93,9 +93,19 @@ def _read_folder(root: str, size: Tuple[int, int], mode: str, classes: Optional[
     return D.ArrayDataset(images, labels), folder.classes
 
 
-def load_data(spec: str, image_size: int = 32, grayscale: bool = False) -> Data:
+def load_data(spec: str, image_size: int = 32, grayscale: bool = False, train_subset: Optional[int] = None
+              ) -> Data:
     """``spec``: "digits", "fashion-mnist", or an image-folder root with ``train/`` and ``val/`` (one sub-folder per
-    class). Folder images are decoded once, resized to ``image_size`` and kept in memory as uint8."""
+    class). Folder images are decoded once, resized to ``image_size`` and kept in memory as uint8.
+    ``train_subset``: keep a fixed random subset of that many training images (the validation set stays whole)."""
+    data = _load_data(spec, image_size, grayscale)
+    if train_subset is not None and train_subset < len(data.train):
+        idx = np.sort(np.random.default_rng(0).permutation(len(data.train))[:train_subset])
+        data.train = D.ArrayDataset(data.train.images[idx], data.train.labels[idx])
+    return data
+
+
+def _load_data(spec: str, image_size: int, grayscale: bool) -> Data:
     if spec == "digits":
         return Data(D.digits(True), D.digits(False), [str(i) for i in range(10)], spec)
     if spec == "fashion-mnist":
@@ -240,7 +250,7 @@ def _fit(model: Module, data: Data, meta: Dict[str, Any], epochs: int, lr: float
 
 def train(data: str, out: str, arch: str = "resnet8", epochs: int = 10, lr: float = 0.05, batch_size: int = 64,
           resume: Optional[str] = None, seed: int = 0, image_size: int = 32, grayscale: bool = False,
-          progress: bool = True, quiet: bool = False) -> Dict[str, Any]:
+          progress: bool = True, quiet: bool = False, train_subset: Optional[int] = None) -> Dict[str, Any]:
     """Train a float ``arch`` on ``data``, saving a checkpoint to ``out`` after every epoch (resumable)."""
     _positive(epochs=epochs, batch_size=batch_size, image_size=image_size)
     if not lr > 0:
@@ -251,7 +261,8 @@ def train(data: str, out: str, arch: str = "resnet8", epochs: int = 10, lr: floa
         ckpt = _load(resume, "float")
         meta = ckpt["meta"]
         image_size, grayscale = meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED
-    ds = load_data(data, image_size, grayscale)
+        train_subset = meta.get("train_subset")
+    ds = load_data(data, image_size, grayscale, train_subset)
     if resume is not None:
         _check_data_matches(meta, ds, resume)
         model, start = ckpt["model"], int(ckpt["epoch"])
@@ -262,7 +273,7 @@ def train(data: str, out: str, arch: str = "resnet8", epochs: int = 10, lr: floa
     else:
         meta = {"arch": arch, "classes": ds.classes, "in_channels": ds.in_channels, "image_size": list(ds.image_size),
                 "mean": ds.mean, "std": ds.std, "flip": data not in ("digits",), "data": ds.source, "seed": seed,
-                "lr": lr, "batch_size": batch_size, "epochs": epochs}
+                "lr": lr, "batch_size": batch_size, "epochs": epochs, "train_subset": train_subset}
         model = _build(meta)
     _log(f"train {meta['arch']} on {ds.source}: {len(ds.train)} train / {len(ds.val)} val images, "
          f"{len(ds.classes)} classes, {ds.in_channels}x{ds.image_size[0]}x{ds.image_size[1]}", quiet)
@@ -312,13 +323,13 @@ def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_P
 
 
 def finetune(data: str, checkpoint: str, out: str, epochs: int = 1, qconfig: str = DEFAULT_QAT_PRESET,
-             lr: float = 0.005, batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False
-             ) -> Dict[str, Any]:
+             lr: float = 0.005, batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False,
+             train_subset: Optional[int] = None) -> Dict[str, Any]:
     """Quantization-aware training: fine-tune the float model of ``checkpoint`` with fake quantization."""
     _positive(epochs=epochs, batch_size=batch_size)
     ckpt = _load(checkpoint, "float")
     meta = ckpt["meta"]
-    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
+    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED, train_subset)
     _check_data_matches(meta, ds, checkpoint)
     seed_everything(seed)
     t0 = time.perf_counter()

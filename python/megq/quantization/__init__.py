@@ -1,12 +1,14 @@
 """megq.quantization: MegEngine's quantization workflow (Float → QAT (QFloat) → quantized).
 
-``quantize_qat(model, qconfig)`` → train (QAT) or ``calibrate(model, batches)`` (PTQ) → ``quantize(model)``; see docs/quantization.md.
+``quantize_qat(model, qconfig)`` → train (QAT) or ``calibrate(model, batches)`` (PTQ) → ``quantize(model)``;
+see docs/quantization.md.
 
 Layout (MegEngine's): dtypes, observers, fake quants, qconfigs, the integer eval registry and the integer
 parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantized modules; the workflow
 (``quantize.py``: ``quantize_qat``, ``quantize``, ...) sits on top of those modules.
 """
 from . import integer_eval
+from .calibrate import PTQ_OPTIONS, calibrate, freeze_calibration, register_ptq_option
 from .dtype import (
     QuantDtypeMeta,
     create_quantized_dtype,
@@ -74,8 +76,6 @@ from .quantize import (
     quantize_qat,
     reset_qconfig,
 )
-from .calibrate import PTQ_OPTIONS, calibrate, freeze_calibration, register_ptq_option  # noqa: E402
-from ..module.qat.integer_eval import get_integer_eval_backend, set_integer_eval_backend  # noqa: E402
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
@@ -103,3 +103,18 @@ __all__ = [
     "get_integer_eval_backend",
 ]
 
+
+def set_integer_eval_backend(backend: str) -> str:
+    """Who computes the QFloat model's exact eval path: "kernels" (megq's C++ int8 kernels, default) or "reference"
+    (megq.reference's numpy twin, for validation); returns the previous choice. See
+    :mod:`megq.module.qat.integer_eval`."""
+    from ..module.qat.integer_eval import set_integer_eval_backend as _set  # lazy: module.qat imports this package
+
+    return _set(backend)
+
+
+def get_integer_eval_backend() -> str:
+    """The backend of the QFloat model's exact eval path ("kernels" or "reference")."""
+    from ..module.qat.integer_eval import get_integer_eval_backend as _get
+
+    return _get()

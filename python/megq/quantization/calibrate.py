@@ -186,7 +186,7 @@ def calibrate(qat_model: Module, batches: Iterable[Any], num_batches: Optional[i
     if chosen:  # the algorithms see the batches again: keep them
         source = list(source)
 
-    for name, (phase, fn), value in chosen:
+    for _name, (phase, fn), value in chosen:
         if phase == "before":
             fn(qat_model, source, value)
 
@@ -208,7 +208,7 @@ def calibrate(qat_model: Module, batches: Iterable[Any], num_batches: Optional[i
     freeze_calibration(qat_model)
     qat_model.eval()
 
-    for name, (phase, fn), value in chosen:
+    for _name, (phase, fn), value in chosen:
         if phase == "after":
             fn(qat_model, source, value)
     return qat_model
