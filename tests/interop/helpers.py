@@ -146,3 +146,18 @@ def pretrained_mobilenet_v2_path():
 def cosine(a, b):
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+
+def randomize_megq(net, seed=0):
+    """He-scaled random weights and random BN statistics for a megq float model (its default initialisation with
+    identity BNs makes a deep MobileNetV2's logits vanish): activations keep their size through depth."""
+    rng = np.random.default_rng(seed)
+    for name, t in net.state_dict().items():
+        if name.endswith("running_var") or (name.endswith("bn.weight")):
+            v = rng.random(t.shape) * 0.5 + 0.75
+        elif name.endswith("running_mean") or name.endswith("bias"):
+            v = rng.standard_normal(t.shape) * 0.1
+        else:
+            v = rng.standard_normal(t.shape) * np.sqrt(2.0 / t[0].size)
+        getattr_path(net, name).set_value(v.astype(np.float32))
+    return net.eval()

@@ -15,7 +15,7 @@ from megq import models  # noqa: E402
 from megq.autodiff import no_grad  # noqa: E402
 from megq.interop import OPSET, export_onnx  # noqa: E402
 
-from .helpers import calibrated_q, lsb_diff, ort_run, per_layer_agreement  # noqa: E402
+from .helpers import calibrated_q, lsb_diff, ort_run, per_layer_agreement, randomize_megq  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -32,8 +32,7 @@ def data(shape, n=3, seed=0):
 
 @pytest.mark.parametrize("factory,size", [(models.resnet18, 64), (models.mobilenet_v2, 64), (models.resnet8, 32)])
 def test_float_model_matches_ort(factory, size, tmp_path):
-    megq.random.seed(1)
-    net = factory(num_classes=10).eval()
+    net = randomize_megq(factory(num_classes=10), seed=1)
     x = data((2, 3, size, size))[0]
     proto = export_onnx(net, tmp_path / "f.onnx", x)
     assert proto.opset_import[0].version == OPSET == 17
@@ -57,8 +56,7 @@ def _optimized_ops(path, tmp_path):
     (models.resnet8, 32, "calibration_qconfig_per_channel"), (models.resnet18, 64, "calibration_qconfig_per_channel"),
     (models.mobilenet_v2, 64, "calibration_qconfig_per_channel"), (models.resnet8, 32, "ema_fakequant_qconfig_quint8")])
 def test_q_model_matches_ort_int8(factory, size, qconfig, tmp_path):
-    megq.random.seed(2)
-    net = factory(num_classes=10)
+    net = randomize_megq(factory(num_classes=10), seed=2)
     qm = calibrated_q(net, data((4, 3, size, size), seed=3), getattr(Q, qconfig))
     x = data((8, 3, size, size), seed=4)[0]
     path = tmp_path / "q.onnx"

@@ -42,8 +42,8 @@ class FusedUnderAnotherName(QAT.Conv2d):
     fused_activation = "relu"
 
 
-class FusedRelu6(QAT.Conv2d):
-    fused_activation = "relu6"
+class FusedSigmoid(QAT.Conv2d):
+    fused_activation = "sigmoid"  # no int8 form (ReLU and ReLU6 are clamp bounds)
 
 
 @pytest.mark.parametrize("cls, relu", [(QAT.Conv2d, False), (ReluLookalike, False), (FusedUnderAnotherName, True)])
@@ -66,8 +66,8 @@ def test_relu_fusion_follows_the_class_attribute(cls, relu):
 def test_unsupported_fused_activation_is_refused():
     qnet = calibrated_conv()
     _, conv, _ = qnet.children()
-    conv.__class__ = FusedRelu6
-    with pytest.raises(ValueError, match="fused activation 'relu6'"):
+    conv.__class__ = FusedSigmoid
+    with pytest.raises(ValueError, match="fused activation 'sigmoid'"):
         Q.IntegerLayer.from_qat(conv)
 
 

@@ -104,8 +104,9 @@ def test_default_mapping_is_name_based():
     import sys
 
     names = set(sys.modules["megq.quantization.quantize"]._get_quantable_module_names())
-    assert names == {"Conv2d", "ConvRelu2d", "ConvBn2d", "ConvBnRelu2d", "Linear", "LinearRelu", "LinearBn1d",
-                     "LinearBnRelu1d", "Elemwise", "Concat", "QuantStub", "DequantStub"}
+    assert names == {"Conv2d", "ConvRelu2d", "ConvRelu62d", "ConvBn2d", "ConvBnRelu2d", "ConvBnRelu62d", "Linear",
+                     "LinearRelu", "LinearRelu6", "LinearBn1d", "LinearBnRelu1d", "Elemwise", "Concat", "QuantStub",
+                     "DequantStub"}
     for n in names:
         assert issubclass(getattr(QM, n), getattr(M, n)) and issubclass(getattr(QM, n), QM.QATModule)
 

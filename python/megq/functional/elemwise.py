@@ -107,6 +107,8 @@ def relu(x: Any) -> Tensor:
 
 def relu6(x: Any) -> Tensor:
     """``min(max(x, 0), 6)``."""
+    if isinstance(x, QuantizedTensor):  # int8 path of Q models and exact QFloat eval
+        return QF.relu6(x)
     a = data(x)
     return make_result(np.clip(a, 0, 6), (x,), lambda g: (g * ((a > 0) & (a < 6)),))
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..qtensor import QuantizedTensor
 from ..random import get_rng
 from ..tensor import Tensor, make_result
 from ._utils import data
@@ -35,6 +36,10 @@ def dropout(inp: Any, drop_prob: float, training: bool = True) -> Tensor:
     """Zero each element with probability ``drop_prob`` and scale the rest by ``1/(1-drop_prob)`` when training."""
     if not 0.0 <= drop_prob < 1.0:
         raise ValueError(f"dropout: drop_prob must be in [0, 1), got {drop_prob}")
+    if isinstance(inp, QuantizedTensor):  # a Q model (or the exact QFloat eval) is inference: identity
+        if training and drop_prob > 0.0:
+            raise ValueError("dropout: a quantized tensor only supports inference (training=False)")
+        return inp
     x = data(inp)
     if not training or drop_prob == 0.0:
         return make_result(x, (inp,), lambda g: (g,))

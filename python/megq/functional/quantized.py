@@ -149,9 +149,32 @@ def reshape(x: QuantizedTensor, shape: Sequence[int]) -> QuantizedTensor:
     return x.like(_store(data))
 
 
+def activation_bounds(scale: Any, zero_point: int, qmin: int, qmax: int, activation: Any) -> Tuple[int, int]:
+    """The integer clamp ``[lo, hi]`` that applies ``activation`` (None, "relu" or "relu6") to values quantized
+    with ``scale`` / ``zero_point`` in ``[qmin, qmax]``: ReLU is ``lo = max(qmin, z)``; ReLU6 also
+    ``hi = min(qmax, z + round_half_away(float32(6) / float32(scale)))`` (:func:`megq.kernels.relu_bounds`).
+    Clamping after rounding equals fake-quantizing ``relu6(y)``: 6 quantizes to ``round_half_away(6 / s) + z``
+    and the clamp commutes with the monotone rounding, so QFloat and Q agree bit for bit."""
+    if activation is None:
+        return int(qmin), int(qmax)
+    if activation not in ("relu", "relu6"):
+        raise ValueError(f"activation: expected None, 'relu' or 'relu6', got {activation!r}")
+    from ..kernels.gemm import relu_bounds  # pure Python: the one definition of the bounds
+
+    lo, hi = relu_bounds(activation, "int8" if qmin < 0 else "uint8", int(zero_point),
+                         float(scale) if activation == "relu6" else None)
+    return max(int(qmin), lo), min(int(qmax), hi)
+
+
 def relu(x: QuantizedTensor) -> QuantizedTensor:
     """``max(q, z)``: the quantized zero is the zero point."""
     return x.like(np.maximum(x.data, np.asarray(max(x.zero_point, x.qmin), x.data.dtype)))
+
+
+def relu6(x: QuantizedTensor) -> QuantizedTensor:
+    """``clip(q, lo, hi)`` with :func:`activation_bounds`' ReLU6 bounds; scale and zero point unchanged."""
+    lo, hi = activation_bounds(x.scale, x.zero_point, x.qmin, x.qmax, "relu6")
+    return x.like(np.clip(x.data, np.asarray(lo, x.data.dtype), np.asarray(hi, x.data.dtype)))
 
 
 # -- ops with output qparams ---------------------------------------------------------------------------------------

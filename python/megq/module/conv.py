@@ -12,7 +12,7 @@ from . import init
 from ._args import int_pair, positive_int
 from .module import Module
 
-__all__ = ["Conv2d", "ConvRelu2d"]
+__all__ = ["Conv2d", "ConvRelu2d", "ConvRelu62d"]
 
 
 class Conv2d(Module):
@@ -67,3 +67,12 @@ class ConvRelu2d(Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(super().forward(x))
+
+
+class ConvRelu62d(Conv2d):
+    """``relu6(conv(x))`` as one module (MegEngine-style name: the activation before the ``2d`` suffix)."""
+
+    fused_activation = "relu6"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(Conv2d.forward(self, x))

@@ -9,7 +9,7 @@ from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .module import Module
 
-__all__ = ["ConvBn2d", "ConvBnRelu2d"]
+__all__ = ["ConvBn2d", "ConvBnRelu2d", "ConvBnRelu62d"]
 
 
 class _ConvBnActivation2d(Module):
@@ -53,3 +53,12 @@ class ConvBnRelu2d(_ConvBnActivation2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.forward_conv_bn(x))
+
+
+class ConvBnRelu62d(_ConvBnActivation2d):
+    """``relu6(bn(conv(x)))`` (torchvision's MobileNetV2 block; in a Q model ReLU6 is a clamp bound)."""
+
+    fused_activation = "relu6"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(self.forward_conv_bn(x))

@@ -12,7 +12,7 @@ from . import init
 from ._args import positive_int
 from .module import Module
 
-__all__ = ["Linear", "LinearRelu"]
+__all__ = ["Linear", "LinearRelu", "LinearRelu6"]
 
 
 class Linear(Module):
@@ -53,3 +53,12 @@ class LinearRelu(Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(super().forward(x))
+
+
+class LinearRelu6(Linear):
+    """``relu6(linear(x))`` as one module."""
+
+    fused_activation = "relu6"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(Linear.forward(self, x))

@@ -45,6 +45,9 @@ class Module:
 
     fused_activation: Optional[str] = None
     _transient_attrs: Tuple[str, ...] = ()
+    # Set on the float layers ``quantize()`` leaves in a Q model: their forward runs with the BLAS limited to
+    # megq.get_num_threads() (megq.functional._parallel.blas_threads_as_megq).
+    _blas_threads_as_megq: bool = False
 
     def __init__(self, name: Optional[str] = None) -> None:
         self.training = True
@@ -62,7 +65,13 @@ class Module:
             res = hook(self, args)
             if res is not None:
                 args = res if isinstance(res, tuple) else (res,)
-        out = self.forward(*args, **kwargs)
+        if self._blas_threads_as_megq:
+            from ..functional._parallel import blas_threads_as_megq
+
+            with blas_threads_as_megq():
+                out = self.forward(*args, **kwargs)
+        else:
+            out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             res = hook(self, args, out)
             if res is not None:

@@ -9,8 +9,9 @@ From a QAT module in eval mode (its BN folded with the running statistics):
   same float32 division the weight fake quant performs;
 * at the first input (scale ``s_x``): ``bias_q = clamp(round_half_away(b / float32(s_x * s_w)))`` in
   int32 (MegEngine's qint32 bias fake quant) and ``M = float32(s_x) * float32(s_w) / float32(s_y)``;
-* clamp bounds ``[qmin, qmax]`` of the output dtype, the lower one raised to ``z_y`` for fused ReLU
-  (a module whose class attribute ``fused_activation`` is ``"relu"``).
+* clamp bounds ``[qmin, qmax]`` of the output dtype narrowed by a fused activation (class attribute
+  ``fused_activation``): ``"relu"`` raises the lower one to ``z_y``, ``"relu6"`` also lowers the upper one to
+  ``z_y + round_half_away(6 / s_y)`` (:func:`megq.functional.quantized.activation_bounds`).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class IntegerLayer:
 
     def __init__(self, weight_q: np.ndarray, weight_scale: np.ndarray, bias: Optional[np.ndarray],
                  out_scale: np.float32, out_zero_point: int, out_qmin: int, out_qmax: int, out_dtype: str,
-                 relu: bool) -> None:
+                 relu: bool, activation: Optional[str] = None) -> None:
         self.weight_q = weight_q
         self.weight_scale = weight_scale
         self.bias = bias
@@ -77,22 +78,25 @@ class IntegerLayer:
         self.out_zero_point = int(out_zero_point)
         self.out_qmin, self.out_qmax = int(out_qmin), int(out_qmax)
         self.out_dtype = out_dtype
-        self.relu = bool(relu)
+        if activation not in (None, "relu", "relu6"):
+            raise ValueError(f"activation: expected None, 'relu' or 'relu6', got {activation!r}")
+        self.activation = activation if activation is not None else ("relu" if relu else None)
+        self.relu = self.activation is not None  # the lower bound is raised to the zero point (ReLU and ReLU6)
 
     @classmethod
     def from_qat(cls, qat: Any) -> "IntegerLayer":
-        """From a QAT Conv/Linear (with or without BN) module, using its eval-mode folded weights; a fused ReLU
-        (``qat.fused_activation == "relu"``) becomes the clamp's lower bound."""
+        """From a QAT Conv/Linear (with or without BN) module, using its eval-mode folded weights; a fused ReLU or
+        ReLU6 (``qat.fused_activation``) becomes clamp bounds."""
         owner = type(qat).__name__
         activation = getattr(qat, "fused_activation", None)
-        if activation not in (None, "relu"):
-            raise ValueError(f"{owner}: fused activation {activation!r} has no int8 kernel (supported: None, 'relu')")
-        relu = activation == "relu"
+        if activation not in (None, "relu", "relu6"):
+            raise ValueError(f"{owner}: fused activation {activation!r} has no int8 kernel (supported: None, 'relu', "
+                             f"'relu6')")
         weight, bias = qat.folded_weight_and_bias()
         weight_q, weight_scale = quantize_weight(np.asarray(weight, np.float32), qat.get_weight_qparams(), owner)
         s_y, z_y, qmin, qmax, dtype = act_qparams(qat.get_activation_qparams(), owner)
         b = None if bias is None else np.asarray(bias, np.float32).copy()
-        return cls(weight_q, weight_scale, b, s_y, z_y, qmin, qmax, dtype, relu)
+        return cls(weight_q, weight_scale, b, s_y, z_y, qmin, qmax, dtype, activation == "relu", activation)
 
     def bias_q(self, input_scale: np.float32) -> Optional[np.ndarray]:
         """int32 bias on the accumulator's scale ``s_x * s_w`` (float32 product)."""
@@ -106,9 +110,12 @@ class IntegerLayer:
 
     def for_input(self, x: QuantizedTensor) -> Tuple[Optional[np.ndarray], np.ndarray, int, int]:
         """(bias_q, multipliers, out_min, out_max) for an input with ``x``'s scale."""
+        from ..functional.quantized import activation_bounds
+
         multiplier = requantize_multiplier(x.scale, self.weight_scale, self.out_scale)
-        lo = max(self.out_qmin, self.out_zero_point) if self.relu else self.out_qmin
-        return self.bias_q(x.scale), multiplier, lo, self.out_qmax
+        lo, hi = activation_bounds(self.out_scale, self.out_zero_point, self.out_qmin, self.out_qmax,
+                                   getattr(self, "activation", "relu" if self.relu else None))
+        return self.bias_q(x.scale), multiplier, lo, hi
 
     def output(self, data: np.ndarray, backend: str) -> QuantizedTensor:
         """``data`` (int8/uint8 in the output quantization) as a QuantizedTensor computed by ``backend``."""

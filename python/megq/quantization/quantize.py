@@ -17,6 +17,7 @@ from .. import module as M
 from ..autodiff import no_grad
 from ..module import qat, quantized
 from ..module.module import HookHandle, Module
+from ..qtensor import QuantizedTensor
 from ..tensor import Tensor
 from .integer_eval import integer_eval
 from .observer import PassiveObserver
@@ -226,7 +227,23 @@ def hook_qat_module(module: Module, func: Callable) -> List[HookHandle]:
 # ------------------------------------------------------------------------------------------------------------------
 
 def _passthrough_types() -> tuple:
-    return (M.MaxPool2d, M.AvgPool2d, M.AdaptiveAvgPool2d, M.Flatten, M.Identity, M.Dropout, M.ReLU)
+    return (M.MaxPool2d, M.AvgPool2d, M.AdaptiveAvgPool2d, M.Flatten, M.Identity, M.Dropout, M.ReLU, M.ReLU6)
+
+
+def _float_only_activations() -> tuple:
+    """Activation modules with no int8 form: inside the quantized region ``quantize()`` refuses them."""
+    return (M.Sigmoid, M.HSwish)
+
+
+def _note_quantized_input(module: Module, inputs: tuple) -> None:
+    """Forward pre-hook on activation modules: remembers that an input arrived quantized (a tensor carrying
+    qparams that no DequantStub returned, or a QuantizedTensor in the exact eval path), i.e. that the module sits
+    in the quantized region."""
+    x = inputs[0] if inputs else None
+    if isinstance(x, QuantizedTensor) or (
+            getattr(x, "qparams", None) is not None and not qat.quant_dequant.was_dequantized(x)):
+        module._saw_quantized_input = True
+    return None
 
 
 QPARAMS_PASSTHROUGH_TYPES = _passthrough_types
@@ -245,6 +262,9 @@ def _install_qparams_passthrough(module: Module) -> None:
         if isinstance(m, types) and not isinstance(m, qat.QATModule) and not m.quantize_disabled:
             if _pass_qparams not in m._forward_hooks.values():
                 m.register_forward_hook(_pass_qparams)
+        if isinstance(m, types + _float_only_activations()) and not isinstance(m, qat.QATModule):
+            if _note_quantized_input not in m._forward_pre_hooks.values():
+                m.register_forward_pre_hook(_note_quantized_input)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -370,7 +390,12 @@ def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, 
     converts a deep copy. ``mapping`` (``{QATClass: QuantizedClass}``) extends the default mapping.
 
     Raises ValueError if a module was never calibrated or trained (no scale yet), uses a dtype or an
-    Elemwise mode megq's kernels do not support (the message names the module).
+    Elemwise mode megq's kernels do not support, or is an activation with no int8 form (Sigmoid, HSwish) that
+    received quantized inputs during calibration or QAT, i.e. sits inside the quantized region (the message names
+    the module). Activation modules ReLU and ReLU6 run on the quantized values (clamp bounds).
+
+    Float layers left in the Q model (``disable_quantize``) run with the BLAS limited to ``megq.get_num_threads()``
+    threads, so ``megq.set_num_threads`` governs the whole Q model.
     """
     if not isinstance(module, Module):
         raise TypeError(f"module: expected a megq Module, got {type(module).__name__}")
@@ -398,6 +423,11 @@ def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, 
 
     if isinstance(module, qat.QATModule):
         return to_quantized(module, "<root>")
+    for path, m in module.named_modules():
+        if isinstance(m, _float_only_activations()) and m.__dict__.get("_saw_quantized_input"):
+            raise ValueError(f"quantize: '{path}' is a {type(m).__name__} inside the quantized region (its input "
+                             f"was quantized during calibration/QAT), and megq has no int8 {type(m).__name__}: put a "
+                             f"DequantStub before it (and a QuantStub after it if quantized layers follow)")
 
     def visit(parent: Module, prefix: str) -> None:
         for name, child in list(parent.named_children()):
@@ -408,4 +438,8 @@ def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, 
                 visit(child, path)
 
     visit(module, "")
+    for m in module.modules():
+        # a float layer with weights left in the Q model: its BLAS calls follow megq's thread setting
+        if not isinstance(m, (qat.QATModule, quantized.QuantizedModule)) and any(True for _ in m.parameters(False)):
+            m._blas_threads_as_megq = True
     return module

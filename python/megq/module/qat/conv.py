@@ -10,7 +10,7 @@ from ...tensor import Tensor
 from .. import conv as Float
 from .module import QATModule
 
-__all__ = ["Conv2d", "ConvRelu2d"]
+__all__ = ["Conv2d", "ConvRelu2d", "ConvRelu62d"]
 
 
 class _ConvQAT(QATModule):
@@ -43,3 +43,10 @@ class ConvRelu2d(Float.ConvRelu2d, _ConvQAT):
 
     def forward(self, inp: Tensor) -> Tensor:
         return self.apply_quant_activation(F.relu(self.calc_conv_qat(inp)))
+
+
+class ConvRelu62d(Float.ConvRelu62d, _ConvQAT):
+    """QAT ``ConvRelu62d``: ``fq_act(relu6(conv(x, fq_w(W), fq_b(b))))``."""
+
+    def forward(self, inp: Tensor) -> Tensor:
+        return self.apply_quant_activation(F.relu6(self.calc_conv_qat(inp)))

@@ -18,7 +18,7 @@ from .. import conv_bn as Float
 from ._bn_fold import check_bn, fold_bn
 from .module import QATModule
 
-__all__ = ["ConvBn2d", "ConvBnRelu2d"]
+__all__ = ["ConvBn2d", "ConvBnRelu2d", "ConvBnRelu62d"]
 
 
 class _ConvBnQAT(QATModule):
@@ -64,3 +64,10 @@ class ConvBnRelu2d(Float.ConvBnRelu2d, _ConvBnQAT):
 
     def forward(self, inp: Tensor) -> Tensor:
         return self.apply_quant_activation(F.relu(self.calc_conv_bn_qat(inp)))
+
+
+class ConvBnRelu62d(Float.ConvBnRelu62d, _ConvBnQAT):
+    """QAT ``ConvBnRelu62d``: ``fq_act(relu6(conv_bn_folded(x)))``."""
+
+    def forward(self, inp: Tensor) -> Tensor:
+        return self.apply_quant_activation(F.relu6(self.calc_conv_bn_qat(inp)))

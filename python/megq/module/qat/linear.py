@@ -10,7 +10,7 @@ from ...tensor import Tensor
 from .. import linear as Float
 from .module import QATModule
 
-__all__ = ["Linear", "LinearRelu"]
+__all__ = ["Linear", "LinearRelu", "LinearRelu6"]
 
 
 class _LinearQAT(QATModule):
@@ -42,3 +42,10 @@ class LinearRelu(Float.LinearRelu, _LinearQAT):
 
     def forward(self, inp: Tensor) -> Tensor:
         return self.apply_quant_activation(F.relu(self.calc_linear_qat(inp)))
+
+
+class LinearRelu6(Float.LinearRelu6, _LinearQAT):
+    """QAT ``LinearRelu6``: ``fq_act(relu6(linear(...)))``."""
+
+    def forward(self, inp: Tensor) -> Tensor:
+        return self.apply_quant_activation(F.relu6(self.calc_linear_qat(inp)))

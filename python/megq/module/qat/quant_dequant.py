@@ -1,12 +1,22 @@
 """QAT QuantStub (fake-quantizes the float input) and DequantStub (identity, no observers)."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from .. import quant_dequant as Float
 from .module import QATModule
 
-__all__ = ["QuantStub", "DequantStub"]
+__all__ = ["QuantStub", "DequantStub", "was_dequantized"]
+
+# Tensors a DequantStub returned, by id (weak values: nothing is kept alive, a reused id is told apart by identity).
+_DEQUANTIZED: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+
+
+def was_dequantized(x: Any) -> bool:
+    """Whether ``x`` came out of a QAT DequantStub (it still carries qparams but is outside the quantized
+    region)."""
+    return _DEQUANTIZED.get(id(x)) is x
 
 
 class QuantStub(Float.QuantStub, QATModule):
@@ -25,4 +35,8 @@ class DequantStub(Float.DequantStub, QATModule):
     with_act = False
 
     def forward(self, inp: Any) -> Any:
+        try:
+            _DEQUANTIZED[id(inp)] = inp
+        except TypeError:  # not weak-referenceable (a plain number): nothing to remember
+            pass
         return inp

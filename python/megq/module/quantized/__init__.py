@@ -5,13 +5,14 @@ Layers exchange :class:`~megq.qtensor.QuantizedTensor` (int8/uint8 NHWC + scale 
 weightless ops are :mod:`megq.functional.quantized`'s and their integer parameters
 :class:`megq.quantization.IntegerLayer`.
 """
-from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvRelu2d
+from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvBnRelu62d, ConvRelu2d, ConvRelu62d
 from .elemwise import Concat, Elemwise
-from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu
+from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu, LinearRelu6
 from .module import QuantizedModule
 from .quant_dequant import DequantStub, QuantStub
 
 __all__ = [
-    "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvRelu2d", "DequantStub", "Elemwise", "Linear", "LinearBn1d",
-    "LinearBnRelu1d", "LinearRelu", "QuantStub", "QuantizedModule",
+    "Concat", "Conv2d", "ConvBn2d", "ConvBnRelu2d", "ConvBnRelu62d", "ConvRelu2d", "ConvRelu62d", "DequantStub",
+    "Elemwise", "Linear", "LinearBn1d", "LinearBnRelu1d", "LinearRelu", "LinearRelu6", "QuantStub",
+    "QuantizedModule",
 ]
