@@ -33,10 +33,11 @@ from ...qtensor import QuantizedTensor
 from ...quantization.integer_eval import register_integer_forward
 from ...quantization.integer_layer import IntegerLayer, act_qparams
 from ...tensor import Tensor
-from .conv import Conv2d, ConvRelu2d, ConvRelu62d
-from .conv_bn import ConvBn2d, ConvBnRelu2d, ConvBnRelu62d
+from ..module import Module
+from .conv import Conv2d, ConvRelu2d
+from .conv_bn import ConvBn2d, ConvBnRelu2d
 from .elemwise import Concat, Elemwise
-from .linear import Linear, LinearRelu, LinearRelu6
+from .linear import Linear, LinearRelu
 from .linear_bn import LinearBn1d, LinearBnRelu1d
 from .quant_dequant import DequantStub, QuantStub
 
@@ -99,16 +100,42 @@ def _same_qparams(a: Tuple[Any, ...], b: Tuple[Any, ...]) -> bool:
     return True
 
 
+def _tensors(module: Any) -> List[Tensor]:
+    """Every tensor held by ``module`` or its sub-modules (weights, BN statistics, observer and fake-quant state).
+    A direct walk of the attribute dicts: cheaper than ``named_parameters`` + ``named_buffers`` (this runs at every
+    eval call of every layer) and at least as inclusive."""
+    out: List[Tensor] = []
+    stack = [module]
+    seen = set()
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        for v in m.__dict__.values():
+            if isinstance(v, Tensor):
+                out.append(v)
+            elif isinstance(v, Module):
+                stack.append(v)
+            elif isinstance(v, (list, tuple)):
+                for item in v:
+                    if isinstance(item, Tensor):
+                        out.append(item)
+                    elif isinstance(item, Module):
+                        stack.append(item)
+    return out
+
+
 def _module_state(module: Any) -> List[Any]:
     """Everything an IntegerLayer is computed from: the module's tensors (weights, BN statistics, observer and
     fake-quant state), by identity and value, and its current weight and activation qparams."""
-    tensors = [t for _, t in module.named_parameters()] + [t for _, t in module.named_buffers()]
+    tensors = _tensors(module)
     return [[(id(t), t.numpy()) for t in tensors], _qparams_state(module.get_weight_qparams()),
             _qparams_state(module.get_activation_qparams())]
 
 
 def _unchanged(cached: _Cached, module: Any) -> bool:
-    tensors = [t for _, t in module.named_parameters()] + [t for _, t in module.named_buffers()]
+    tensors = _tensors(module)
     saved, wq, aq = cached.state
     if len(tensors) != len(saved):
         return False
@@ -241,9 +268,9 @@ def _concat(module: Any, inps: Sequence[Any], axis: int = 0) -> QuantizedTensor:
 
 def register_integer_forwards() -> None:
     """Register the exact integer eval forward of every QAT module class of megq (idempotent)."""
-    for cls in (Conv2d, ConvRelu2d, ConvRelu62d, ConvBn2d, ConvBnRelu2d, ConvBnRelu62d):
+    for cls in (Conv2d, ConvRelu2d, ConvBn2d, ConvBnRelu2d):
         register_integer_forward(cls)(_conv)
-    for cls in (Linear, LinearRelu, LinearRelu6, LinearBn1d, LinearBnRelu1d):
+    for cls in (Linear, LinearRelu, LinearBn1d, LinearBnRelu1d):
         register_integer_forward(cls)(_linear)
     register_integer_forward(QuantStub)(_quant_stub)
     register_integer_forward(DequantStub)(_dequant_stub)
