@@ -161,8 +161,9 @@ def main(argv: List[str] = None) -> int:
     if reference:
         notes.append(f"* QFloat eval of {reference['images']} test images: kernels backend (default) "
                      f"{reference['kernels_s']:.2f} s, numpy reference backend {reference['reference_s']:.2f} s "
-                     f"({reference['reference_s'] / reference['kernels_s']:.0f}x slower), Q model {reference['q_s']:.2f}"
-                     f" s; logits identical across the three: {'yes' if reference['identical'] else 'NO'}")
+                     f"({reference['reference_s'] / reference['kernels_s']:.0f}x slower), Q model "
+                     f"{reference['q_s']:.2f} s; logits identical across the three: "
+                     f"{'yes' if reference['identical'] else 'NO'}")
     notes.append(f"* total {total / 60:.1f} min")
     log("\n".join(notes))
     sweep_md = ""
