@@ -76,6 +76,7 @@ from .quantize import (
     quantize_qat,
     reset_qconfig,
 )
+from . import ptq  # noqa: E402  (registers calibrate's equalize / bias_correction options)
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [

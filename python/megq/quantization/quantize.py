@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from copy import deepcopy
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from .qconfig import QConfig, ema_fakequant_qconfig
 
 __all__ = ["quantize_qat", "quantize", "propagate_qconfig", "reset_qconfig", "enable_fake_quant", "disable_fake_quant",
            "enable_observer", "disable_observer", "apply_easy_quant", "hook_qat_module",
-           "QPARAMS_PASSTHROUGH_TYPES"]
+           "QPARAMS_PASSTHROUGH_TYPES", "FloatIsland"]
 
 logger = logging.getLogger("megq.quantization")
 
@@ -60,7 +60,7 @@ def _set_child(parent: Module, key: str, new: Module) -> None:
 
 
 def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fakequant_qconfig,
-                 mapping: Optional[Dict[type, type]] = None) -> Module:
+                 mapping: Optional[Dict[type, type]] = None, skip: Optional[Sequence[str]] = None) -> Module:
     """Float → QAT: replace every quantable sub-module by its QAT class (``QATClass.from_float_module``, sharing
     parameters), then ``propagate_qconfig(module, qconfig)``. Returns the converted module.
 
@@ -76,6 +76,10 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
     a no-op for modules already QAT (MegEngine raises ``KeyError``); a subclass of a quantable float class without its
     own mapping raises ``TypeError`` instead of ``KeyError``. Pooling / ReLU / Flatten / Identity / Dropout modules
     get a forward hook that passes their input's qparams on to their output (``QPARAMS_PASSTHROUGH_TYPES``).
+
+    ``skip`` (mixed precision by name): dotted sub-module paths (``named_modules`` names, e.g. ``["layer4.1",
+    "fc"]``) kept float. Each is wrapped in a :class:`FloatIsland` (``DequantStub`` -> the float module -> a
+    ``QuantStub`` that is calibrated like any other), so its parameters move under ``<path>.module``.
     """
     if isinstance(inplace, QConfig):  # quantize_qat(model, qconfig), as MegEngine's guide writes it
         inplace, qconfig = True, inplace
@@ -91,6 +95,8 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
     if mapping:
         convert.update(mapping)
     keys = tuple(convert)
+    for path in _check_skip(module, skip):
+        _wrap_float_island(module, path)
 
     def quantable(m: Module) -> bool:
         return isinstance(m, keys) or isinstance(m, qat.QATModule)
@@ -136,6 +142,58 @@ def quantize_qat(module: Module, inplace: bool = True, qconfig: QConfig = ema_fa
     propagate_qconfig(module, qconfig)
     _install_qparams_passthrough(module)
     return module
+
+
+class FloatIsland(Module):
+    """A sub-module kept float inside a quantized network (``quantize_qat(..., skip=[path])``): its inputs are
+    dequantized (``DequantStub``), it runs in float, and its outputs are quantized again by a ``QuantStub`` whose
+    observer is calibrated with the rest of the model. Tuple/list outputs are re-quantized element by element
+    through the one stub (they share its scale)."""
+
+    def __init__(self, module: Module) -> None:
+        super().__init__()
+        self.dequant = M.DequantStub()
+        self.module = module.disable_quantize()
+        self.quant = M.QuantStub()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(self.dequant(a) if isinstance(a, (Tensor, QuantizedTensor)) else a for a in args)
+        out = self.module(*args, **kwargs)
+        if isinstance(out, (list, tuple)):
+            return type(out)(self.quant(o) if isinstance(o, Tensor) else o for o in out)
+        return self.quant(out)
+
+
+def _check_skip(module: Module, skip: Any) -> List[str]:
+    """Validated ``skip`` paths, outermost first; a path inside another skipped path is dropped."""
+    if skip is None:
+        return []
+    if isinstance(skip, str) or not isinstance(skip, (list, tuple, set, frozenset)):
+        raise TypeError(f"quantize_qat: skip must be a list of sub-module names, got {type(skip).__name__}")
+    names = dict(module.named_modules())
+    paths = []
+    for p in skip:
+        if not isinstance(p, str):
+            raise TypeError(f"quantize_qat: skip entries must be str, got {type(p).__name__}")
+        if p == "" or p not in names:
+            some = ", ".join(list(names)[1:9])
+            raise ValueError(f"quantize_qat: skip: no sub-module named {p!r} (names look like: {some}, ...)")
+        paths.append(p)
+    paths.sort(key=lambda q: q.count("."))
+    return [p for i, p in enumerate(paths) if not any(p == q or p.startswith(q + ".") for q in paths[:i])]
+
+
+def _wrap_float_island(root: Module, path: str) -> None:
+    parent = root
+    *head, last = path.split(".")
+    for part in head:
+        parent = getattr(parent, part)
+    child = getattr(parent, last)
+    if isinstance(child, FloatIsland):
+        return
+    if isinstance(child, qat.QATModule):
+        raise ValueError(f"quantize_qat: skip: {path!r} is already a QAT module; skip it in the float model")
+    setattr(parent, last, FloatIsland(child))
 
 
 def _name_quant_children(module: Module) -> None:

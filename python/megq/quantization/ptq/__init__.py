@@ -1,0 +1,49 @@
+"""Post-training quantization algorithms. Options of :func:`megq.quantization.calibrate`
+(``calibrate(qat_model, batches, equalize=True, bias_correction=True)``) and callable alone:
+
+* :func:`equalize`: cross-layer equalization of conv pairs (before the observers see data);
+* :func:`bias_correct`: empirical bias correction of the calibrated QFloat model (after);
+* :func:`ensure_fake_quant`: fake quants for observer-only qconfigs, so the QFloat model computes quantized values.
+
+See docs/accuracy.md for what each buys on real networks.
+"""
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+
+from ...module.module import Module
+from ..calibrate import register_ptq_option
+from ._common import ensure_fake_quant
+from .bias_correction import bias_correct
+from .equalize import equalize
+
+__all__ = ["equalize", "bias_correct", "ensure_fake_quant"]
+
+
+def _flag(name: str, value: Any) -> dict:
+    """An option's value: False/None (off), True (defaults) or a dict of keyword arguments."""
+    if value is None or value is False:
+        return {}
+    if value is True:
+        return {"_on": True}
+    if isinstance(value, dict):
+        return dict(value, _on=True)
+    raise TypeError(f"calibrate: {name} must be a bool or a dict of options, got {type(value).__name__}")
+
+
+def _equalize_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    kw = _flag("equalize", value)
+    if kw.pop("_on", False):
+        equalize(model, batches[0], **kw)
+
+
+def _bias_correction_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    kw = _flag("bias_correction", value)
+    if kw.pop("_on", False):
+        bias_correct(model, batches, **kw)
+
+
+register_ptq_option("equalize", "before", _equalize_option)
+register_ptq_option("bias_correction", "after", _bias_correction_option)
