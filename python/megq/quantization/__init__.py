@@ -77,6 +77,7 @@ from .quantize import (
     reset_qconfig,
 )
 from . import ptq  # noqa: E402  (registers calibrate's equalize / bias_correction options)
+from .compare import CompareReport, LayerError, compare  # noqa: E402
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
@@ -100,6 +101,7 @@ __all__ = [
     "calibration_qconfig_mse_per_channel",
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
     "IntegerLayer", "act_qparams", "quantize_weight",
+    "compare", "CompareReport", "LayerError", "ptq",
     "calibrate", "freeze_calibration", "PTQ_OPTIONS", "register_ptq_option", "set_integer_eval_backend",
     "get_integer_eval_backend",
 ]

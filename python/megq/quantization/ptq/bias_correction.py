@@ -23,6 +23,7 @@ from ...module.module import Module
 from ...tensor import Tensor
 from ..integer_eval import integer_eval
 from ..integer_layer import quantize_weight
+from ..quantize import _has_seen_data
 from ._common import WindowMean, add_to_bias, as_float, collect_batches, conv_geometry, ensure_fake_quant, \
     weighted_layers
 from ._state import quant_state
@@ -58,7 +59,8 @@ def bias_correct(qat_model: Module, batches: Any, num_batches: Optional[int] = N
     if not layers:
         raise ValueError("bias_correct: qat_model has no QAT conv/linear layer (call quantize_qat first)")
     for name, m in layers:
-        if m.get_weight_qparams() is None or m.get_activation_qparams() is None:
+        if (m.get_weight_qparams() is None or m.get_activation_qparams() is None
+                or not all(_has_seen_data(getattr(m, o, None)) for o in ("act_observer", "weight_observer"))):
             raise ValueError(f"bias_correct: '{name}' has no scale yet: calibrate the model first")
 
     ensure_fake_quant(qat_model)

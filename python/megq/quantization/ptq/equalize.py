@@ -103,9 +103,12 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
     keep: List[Any] = []  # keeps traced tensors alive so their ids stay unique during the pass
     passthrough = (M.ReLU, M.Identity, M.Dropout)
     names = {id(m): n for n, m in model.named_modules()}
+    table = dict(model.named_modules())
 
     def pre(mod: Module, inputs: tuple) -> None:
         name = names[id(mod)]
+        if isinstance(mod, passthrough):
+            return None  # counted by post: a pass-through, or a real consumer when it cannot pass
         for x in inputs:
             src = produced.get(id(x))
             if src is not None:
@@ -117,7 +120,8 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
         name = names[id(mod)]
         if isinstance(mod, passthrough) and inputs and id(inputs[0]) in produced:
             src = produced[id(inputs[0])]
-            if isinstance(mod, M.ReLU) and _act(dict(model.named_modules())[src]) not in _LINEAR_ACTS:
+            if isinstance(mod, M.ReLU) and _act(table[src]) not in _LINEAR_ACTS:
+                consumers.setdefault(src, []).append(name)
                 return None
             produced[id(out)] = src
             consumers.setdefault(src, []).append(f"<{name}>")  # a pass-through, not a real consumer
@@ -140,7 +144,6 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
     finally:
         for h in handles:
             h.remove()
-    table = dict(model.named_modules())
     pairs = []
     for a, cons in consumers.items():
         real = [c for c in cons if not c.startswith("<")]
@@ -201,10 +204,14 @@ def equalize(model: Module, example: Any, *, iterations: int = 4, tolerance: flo
                     r2 = _input_ranges(table[b])
                     ok = (r1 > 0) & (r2 > 0)
                     s = np.where(ok, np.sqrt(np.where(ok, r1, 1.0) / np.where(ok, r2, 1.0)), 1.0)
+                    params = [p for p in (*_out_scale_params(table[a]), getattr(table[b], "conv", table[b]).weight)
+                              if p is not None]
+                    saved = [np.array(p.numpy(), copy=True) for p in params]
                     _apply(table[a], table[b], s)
                     if it == 0:
                         if float(np.abs(_output(model, x) - ref).max()) / norm > tolerance:
-                            _apply(table[a], table[b], 1.0 / s)  # an edge the trace missed: undo
+                            for p, v in zip(params, saved):  # an edge the trace missed: undo exactly
+                                p.set_value(v)
                             continue
                         done.append((a, b))
     finally:
