@@ -53,3 +53,32 @@ def test_imagenet_forwards_small_input():
         mb = models.mobilenet_v2(num_classes=5).eval()
         assert mb(x).shape == (1, 5)
         assert mb.features[1].conv[0].conv.groups == 32 and not mb.classifier.quantize_disabled
+
+
+def test_mobilenet_v2_is_torchvisions_architecture():
+    mb = models.mobilenet_v2()
+    fused = [m for m in mb.modules() if isinstance(m, (M.ConvBnRelu2d, M.ConvBnRelu62d, M.ConvBn2d))]
+    # 35 conv+BN+ReLU6 (stem, 17 depthwise, 16 expansions, last 1x1) and 17 linear projections; no plain ReLU
+    assert sum(isinstance(m, M.ConvBnRelu62d) for m in fused) == 35
+    assert sum(type(m) is M.ConvBn2d for m in fused) == 17 and not any(isinstance(m, M.ConvBnRelu2d) for m in fused)
+    assert [type(m).__name__ for m in mb.features[2].conv] == ["ConvBnRelu62d", "ConvBnRelu62d", "ConvBn2d"]
+    assert sum(m.add is not None for m in mb.features if hasattr(m, "add")) == 10
+    # ReLU6 really clips at 6 in the float forward
+    x = megq.Tensor(np.full((1, 3, 32, 32), 50.0, np.float32))
+    with no_grad():
+        y = mb.features[0].eval()(x).numpy()
+    assert y.max() == 6.0 and y.min() >= 0.0
+
+
+@pytest.mark.parametrize("factory", [models.resnet8, models.resnet18, models.mobilenet_v2])
+def test_classifier_quantized_by_default_float_as_option(factory):
+    x = megq.Tensor(np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32))
+    q, f = factory(num_classes=4), factory(num_classes=4, quantize_classifier=False)
+    head_q = q.fc if hasattr(q, "fc") else q.classifier
+    head_f = f.fc if hasattr(f, "fc") else f.classifier
+    assert not head_q.quantize_disabled and head_f.quantize_disabled
+    f.load_state_dict(q.state_dict())
+    with no_grad():  # the same float function either way; only where the DequantStub sits differs
+        np.testing.assert_array_equal(q.eval()(x).numpy(), f.eval()(x).numpy())
+    with pytest.raises(TypeError, match="quantize_classifier"):
+        factory(quantize_classifier="yes")
