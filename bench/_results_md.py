@@ -1,4 +1,4 @@
-"""Shared helpers of the quantization benchmarks (bench/quant_accuracy.py, bench/network_latency.py): write one
+"""Shared helpers of the quantization benchmarks (bench/quant_accuracy.py, bench/latency.py, bench/profile.py): write one
 ``## <section>`` of bench/RESULTS-quant.md (other sections are kept), describe the machine and its load."""
 from __future__ import annotations
 
