@@ -34,10 +34,10 @@ from ...quantization.integer_eval import register_integer_forward
 from ...quantization.integer_layer import IntegerLayer, act_qparams
 from ...tensor import Tensor
 from ..module import Module
-from .conv import Conv2d, ConvRelu2d
-from .conv_bn import ConvBn2d, ConvBnRelu2d
+from .conv import Conv2d, ConvRelu2d, ConvRelu62d
+from .conv_bn import ConvBn2d, ConvBnRelu2d, ConvBnRelu62d
 from .elemwise import Concat, Elemwise
-from .linear import Linear, LinearRelu
+from .linear import Linear, LinearRelu, LinearRelu6
 from .linear_bn import LinearBn1d, LinearBnRelu1d
 from .quant_dequant import DequantStub, QuantStub
 
@@ -268,9 +268,9 @@ def _concat(module: Any, inps: Sequence[Any], axis: int = 0) -> QuantizedTensor:
 
 def register_integer_forwards() -> None:
     """Register the exact integer eval forward of every QAT module class of megq (idempotent)."""
-    for cls in (Conv2d, ConvRelu2d, ConvBn2d, ConvBnRelu2d):
+    for cls in (Conv2d, ConvRelu2d, ConvRelu62d, ConvBn2d, ConvBnRelu2d, ConvBnRelu62d):
         register_integer_forward(cls)(_conv)
-    for cls in (Linear, LinearRelu, LinearBn1d, LinearBnRelu1d):
+    for cls in (Linear, LinearRelu, LinearRelu6, LinearBn1d, LinearBnRelu1d):
         register_integer_forward(cls)(_linear)
     register_integer_forward(QuantStub)(_quant_stub)
     register_integer_forward(DequantStub)(_dequant_stub)
