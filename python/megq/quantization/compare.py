@@ -6,8 +6,9 @@ has under the same name, over the same batches:
 
 * **end to end**: the layer's quantized output in the quantized model against the float layer's output in the float
   model: the error made here plus everything that arrives from upstream;
-* **isolated**: the quantized layer run on the *float* model's input of that layer (quantized with the scale and
-  zero point the layer's input has in the quantized model): the error this layer makes by itself.
+* **isolated**: the float model's input of that layer, quantized with the scale and zero point the layer's input
+  has in the quantized model, through the quantized layer and through the float layer: the error this layer makes
+  by itself (its weights, bias, output grid and clipping; the input's rounding shows on the upstream layer's row).
 
 Metrics, over all elements of all batches: SQNR ``10 log10(sum f^2 / sum (q - f)^2)`` in dB, cosine similarity
 ``<f, q> / (|f| |q|)`` and the largest absolute difference. Layers are ranked by isolated SQNR, worst first; the
@@ -225,24 +226,30 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
                 if fv is None or qv is None or fv.shape != qv.shape:
                     continue
                 e2e[n].add(fv, qv)
-                # isolated: the float model's inputs, quantized as this layer's inputs are in the quantized model
-                args = []
+                # isolated: the float model's inputs, quantized as this layer's inputs are in the quantized model,
+                # through the quantized layer and through the float layer (so the input's rounding, which the
+                # upstream layer's row already shows, is not charged here)
+                args, fargs = [], []
                 for a_f, a_q in zip(fin, qin):
                     v = _values(a_f)
                     if isinstance(a_q, QuantizedTensor) and v is not None:
                         args.append(_requantize_like(v, a_q))
+                        fargs.append(Tensor(args[-1].dequantize()))
                     elif v is not None:
                         args.append(Tensor(v.astype(np.float32)))
+                        fargs.append(Tensor(v.astype(np.float32)))
                     else:
                         args.append(a_f)
+                        fargs.append(a_f)
                 state["isolating"] = True
                 try:
                     with no_grad():
                         iv = _values(qlayers[n](*args))
+                        rv = _values(ftable[n](*fargs))
                 finally:
                     state["isolating"] = False
-                if iv is not None and iv.shape == fv.shape:
-                    iso[n].add(fv, iv)
+                if iv is not None and rv is not None and iv.shape == rv.shape:
+                    iso[n].add(rv, iv)
         finally:
             for h in handles:
                 h.remove()

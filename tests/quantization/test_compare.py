@@ -1,0 +1,108 @@
+"""compare(): metrics against a numpy oracle, a deliberately broken layer ranked first (isolated error told apart
+from error arriving from upstream), QFloat and Q give the same report, table/JSON/plot outputs, bad arguments."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import megq
+import megq.module as M
+import megq.quantization as Q
+from megq.autodiff import no_grad
+
+
+def small_net(rng):
+    net = M.Sequential(M.QuantStub(), M.ConvBnRelu2d(3, 8, 3, padding=1), M.ConvBnRelu2d(8, 8, 3, padding=1),
+                       M.ConvBn2d(8, 8, 3, padding=1), M.ReLU(), M.Flatten(), M.Linear(8 * 6 * 6, 5),
+                       M.DequantStub())
+    for m in net.modules():
+        if isinstance(m, M.BatchNorm2d):
+            m.bias.set_value((rng.standard_normal(m.bias.shape) * 0.1).astype(np.float32))
+    return net.eval()
+
+
+def calibrated(net, batches, **kw):
+    qat = Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig_per_channel, **kw)
+    return Q.calibrate(qat, batches, progress=False)
+
+
+def test_broken_layer_is_ranked_first_and_metrics_match_an_oracle():
+    rng = np.random.default_rng(0)
+    net = small_net(rng)
+    batches = [rng.standard_normal((4, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+    qat = calibrated(net, batches)
+    # break layer "2": its int8 output grid is 16x too coarse (the weights are untouched)
+    ob = qat[2].act_observer
+    ob.set_qparams(Q.QParams(ob.get_qparams().mode, ob.get_qparams().dtype_meta,
+                             np.float32(ob.get_qparams().scale * 16), ob.get_qparams().zero_point))
+    report = Q.compare(net, qat, batches)
+    assert report.layers[0].name == "2"
+    by = {r.name: r for r in report.layers}
+    # downstream layer "3" has a bad end-to-end SQNR (inherited) but a good isolated one: told apart
+    assert by["3"].sqnr_db < by["3"].isolated_sqnr_db - 6
+    assert by["2"].isolated_sqnr_db < by["3"].isolated_sqnr_db
+    # oracle for layer "1": the float and quantized outputs of the layer, gathered by hooks
+    outs = {}
+    for tag, model in (("f", net), ("q", qat)):
+        h = model[1].register_forward_hook(lambda m, i, o, tag=tag: outs.setdefault(tag, []).append(
+            np.asarray(o.dequantize() if hasattr(o, "dequantize") else o.numpy(), np.float64)))
+        with no_grad():
+            for x in batches:
+                model(megq.Tensor(x))
+        h.remove()
+    f = np.concatenate([a.ravel() for a in outs["f"]])
+    q = np.concatenate([a.ravel() for a in outs["q"]])
+    assert by["1"].sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / ((q - f) ** 2).sum()), rel=1e-9)
+    assert by["1"].cosine == pytest.approx(f @ q / np.sqrt((f @ f) * (q @ q)), rel=1e-9)
+    assert by["1"].max_abs == pytest.approx(np.abs(q - f).max(), rel=1e-12)
+    # the QuantStub gets the same float input either way: isolated == end to end
+    assert by["0"].isolated_sqnr_db == pytest.approx(by["0"].sqnr_db, rel=1e-9)
+
+
+def test_qfloat_and_q_give_the_same_report():
+    rng = np.random.default_rng(1)
+    net = small_net(rng)
+    batches = [rng.standard_normal((3, 3, 6, 6)).astype(np.float32)]
+    qat = calibrated(net, batches)
+    qmodel = Q.quantize(qat, inplace=False).eval()
+    a, b = Q.compare(net, qat, batches), Q.compare(net, qmodel, batches)
+    assert [r.name for r in a.layers] == [r.name for r in b.layers]
+    for ra, rb in zip(a.layers + [a.output], b.layers + [b.output]):
+        assert ra.sqnr_db == rb.sqnr_db and ra.isolated_sqnr_db == rb.isolated_sqnr_db
+        assert ra.max_abs == rb.max_abs
+
+
+def test_outputs_table_json_plot(tmp_path):
+    rng = np.random.default_rng(2)
+    net = small_net(rng)
+    batches = [rng.standard_normal((2, 3, 6, 6)).astype(np.float32)]
+    report = Q.compare(net, calibrated(net, batches), batches)
+    table = report.table()
+    assert table.splitlines()[0].startswith("| layer | kind | SQNR dB")
+    assert len(table.splitlines()) == 2 + len(report.layers) + 1 and "<output>" in table.splitlines()[-1]
+    d = json.loads(report.to_json())
+    assert [r["name"] for r in d["layers"]] == [r.name for r in report.layers]
+    assert all(math.isfinite(r["sqnr_db"]) for r in d["layers"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs matplotlib"):
+            report.plot(str(tmp_path / "x.png"))
+    else:
+        path = report.plot(str(tmp_path / "x.png"))
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_arguments():
+    rng = np.random.default_rng(3)
+    net = small_net(rng)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    with pytest.raises(TypeError, match="quantized_model must be a megq Module"):
+        Q.compare(net, "q", [x])
+    with pytest.raises(ValueError, match="no QAT or quantized layers"):
+        Q.compare(net, net, [x])
+    with pytest.raises(ValueError, match="batches is empty"):
+        Q.compare(net, calibrated(net, [x]), [])
