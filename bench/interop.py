@@ -176,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = np.rint((y_ort.astype(np.float64) - yq) / scale).astype(int)
     rows.append((f"ORT running megq's exported Q model ({first})", f"{cosine(y_ort, y_float).mean():.4f}",
                  f"{(y_ort.argmax(1) == top_float).sum()}/{len(x)}",
-                 f"logits identical to megq's {100 * (d == 0).mean():.2f} %, max {np.abs(d).max()} LSB, top-1 same "
-                 f"as megq {(y_ort.argmax(1) == yq.argmax(1)).sum()}/{len(x)}"))
+                 f"logits identical to megq's {100 * (d == 0).mean():.2f} %, max {np.abs(d).max()} LSB, cosine to "
+                 f"megq's {cosine(y_ort, yq).mean():.5f}, top-1 same as megq {(y_ort.argmax(1) == yq.argmax(1)).sum()}"
+                 f"/{len(x)}"))
     f_path = os.path.join(tmp, "float.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
