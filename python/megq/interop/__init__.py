@@ -15,6 +15,7 @@ from __future__ import annotations
 from .onnx_export import OPSET, export_onnx
 from .onnx_import import OnnxModel, from_onnx
 from .torch_state import from_torch, read_state_dict, torchvision_mapping
+from . import torch_qat  # noqa: E402,F401  (prepare_qat / to_megq; imports torch only when called)
 
 __all__ = ["OPSET", "OnnxModel", "export_onnx", "from_onnx", "from_torch", "read_state_dict",
            "torchvision_mapping"]

@@ -1,0 +1,120 @@
+"""torchvision-layout ResNets in plain torch.nn for the torch QAT tests (torchvision's names: conv1, bn1, relu,
+[maxpool], layerN.i.{conv1,bn1,conv2,bn2,downsample.0,downsample.1}, fc), and helpers shared by the tests."""
+import numpy as np
+import torch
+import torch.nn as nn
+
+import megq
+from megq.qtensor import QuantizedTensor
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet(nn.Module):
+    """``imagenet=False``: CIFAR stem (3x3, 16 channels, no max pool), stages 16/32/64; True: torchvision's
+    ImageNet ResNet-18 layout (7x7/2 stem, 3x3/2 max pool, stages 64..512)."""
+
+    def __init__(self, blocks=1, num_classes=10, in_channels=1, imagenet=False):
+        super().__init__()
+        widths = [64, 128, 256, 512] if imagenet else [16, 32, 64]
+        c = widths[0]
+        if imagenet:
+            self.conv1 = nn.Conv2d(in_channels, c, 7, 2, 3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        if imagenet:
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layer = []
+            for _ in range(blocks):
+                ds = None
+                if stride != 1 or c != w:
+                    ds = nn.Sequential(nn.Conv2d(c, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+                layer.append(BasicBlock(c, w, stride, ds))
+                c, stride = w, 1
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.fc = nn.Linear(c, num_classes)
+        self.imagenet = imagenet
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.imagenet:
+            x = self.maxpool(x)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.imagenet:
+            x = self.layer4(x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def batches(n, shape, seed, num_classes=10):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(shape, generator=g), torch.randint(0, num_classes, (shape[0],), generator=g))
+            for _ in range(n)]
+
+
+def train(qat, data, lr=0.05):
+    opt = torch.optim.SGD(qat.parameters(), lr=lr, momentum=0.9)
+    qat.train()
+    losses = []
+    for x, y in data:
+        loss = nn.functional.cross_entropy(qat(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def torch_layer_outputs(qat, names, x):
+    """{layer name: (values as float32 NCHW numpy, scale or None)} of one forward; integer layers give q."""
+    from megq.interop.torch_qat.modules import QT
+
+    out, handles = {}, []
+    mods = dict(qat.named_modules())
+    for name in names:
+        def hook(m, args, y, name=name):
+            if isinstance(y, QT):
+                out[name] = (y.q.detach().cpu().numpy(), float(y.scale))
+            else:
+                out[name] = (y.detach().cpu().numpy(), None)
+        handles.append(mods[name].register_forward_hook(hook))
+    with torch.no_grad():
+        final = qat(x)
+    for h in handles:
+        h.remove()
+    return out, (final if isinstance(final, torch.Tensor) else final.dequantize()).detach().cpu().numpy()
+
+
+def megq_layer_outputs(model, names, x):
+    """Same for a megq QFloat or Q model (QuantizedTensor storage NHWC -> NCHW)."""
+    out, handles = {}, []
+    mods = dict(model.named_modules())
+    for name in names:
+        def hook(m, args, y, name=name):
+            if isinstance(y, QuantizedTensor):
+                d = y.data.astype(np.float32)
+                out[name] = (d.transpose(0, 3, 1, 2) if d.ndim == 4 else d, float(y.scale))
+            else:
+                out[name] = (np.asarray(y.numpy(), np.float32), None)
+        handles.append(mods[name].register_forward_hook(hook))
+    final = model(megq.Tensor(x.numpy()))
+    for h in handles:
+        h.remove()
+    return out, np.asarray(final.numpy(), np.float32)
