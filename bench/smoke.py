@@ -22,6 +22,7 @@ SMOKE_RUNS: List[Tuple[str, List[str]]] = [
     ("profile", ["--nets", "cifar_resnet18", "--threads", "1", "--rounds", "1", "--calls", "1", "--top", "3"]),
     ("interop", ["--quick"]),
     ("workflow", ["--quick"]),
+    ("torch_qat", ["--quick"]),
 ]
 
 
