@@ -66,7 +66,8 @@ def ranks(tmp_path_factory):
     return {sync: [loaded[0][sync], loaded[1][sync]] for sync in (True, False)}
 
 
-def _ema(values, momentum=np.float32(0.9)):
+def _ema(values, momentum=0.9):
+    momentum = np.float32(momentum)
     m, rm = np.float32(0), np.float32(0)
     for v in values:
         m = np.float32(m * rm + (np.float32(1) - rm) * np.float32(v))

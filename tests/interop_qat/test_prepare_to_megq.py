@@ -16,6 +16,7 @@ from megq.interop import torch_qat  # noqa: E402
 from megq.interop.torch_qat import prepare_qat, set_integer_eval, to_megq  # noqa: E402
 from megq.interop.torch_qat.convert import layer_names  # noqa: E402
 from megq.quantization.integer_eval import integer_eval  # noqa: E402
+
 from .qat_nets import ResNet, batches, megq_layer_outputs, torch_layer_outputs, train  # noqa: E402
 
 PRESETS = ["ema_fakequant_qconfig", "ema_fakequant_qconfig_per_channel_quint8", "min_max_fakequant_qconfig",

@@ -12,10 +12,10 @@ export/import); each is imported when the function that needs it runs. See docs/
 """
 from __future__ import annotations
 
+from . import torch_qat  # noqa: F401  (prepare_qat / to_megq; imports torch only when called)
 from .onnx_export import OPSET, export_onnx
 from .onnx_import import OnnxModel, from_onnx
 from .torch_state import from_torch, read_state_dict, torchvision_mapping
-from . import torch_qat  # noqa: E402,F401  (prepare_qat / to_megq; imports torch only when called)
 
 __all__ = ["OPSET", "OnnxModel", "export_onnx", "from_onnx", "from_torch", "read_state_dict",
            "torchvision_mapping"]

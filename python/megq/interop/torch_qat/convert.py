@@ -125,7 +125,7 @@ class TorchQATResNet(torch.nn.Module):
         self.dequant = DequantStub()
         self.qconfig = qconfig
         self.qconfig_name = qconfig_name
-        for name, m in self.named_modules():
+        for m in self.modules():
             if isinstance(m, QATModule):
                 channels = None
                 if isinstance(m, ConvBn):
