@@ -16,7 +16,7 @@ import megq.module as M  # noqa: E402
 from megq.autodiff import no_grad  # noqa: E402
 from megq.interop import export_onnx, from_onnx  # noqa: E402
 
-from .helpers import calibrated_q, ort_run  # noqa: E402
+from .helpers import calibrated_q, lsb_diff, ort_run  # noqa: E402
 from .tv_models import mobilenet_v2, randomize, resnet18  # noqa: E402
 
 
@@ -135,3 +135,42 @@ def test_unsupported_op_and_bad_files(tmp_path):
         from_onnx(tmp_path / "absent.onnx")
     with pytest.raises(TypeError, match="path: expected an ONNX file path"):
         from_onnx(3)
+
+
+class _Branches(torch.nn.Module):
+    """Concat of two branches, average pooling (padding counted and not), an element-wise product, Gemm with
+    transB=0 (a MatMul with its bias Add), a ReLU after the linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 4, 1)
+        self.c = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.w = torch.nn.Parameter(torch.randn(8 * 4 * 4, 6) * 0.1)
+        self.bias = torch.nn.Parameter(torch.randn(6) * 0.1)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.a(x)), self.b(x)], 1)
+        y = torch.nn.functional.avg_pool2d(y, 3, 1, 1, count_include_pad=False) * self.c(y)
+        y = torch.nn.functional.avg_pool2d(y, 2, 2, 0)
+        return torch.relu(torch.flatten(y, 1) @ self.w + self.bias)
+
+
+def test_concat_pooling_mul_matmul(tmp_path):
+    ref = randomize(_Branches(), seed=4)
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    torch_export(ref, x[:1], tmp_path / "b.onnx")
+    net = from_onnx(tmp_path / "b.onnx")
+    kinds = sorted(type(getattr(net, a)).__name__ for a, _, _, _ in net.program)
+    assert kinds == ["AvgPool2d", "AvgPool2d", "Concat", "Conv2d", "Conv2d", "ConvRelu2d", "Elemwise", "Flatten",
+                     "LinearRelu"], kinds
+    ours, theirs = run(net, x), ort_run(tmp_path / "b.onnx", x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+    # quantize it and run the Q model in ONNX Runtime
+    rng = np.random.default_rng(4)
+    qm = calibrated_q(net, [rng.standard_normal((4, 3, 8, 8)).astype(np.float32) for _ in range(2)])
+    export_onnx(qm, tmp_path / "bq.onnx", x)
+    yq = run(qm, x)
+    # average pooling's .5 ties included (the exporter's tie nudge), ORT gives megq's integers here
+    d = lsb_diff(ort_run(tmp_path / "bq.onnx", x), yq, qm.MatMul.layer.out_scale)
+    assert np.abs(d).max() <= 1 and (d == 0).mean() >= 0.9

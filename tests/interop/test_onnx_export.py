@@ -139,3 +139,15 @@ def test_errors_and_no_partial_file(tmp_path):
     net.train()
     export_onnx(net, path, x)  # traced in eval mode, mode restored
     assert net.training and path.exists()
+
+
+def test_q_model_with_float_classifier(tmp_path):
+    net = randomize_megq(models.resnet8(num_classes=10, quantize_classifier=False), seed=9)
+    qm = calibrated_q(net, data((4, 3, 32, 32), seed=10))
+    assert type(qm.fc) is M.Linear  # float, after the DequantStub
+    x = data((4, 3, 32, 32), seed=11)[0]
+    proto = export_onnx(qm, tmp_path / "q.onnx", x)
+    assert [n.op_type for n in proto.graph.node][-2:] == ["Gemm", "Identity"]  # the float classifier
+    ours, theirs = run(qm, x), ort_run(tmp_path / "q.onnx", x)
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+    assert np.abs(ours - theirs).max() <= 0.05 * np.abs(ours).max()

@@ -126,10 +126,12 @@ class _Builder:
         return self.node("DequantizeLinear", [self.name_of(x, hint), s, z], hint)[0]
 
     def quant(self, y_float: str, y: QuantizedTensor, hint: str, lo: Optional[int] = None,
-              hi: Optional[int] = None) -> str:
+              hi: Optional[int] = None, tie_nudge: float = 0.0) -> str:
         """QuantizeLinear to ``y``'s qparams, then the integer clamp ``[lo, hi]`` where it is narrower than the
-        storage type (fused activations, narrow dtypes such as qint4 kept in 8 bits)."""
-        s, z = self.qparams(hint, y.scale, y.zero_point + self.act_shift(y.dtype), self.act_dtype(y.dtype))
+        storage type (fused activations, narrow dtypes such as qint4 kept in 8 bits). ``tie_nudge`` > 0 writes the
+        scale ``s * (1 - tie_nudge)`` (see :func:`_pool_tie_nudge`)."""
+        scale = np.float32(y.scale) * np.float32(1.0 - tie_nudge) if tie_nudge else y.scale
+        s, z = self.qparams(hint, scale, y.zero_point + self.act_shift(y.dtype), self.act_dtype(y.dtype))
         out = self.node("QuantizeLinear", [y_float, s, z], hint)[0]
         return self.clamp(out, y.dtype, max(y.qmin, lo if lo is not None else y.qmin),
                           min(y.qmax, hi if hi is not None else y.qmax), hint)
@@ -359,7 +361,8 @@ def _functional(b: _Builder, fn: str, args: tuple, kwargs: dict, out: Any, hint:
         mode = args[4] if len(args) > 4 else kwargs.get("mode", "average_count_exclude_padding")
         attrs["count_include_pad"] = int(mode == "average")
         if quant:
-            return b.quant(b.node("AveragePool", [b.dequant(x, hint)], hint, **attrs)[0], out, hint)
+            return b.quant(b.node("AveragePool", [b.dequant(x, hint)], hint, **attrs)[0], out, hint,
+                           tie_nudge=_pool_tie_nudge(k[0] * k[1], p != (0, 0)))
         return b.node("AveragePool", [b.name_of(x, hint)], hint, **attrs)[0]
     if fn == "adaptive_avg_pool2d":
         oh, ow = _pair(args[1] if len(args) > 1 else kwargs["oshp"])
@@ -374,7 +377,7 @@ def _functional(b: _Builder, fn: str, args: tuple, kwargs: dict, out: Any, hint:
         else:
             raise ValueError(f"export_onnx: {hint}: adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} (bins of unequal "
                              f"size) has no ONNX pooling equivalent")
-        return b.quant(y, out, hint) if quant else y
+        return b.quant(y, out, hint, tie_nudge=_pool_tie_nudge((h // oh) * (w // ow), False)) if quant else y
     if fn == "concat":
         inps = list(args[0])
         axis = args[1] if len(args) > 1 else kwargs.get("axis", 0)
@@ -400,6 +403,25 @@ def _quantized_bounds(x: QuantizedTensor, fn: str) -> Tuple[int, int]:
     from ..functional import quantized as FQ
 
     return FQ.activation_bounds(x.scale, x.zero_point, x.qmin, x.qmax, fn)
+
+
+def _pool_tie_nudge(count: int, padded: bool) -> float:
+    """Relative enlargement of an average pool's requantized mean that makes ONNX Runtime's round-half-to-even land
+    where megq's round-half-away-from-zero does on exact .5 ties.
+
+    A mean of integers over ``count`` taps is a multiple of ``1/count``: with an even count .5 ties are common (a
+    quarter of a 2x2 pool's outputs), and every other value is at least ``1/(2 count)`` from a .5 boundary. Writing
+    the output scale ``s * (1 - e)`` multiplies the mean by about ``1 + e``: an exact tie moves away from zero (as
+    megq rounds it), and no other value crosses a boundary while ``255 e < 1/(2 count)``, so
+    ``e = min(2^-13, 1/(1020 count))``. ONNX Runtime 1.32's QLinearAveragePool computes the mean with a relative
+    error near 2^-16 (measured: a tie at 0.5 rounds away from zero for ``e >= 2^-15``, not for ``2^-16``), so the
+    nudge settles the ties of windows up to 16 taps (2x2, 3x3, 4x4) and is harmless, if not always effective, above.
+    Away from zero is in terms of ``mean - z``; megq rounds the stored values' mean, so the two agree when ``z`` is 0
+    (int8 activations, also when written as uint8). An odd window without padding has no ties: no nudge. Border
+    windows that exclude padding have fewer taps (even counts too)."""
+    if count % 2 and not padded:
+        return 0.0
+    return min(2.0 ** -13, 1.0 / (1020.0 * count))
 
 
 def _reshape(b: _Builder, x: Any, shape: Sequence[int], hint: str) -> str:

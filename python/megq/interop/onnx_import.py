@@ -52,7 +52,8 @@ class Reshape(M.Module):
 
 class OnnxModel(M.Module):
     """A megq model made by :func:`from_onnx`: its layers are attributes (named after the ONNX nodes) and
-    ``program`` lists, in graph order, ``(layer attribute, input value names, output value name, kind)``."""
+    ``program`` lists, in graph order, ``(layer attribute, input value names, output value name, kind)`` where kind
+    is ``"call"`` (``layer(*inputs)``) or ``"concat:<axis>"`` (``layer(inputs, axis)``)."""
 
     def __init__(self, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         super().__init__()
@@ -72,18 +73,12 @@ class OnnxModel(M.Module):
             env[name] = getattr(self, "quant" if i == 0 else f"quant_{i}")(x)
         for attr, ins, out, kind in self.program:
             layer = getattr(self, attr)
-            if kind == "concat":
-                env[out] = layer([env[n] for n in ins], layer.axis)
+            if kind.startswith("concat:"):  # "concat:<axis>"
+                env[out] = layer([env[n] for n in ins], int(kind[len("concat:"):]))
             else:
                 env[out] = layer(*[env[n] for n in ins])
         outs = [self.dequant(env[n]) for n in self.output_names]
         return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-class _Concat(M.Concat):
-    def __init__(self, axis: int) -> None:
-        super().__init__()
-        self.axis = axis
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -438,7 +433,7 @@ def from_onnx(path: Any) -> OnnxModel:
             ins = list(node.input)
             if any(n in consts for n in ins):
                 raise ValueError(f"from_onnx: {_where(node)}: Concat with a constant operand is not supported")
-            emit(node, _Concat(int(_attrs(node)["axis"])), ins, node.output[0], kind="concat")
+            emit(node, M.Concat(), ins, node.output[0], kind=f"concat:{int(_attrs(node)['axis'])}")
             continue
         raise ValueError(f"from_onnx: {_where(node)} is not supported (supported ops: {', '.join(SUPPORTED_OPS)}, "
                          f"and any op on constants)")
