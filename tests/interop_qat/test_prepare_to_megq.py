@@ -149,3 +149,33 @@ def test_package_exports_lazily():
 
     assert interop.torch_qat is torch_qat
     assert torch_qat.__all__ == ["prepare_qat", "to_megq", "set_integer_eval"]
+
+
+def test_training_forward_matches_megq_qat():
+    """Train mode (MegEngine's BN folding with batch statistics, observers on): the same state in torch and megq
+    gives the same weight qparams bit for bit (the folding is elementwise, in the same float32 order), the
+    QuantStub output bit for bit, and every other layer within a step where float sums are ordered differently."""
+    torch.manual_seed(4)
+    net = ResNet(1)
+    qat = prepare_qat(net, "ema_fakequant_qconfig_per_channel")
+    train(qat, batches(1, (8, 1, 16, 16), 11))  # non-trivial BN statistics and observer state
+    mq = to_megq(qat)
+    assert mq.training
+    x = batches(1, (8, 1, 16, 16), 12)[0][0]
+    names = list(layer_names(qat))
+    t_out, _ = torch_layer_outputs(qat, names, x)
+    m_out, _ = megq_layer_outputs(mq, names, x)
+    np.testing.assert_array_equal(t_out["quant"][0], m_out["quant"][0])
+    mods = dict(mq.named_modules())
+    for name in names:
+        tm = qat.get_submodule(name)
+        if tm.with_weight:
+            tq, mqp = tm.weight_observer.get_qparams(), mods[name].get_weight_qparams()
+            np.testing.assert_array_equal(tq[0].numpy(), mqp.scale, err_msg=name)
+        s = np.float32(tm.get_activation_qparams()[0].item())
+        np.testing.assert_allclose(s, mods[name].get_activation_qparams().scale, rtol=1e-5, err_msg=name)
+        steps = np.abs(t_out[name][0] - m_out[name][0]) / s
+        assert steps.max() <= 2.01 and (steps > 0.5).mean() <= 0.01, (name, steps.max(), (steps > 0.5).mean())
+    for name in ("conv_bn_relu1", "layer3.0.conv_bn2"):
+        np.testing.assert_allclose(qat.get_submodule(name).bn.running_var.numpy(),
+                                   mods[name].bn.running_var.numpy(), rtol=1e-5)

@@ -159,7 +159,10 @@ class DequantStub(QATModule):
 def _fold(conv_w: torch.Tensor, conv_b: Optional[torch.Tensor], bn: torch.nn.BatchNorm2d, with_bias: bool):
     """MegEngine's folding (megq's ``module/qat/_bn_fold.py``), the same float32 operations in the same order."""
     oc = conv_w.shape[0]
-    istd = 1.0 / torch.sqrt(bn.running_var + torch.tensor(bn.eps, dtype=torch.float32))
+    # torch's float32 sqrt on CPU is not correctly rounded (it differs from numpy's in the last bit); the float64
+    # square root of a float32 value rounded to float32 is (53 >= 2*24 + 2 bits), so the fold matches megq's
+    var = bn.running_var + torch.tensor(bn.eps, dtype=torch.float32)
+    istd = 1.0 / torch.sqrt(var.to(torch.float64)).to(torch.float32)
     gamma = bn.weight if bn.weight is not None else torch.ones(oc, device=conv_w.device)
     k = gamma * istd
     w = conv_w * k.reshape((oc,) + (1,) * (conv_w.dim() - 1))
