@@ -162,7 +162,8 @@ def _fold(conv_w: torch.Tensor, conv_b: Optional[torch.Tensor], bn: torch.nn.Bat
     # torch's float32 sqrt on CPU is not correctly rounded (it differs from numpy's in the last bit); the float64
     # square root of a float32 value rounded to float32 is (53 >= 2*24 + 2 bits), so the fold matches megq's
     var = bn.running_var + torch.tensor(bn.eps, dtype=torch.float32)
-    istd = 1.0 / torch.sqrt(var.to(torch.float64)).to(torch.float32)
+    root = torch.sqrt(var.to(torch.float64)).to(torch.float32)
+    istd = torch.ones_like(root) / root  # tensor / tensor: a true float32 division on every device
     gamma = bn.weight if bn.weight is not None else torch.ones(oc, device=conv_w.device)
     k = gamma * istd
     w = conv_w * k.reshape((oc,) + (1,) * (conv_w.dim() - 1))
@@ -241,7 +242,7 @@ class _Weighted(QATModule):
         if self.activation is not None:
             lo = max(lo, z_y)
         if self.activation == "relu6":
-            six = round_half_away(torch.tensor(6.0, dtype=torch.float32) / s_y.cpu())
+            six = round_half_away(torch.tensor(6.0, dtype=torch.float32) / s_y.detach().cpu())
             hi = min(hi, z_y + int(six))
         return QT(_clamp_round(v, lo, hi, z_y), s_y, z_y, qmin, qmax, st)
 
@@ -363,5 +364,6 @@ def global_pool_flatten(x: Any) -> Any:
     if isinstance(x, QT):
         n, c, h, w = x.q.shape
         s = x.q.to(torch.float64).sum(dim=(2, 3)).to(torch.float32)
-        return x._replace(q=round_half_away(s / torch.tensor(float(h * w), dtype=torch.float32)))
+        count = torch.tensor(float(h * w), dtype=torch.float32, device=s.device)  # a device divisor: true division
+        return x._replace(q=round_half_away(s / count))
     return torch.flatten(TF.adaptive_avg_pool2d(x, 1), 1)

@@ -100,10 +100,12 @@ def calc_qparams(min_val: torch.Tensor, max_val: torch.Tensor, symmetric: bool, 
     mx = torch.maximum(max_val.to(f32), zero)
     eps_t = torch.tensor(eps, dtype=f32, device=min_val.device)  # float32(eps), as numpy's np.float32(eps)
     if symmetric:
-        scale = torch.maximum(torch.maximum(-mn, mx) / torch.tensor((qmax - qmin) / 2, dtype=f32), eps_t)
+        # divisors live on the data's device: CUDA divides by a *CPU* scalar as a multiplication by its reciprocal
+        half_range = torch.tensor((qmax - qmin) / 2, dtype=f32, device=min_val.device)
+        scale = torch.maximum(torch.maximum(-mn, mx) / half_range, eps_t)
         return scale, None, qmin, qmax, dtype_name
-    scale = torch.maximum((mx - mn) / torch.tensor(float(qmax - qmin), dtype=f32), eps_t)
-    zp = torch.tensor(float(qmin), dtype=f32) - round_half_away(mn / scale)
+    scale = torch.maximum((mx - mn) / torch.tensor(float(qmax - qmin), dtype=f32, device=min_val.device), eps_t)
+    zp = torch.tensor(float(qmin), dtype=f32, device=min_val.device) - round_half_away(mn / scale)
     zp = torch.clamp(zp, qmin, qmax).to(torch.int32)
     return scale, zp, qmin, qmax, dtype_name
 
