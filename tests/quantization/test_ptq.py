@@ -138,12 +138,18 @@ def test_bias_correction_removes_a_planted_mean_error():
     Q.calibrate(qat, [x], progress=False)
     err_before = (run(qat, x) - run(net, x)).mean(axis=(0, 2, 3))
     assert np.abs(err_before).min() > 0.05  # the planted error is there (many output LSBs)
-    deltas = ptq.bias_correct(qat, [x])
-    # oracle: the correction is the mean float output minus the mean output with the int8-rounded weights
     wq = np.clip(np.round(w / s_w), -127, 127) * s_w
     with no_grad():
         xq = np.asarray(qat[0](megq.Tensor(x)).dequantize(), np.float64)  # the QuantStub's int8 input
+    # absorb_upstream: the float network's mean (float input) minus the quantized layer's mean
+    import copy
+    other = copy.deepcopy(qat)
+    deltas = ptq.bias_correct(other, [x], absorb_upstream=True)
     expect = layer_mean_oracle(x.astype(np.float64), w, 0, padding=1) - layer_mean_oracle(xq, wq, 0, padding=1)
+    np.testing.assert_allclose(deltas["1"], expect, rtol=1e-4, atol=1e-6)
+    # default: the float weights on the same quantized input minus the int8 weights on it
+    deltas = ptq.bias_correct(qat, [x])
+    expect = layer_mean_oracle(xq, w, 0, padding=1) - layer_mean_oracle(xq, wq, 0, padding=1)
     np.testing.assert_allclose(deltas["1"], expect, rtol=1e-4, atol=1e-6)
     err_after = (run(qat, x) - run(net, x)).mean(axis=(0, 2, 3))
     out_scale = float(qat[1].get_activation_qparams().scale)
