@@ -1,5 +1,5 @@
-"""Shared helpers of the quantization benchmarks (bench/quant_accuracy.py, bench/latency.py, bench/profile.py): write one
-``## <section>`` of bench/RESULTS-quant.md (other sections are kept), describe the machine and its load."""
+"""Shared helpers of the quantization benchmarks (bench/quant_accuracy.py, bench/latency.py, bench/profile.py):
+write one ``## <section>`` of bench/RESULTS-quant.md (other sections are kept), describe the machine and its load."""
 from __future__ import annotations
 
 import os

@@ -202,8 +202,9 @@ def task_setup(task: str, subset: int):
     train, test = D.FashionMNIST(True), D.FashionMNIST(False)
     if subset:
         train = D.ArrayDataset(train.images[:subset], train.labels[:subset])
-    return dict(model=lambda: models.resnet8(in_channels=1), train=D.DataLoader(train, 64, shuffle=True, seed=0,
-                transform=norm), test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200, smoothing=0.1)
+    return dict(model=lambda: models.resnet8(in_channels=1),
+                train=D.DataLoader(train, 64, shuffle=True, seed=0, transform=norm),
+                test=D.DataLoader(test, 500, transform=norm), epochs=2, lr=0.05, wd=5e-4, warmup=200, smoothing=0.1)
 
 
 def run(task: str, use_torch: bool, epochs: int, subset: int, torch_threads: int = 0) -> Dict[str, float]:

@@ -194,8 +194,9 @@ def table(rows: List[dict], threads: int) -> str:
              "", "| layer | megq | " + " | ".join(PEERS) + " | best peer / megq |",
              "|---|---|" + "---|" * len(PEERS) + "---|"]
     for r in rows:
-        cell = lambda who: (f"{r['ms'][who]:.3f} ({r['ops'] / r['ms'][who] / 1e6:.0f})"  # noqa: E731
-                            if who in r["ms"] else "–")
+        def cell(who: str, r: dict = r) -> str:
+            return f"{r['ms'][who]:.3f} ({r['ops'] / r['ms'][who] / 1e6:.0f})" if who in r["ms"] else "–"
+
         peers = [r["ms"][p] for p in PEERS if p in r["ms"]]
         ratio = f"{min(peers) / r['ms']['megq']:.2f}" if peers and "megq" in r["ms"] else "–"
         lines.append(f"| {r['layer']} | {cell('megq')} | " + " | ".join(cell(p) for p in PEERS) + f" | {ratio} |")

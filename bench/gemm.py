@@ -200,7 +200,7 @@ def _cpu_model() -> str:
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 model = line.split(":", 1)[1].strip()
-                fam = {l.split(":")[0].strip(): l.split(":", 1)[1].strip() for l in out.splitlines() if ":" in l}
+                fam = {ln.split(":")[0].strip(): ln.split(":", 1)[1].strip() for ln in out.splitlines() if ":" in ln}
                 return (f"{model} (family {fam.get('CPU family', '?')}, model {fam.get('Model', '?')}), "
                         f"{fam.get('CPU(s)', '?')} vCPUs, L2 {fam.get('L2 cache', '?')}, L3 {fam.get('L3 cache', '?')}")
     except Exception:  # noqa: BLE001
@@ -232,7 +232,8 @@ def render(results: List[dict], peaks: dict, shapes, command: str, meta: dict) -
     add(f"Command: `{command}`  ")
     add(f"Machine: {meta['cpu']}; ISA megq used: **{peaks['isa']}**  ")
     add(f"Versions: {meta['versions']}  ")
-    add(f"Peak (megq.kernels.measure_peak_gops, best of runs): {peaks['isa']} 1 thread **{peaks['peak_1t']:.1f} GOPS**; "
+    add(f"Peak (megq.kernels.measure_peak_gops, best of runs): {peaks['isa']} 1 thread "
+        f"**{peaks['peak_1t']:.1f} GOPS**; "
         f"2-thread denominator = 2x = {peaks['peak_2t']:.1f} GOPS (both vCPUs measured concurrently: "
         f"{peaks['peak_2t_concurrent']:.1f}); avx2 1 thread {peaks['peak_avx2_1t']:.1f} GOPS.  ")
     chk = peaks.get("isa_check")

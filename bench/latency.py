@@ -122,7 +122,8 @@ def latency(args) -> int:
         log(v)
     log(f"total {total:.0f} s")
     if args.write:
-        idle = f", waiting up to {args.wait_idle:g} s for an idle machine before each contestant" if args.wait_idle else ""
+        idle = (f", waiting up to {args.wait_idle:g} s for an idle machine before each contestant"
+                if args.wait_idle else "")
         pre = (f"Command: `{R.command_line('bench.latency')}` ({total:.0f} s).\n"
                f"Machine: {R.machine()}; {versions}.\n\n"
                f"Median of {args.rounds} rounds x {args.calls} calls per contestant (interleaved rounds, "

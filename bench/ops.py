@@ -24,6 +24,7 @@ up to 8 s for the machine to go quiet).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -90,7 +91,7 @@ def run_memory(mk, threads: int, cfg: dict) -> dict:
         half = max(1, nbytes // 2)
         src = np.ones(half, np.uint8)
         dst = np.empty(half, np.uint8)
-        copy = lambda: np.copyto(dst, src)  # noqa: E731
+        copy = functools.partial(np.copyto, dst, src)
         t_op = t_cp = None
         for _ in range(cfg["rounds"]):
             for which in ("op", "copy"):
@@ -299,7 +300,8 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}")
 
 
 def _flag(other: float) -> str:
@@ -332,9 +334,12 @@ def to_markdown(results: List[dict], command: str) -> str:
                 cells += [f"{e['op_gbs']:.2f}{_flag(e['other_cores'])}", f"{e['copy_s'] / e['op_s']:.2f}"]
             e0 = mem[0]["memory"][name]
             lines.append(f"| {name} | {e0['desc']} | " + " | ".join(cells) + f" | {e0['copy_gbs']:.2f} |")
+        def best_gbs(name: str) -> str:
+            return "/".join(f"{r['memory'][name]['bytes'] / r['memory'][name]['op_min_s'] / 1e9:.1f}" for r in mem)
+
         lines += ["", "Best-sample GB/s (less sensitive to other processes): " + "; ".join(
-            f"{name} " + "/".join(f"{r['memory'][name]['bytes'] / r['memory'][name]['op_min_s'] / 1e9:.1f}" for r in mem)
-            for name in mem[0]["memory"]) + f" (threads {'/'.join(str(r['threads']) for r in mem)}); copy " +
+            f"{name} {best_gbs(name)}" for name in mem[0]["memory"]) +
+            f" (threads {'/'.join(str(r['threads']) for r in mem)}); copy " +
             "/".join(f"{max(r['memory'][n]['bytes'] / r['memory'][n]['copy_min_s'] / 1e9 for n in r['memory']):.0f}"
                      for r in mem) + " GB/s at best", ""]
     dws = [r for r in results if "depthwise" in r]
@@ -370,7 +375,8 @@ def to_markdown(results: List[dict], command: str) -> str:
         diffs = {n: max((e[n].get("diff_share", 0.0) for e in r["depthwise"].values()
                          if n in e and not e[n].get("saturates")), default=0.0)
                  for n in DW_NAMES[1:] if not any(e.get(n, {}).get("saturates") for e in r["depthwise"].values())}
-        lines += ["", "Output agreement with megq on full-range uint8 activations (within 1 LSB; largest share of differing bytes per layer): " +
+        lines += ["", "Output agreement with megq on full-range uint8 activations (within 1 LSB; largest share of "
+                  "differing bytes per layer): " +
                   ", ".join(f"{n} {v * 100:.3f}%" for n, v in diffs.items()), ""]
         sat = sorted({n for e in r["depthwise"].values() for n in DW_NAMES if e.get(n, {}).get("saturates")})
         if sat:

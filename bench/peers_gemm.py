@@ -106,7 +106,7 @@ def megq_contestants(p: Problem) -> List[Contestant]:
     try:
         import megq.kernels as mk
     except Exception as e:  # noqa: BLE001
-        raise Skip(f"megq not importable: {e}")
+        raise Skip(f"megq not importable: {e}") from e
     out: List[Contestant] = []
     a = p.a
     packed8 = mk.pack_gemm_weights(p.w, p.bias, p.mult, input_dtype="uint8", input_zero_point=A_ZP)
@@ -157,7 +157,7 @@ def ort_contestants(p: Problem, threads: int) -> List[Contestant]:
         import onnxruntime  # noqa: F401
         from onnx import TensorProto, helper, numpy_helper
     except Exception as e:  # noqa: BLE001
-        raise Skip(f"onnxruntime/onnx not installed: {e}")
+        raise Skip(f"onnxruntime/onnx not installed: {e}") from e
     M, N, K = p.M, p.N, p.K
     out: List[Contestant] = []
     feed = {"A": p.a}
@@ -213,7 +213,7 @@ def torch_contestants(p: Problem, threads: int) -> Dict[str, object]:
     try:
         import torch
     except Exception as e:  # noqa: BLE001
-        raise Skip(f"torch not installed: {e}")
+        raise Skip(f"torch not installed: {e}") from e
     torch.set_num_threads(threads)
     res: Dict[str, object] = {}
     a_t = torch.from_numpy(p.a)
@@ -249,7 +249,8 @@ def torch_contestants(p: Problem, threads: int) -> Dict[str, object]:
 
             fn()
             res[name] = Contestant(name, "i8", fn, chk, prepare=prep,
-                                   note=f"torch quantized.linear, engine {eng}, per-channel qint8 W, fp32 bias, quint8 out")
+                                   note=f"torch quantized.linear, engine {eng}, per-channel qint8 W, fp32 bias, "
+                                        "quint8 out")
         except Exception as e:  # noqa: BLE001
             res[name] = Skip(f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
 

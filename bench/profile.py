@@ -82,7 +82,7 @@ def profile(args) -> int:
             else:
                 key = type(m).__name__
             by_type[key] = by_type.get(key, 0.0) + v
-        tot_hook, tot_plain = statistics.median(totals), statistics.median(plain)
+        _tot_hook, tot_plain = statistics.median(totals), statistics.median(plain)
         leaf_sum = sum(med.values())
         log(f"\n== threads {n}: forward median {1e3 * tot_plain:.2f} ms, min {1e3 * min(plain):.2f} ms (with hooks: "
             f"min {1e3 * min(totals):.2f} ms); sum of the leaves' minimum times {1e3 * leaf_sum:.2f} ms")
@@ -98,8 +98,7 @@ def profile(args) -> int:
         K = megq.kernels
         convs = [(k, m) for k, m in leaves if isinstance(m, QM.Conv2d)]
         feats: Dict[str, object] = {}
-        hs = [m.register_forward_hook(lambda mod, inp, out, nm=k: feats.__setitem__(nm, (inp[0], out)))
-              for k, m in convs]
+        hs = [m.register_forward_hook(functools.partial(_keep_io, name=k, feats=feats)) for k, m in convs]
         qm(x)
         for h in hs:
             h.remove()
@@ -229,6 +228,10 @@ def _start_hook(module, inputs, starts: Dict[int, float]) -> None:
 
 def _end_hook(module, inputs, output, name: str, starts: Dict[int, float], times: Dict[str, List[float]]) -> None:
     times.setdefault(name, []).append(time.perf_counter() - starts[id(module)])
+
+
+def _keep_io(module, inputs, output, name: str, feats: Dict[str, object]) -> None:
+    feats[name] = (inputs[0], output)
 
 
 def _min_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:

@@ -252,8 +252,9 @@ def table(res: Dict[str, object]) -> Tuple[str, List[str]]:
         best = max(rows, key=lambda r: r["q_acc"])
         for r in rows:
             mark = " **(best)**" if r is best else ""
-            lines.append(f"| {kind} | `{r['preset']}`{mark} | {100 * r['qfloat_acc']:.2f} % | {100 * r['q_acc']:.2f} % | "
-                         f"{100 * (r['q_acc'] - fa):+.2f} | {100 * r['agree']:.2f} % | {100 * r['same_logits']:.2f} % | "
+            lines.append(f"| {kind} | `{r['preset']}`{mark} | {100 * r['qfloat_acc']:.2f} % | "
+                         f"{100 * r['q_acc']:.2f} % | {100 * (r['q_acc'] - fa):+.2f} | {100 * r['agree']:.2f} % | "
+                         f"{100 * r['same_logits']:.2f} % | "
                          f"{'yes' if r['int8_identical'] else 'NO'} ({r['int8_layers']}) | {r['prep_s']:.0f} | "
                          f"{r['qfloat_eval_s']:.1f} / {r['q_eval_s']:.1f} |")
         gap = 100 * (best["q_acc"] - fa)

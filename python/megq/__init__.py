@@ -28,8 +28,14 @@ def get_num_threads() -> int:
 
 # -- float layer exports (megq.Tensor, megq.Parameter, ...) are added below by the module layer --
 from . import autodiff, data, functional, models, module, optimizer, random  # noqa: E402
-from .tensor import Parameter, Tensor  # noqa: E402
 from .serialization import SerializationError, load, register_serializable, save  # noqa: E402
+from .tensor import Parameter, Tensor  # noqa: E402
+
+__all__ = [
+    "__version__", "set_num_threads", "get_num_threads", "Tensor", "Parameter", "tensor", "save", "load",
+    "SerializationError", "register_serializable", "autodiff", "data", "functional", "models", "module",
+    "optimizer", "random",
+]
 
 
 class _TensorModule(type(autodiff)):  # type: ignore[misc]

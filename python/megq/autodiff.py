@@ -29,7 +29,8 @@ class GradManager:
         self._callbacks: Dict[int, List[Callable]] = {}
         self._recording = False
 
-    def attach(self, params: Iterable[Tensor] | Tensor, callbacks: Optional[Iterable[Callable]] = None) -> "GradManager":
+    def attach(self, params: Iterable[Tensor] | Tensor,
+               callbacks: Optional[Iterable[Callable]] = None) -> "GradManager":
         """Track ``params``; after ``backward`` each gets ``.grad``. ``callbacks(param, grad) -> grad`` run first."""
         if isinstance(params, Tensor):
             params = [params]

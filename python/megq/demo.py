@@ -3,6 +3,7 @@ post-training calibration (PTQ) and by quantization-aware training (QAT), conver
 running megq's int8 kernels, and report accuracy, QFloat-vs-Q agreement, size and latency."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -139,10 +140,10 @@ def run(epochs: int = 8, qat_epochs: int = 2, seed: int = 0, verbose: bool = Tru
         if name == "QAT":
             one = x_test[:1]
             results["latency"] = {
-                "float_batch1_ms": _latency_ms(lambda: _logits(net, one)),
-                "q_batch1_ms": _latency_ms(lambda: _logits(qmodel, one)),
-                "float_batch360_ms": _latency_ms(lambda: _logits(net, x_test), 5),
-                "q_batch360_ms": _latency_ms(lambda: _logits(qmodel, x_test), 5),
+                "float_batch1_ms": _latency_ms(functools.partial(_logits, net, one)),
+                "q_batch1_ms": _latency_ms(functools.partial(_logits, qmodel, one)),
+                "float_batch360_ms": _latency_ms(functools.partial(_logits, net, x_test), 5),
+                "q_batch360_ms": _latency_ms(functools.partial(_logits, qmodel, x_test), 5),
             }
     results["size_bytes"] = {k: float(v) for k, v in sizes.items()}
 

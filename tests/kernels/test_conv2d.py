@@ -8,7 +8,6 @@ import pytest
 
 import megq.kernels as K
 from megq import reference
-
 from oracles.gemm import RANGES, round_half_away_f64
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import megq.kernels as K
-from megq import reference
-
 import oracles.ops as O
+from megq import reference
 
 
 def rand_q(rng, dtype, shape):

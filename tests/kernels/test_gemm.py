@@ -8,7 +8,6 @@ import pytest
 
 import megq.kernels as megq_kernels
 from megq import reference
-
 from oracles.gemm import oracle_gemm
 
 K = megq_kernels

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import megq.kernels as K
-from megq import reference
-
 import oracles.ops as O
+from megq import reference
 
 MODES = ["max", "avg_exclude", "avg_include"]
 REF_MODES = {"max": "max", "avg_exclude": "average_count_exclude_padding", "avg_include": "average"}

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import megq.kernels as K
-from megq import reference
-
 import oracles.ops as O
+from megq import reference
 
 CHANNELS = list(range(1, 34)) + [64, 96, 144]
 

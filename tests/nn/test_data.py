@@ -26,7 +26,8 @@ def test_loader_batches_and_drop_last():
 
 def test_seeded_shuffle():
     ds = _ds(20)
-    order = lambda dl: np.concatenate([y for _, y in dl])
+    def order(dl):
+        return np.concatenate([y for _, y in dl])
     a, b = D.DataLoader(ds, 6, shuffle=True, seed=3), D.DataLoader(ds, 6, shuffle=True, seed=3)
     e1a, e1b = order(a), order(b)
     np.testing.assert_array_equal(e1a, e1b)

@@ -9,7 +9,8 @@ import megq
 from megq.autodiff import GradManager
 
 
-def analytic_and_numeric(fn: Callable[..., "megq.Tensor"], arrays: Sequence[np.ndarray], seed: int = 0, eps: float = 1e-6):
+def analytic_and_numeric(fn: Callable[..., "megq.Tensor"], arrays: Sequence[np.ndarray], seed: int = 0,
+                         eps: float = 1e-6):
     """Gradients of ``sum(fn(*inputs) * r)`` (r fixed random) w.r.t. each input: from the tape and by central
     differences computed here with plain numpy evaluations of ``fn``."""
     rng = np.random.default_rng(seed)

@@ -12,28 +12,36 @@ One module per kernel family; everything public is re-exported here:
 Every kernel has a numpy twin in :mod:`megq.reference` that defines its result bit for bit.
 """
 from ..reference.gemm import requantize_multiplier
-from .runtime import (active_isa, cpu_info, get_num_threads, measure_peak_gops, set_isa,
-                      set_num_threads, use_isa)
-from .gemm import MAX_SAFE_K, PackedGemmWeights, gemm, pack_gemm_weights, relu_bounds
+from .concat import concat
 from .conv import PackedConv2dWeights, conv2d, pack_conv2d_weights
+from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_weights
+from .elementwise import add, fuse_add_relu, mul
+from .gemm import MAX_SAFE_K, PackedGemmWeights, gemm, pack_gemm_weights, relu_bounds
+from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
+from .prepare import prepare_conv2d, prepare_depthwise_conv2d, prepare_gemm
+from .quantize import dequantize, quantize, requantize
+from .runtime import (
+                      MAX_NUM_THREADS,
+                      MAX_OUTPUT_BYTES,
+                      active_isa,
+                      cpu_info,
+                      get_num_threads,
+                      measure_peak_gops,
+                      set_isa,
+                      set_num_threads,
+                      use_isa,
+)
 
 __all__ = [
-    "MAX_SAFE_K", "PackedConv2dWeights", "PackedGemmWeights", "conv2d", "pack_conv2d_weights", "active_isa", "cpu_info", "gemm", "get_num_threads",
-    "measure_peak_gops", "pack_gemm_weights", "relu_bounds", "requantize_multiplier", "set_isa",
-    "set_num_threads", "use_isa",
+    # runtime: ISA, threads, limits
+    "active_isa", "cpu_info", "get_num_threads", "measure_peak_gops", "set_isa", "set_num_threads", "use_isa",
+    "MAX_NUM_THREADS", "MAX_OUTPUT_BYTES", "MAX_SAFE_K",
+    # GEMM and conv
+    "PackedGemmWeights", "pack_gemm_weights", "gemm", "relu_bounds", "requantize_multiplier",
+    "PackedConv2dWeights", "pack_conv2d_weights", "conv2d",
+    "PackedDepthwiseWeights", "pack_depthwise_weights", "depthwise_conv2d",
+    "prepare_gemm", "prepare_conv2d", "prepare_depthwise_conv2d",
+    # the other int8 ops
+    "quantize", "dequantize", "requantize", "add", "fuse_add_relu", "mul", "max_pool2d", "avg_pool2d",
+    "global_avg_pool2d", "concat",
 ]
-# Other kernel families register their exports below.
-from .quantize import dequantize, quantize, requantize
-__all__ += ["quantize", "dequantize", "requantize"]
-from .elementwise import add, fuse_add_relu, mul
-__all__ += ["add", "fuse_add_relu", "mul"]
-from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
-__all__ += ["max_pool2d", "avg_pool2d", "global_avg_pool2d"]
-from .concat import concat
-__all__ += ["concat"]
-from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_weights
-__all__ += ["PackedDepthwiseWeights", "pack_depthwise_weights", "depthwise_conv2d"]
-from .prepare import prepare_conv2d, prepare_depthwise_conv2d, prepare_gemm
-__all__ += ["prepare_gemm", "prepare_conv2d", "prepare_depthwise_conv2d"]
-from .runtime import MAX_NUM_THREADS, MAX_OUTPUT_BYTES
-__all__ += ["MAX_NUM_THREADS", "MAX_OUTPUT_BYTES"]

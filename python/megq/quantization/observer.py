@@ -5,7 +5,8 @@ All observers are pass-through modules (``forward(x)`` returns ``x``) that recor
 ``Module.train`` implementations (setting ``m.training`` or calling ``m.train``) work. Statistics are float32
 ``Tensor`` buffers, saved in ``state_dict``.
 
-Scale rules (MegEngine's ``imperative/python/megengine/quantization/utils.py``, ``create_qparams``): the observed range always includes 0; symmetric
+Scale rules (MegEngine's ``create_qparams`` in ``imperative/python/megengine/quantization/utils.py``): the observed
+range always includes 0; symmetric
 ``scale = max(max(-mn, mx) / ((qmax - qmin) / 2), eps)``; asymmetric ``scale = max((mx - mn) / (qmax - qmin), eps)``,
 ``zero_point = clamp(qmin - round(mn / scale), qmin, qmax)``; all float32, round half away from zero.
 A NaN or Inf reaching an enabled observer raises ``ValueError`` naming the observer.
@@ -515,17 +516,17 @@ def _l2_search(hist: np.ndarray, hmin: float, hmax: float, dst_nbins: int) -> Tu
     while alpha < beta:
         next_alpha = alpha + stepsize
         next_beta = beta - stepsize
-        l, r = start_bin, end_bin
-        while l < end_bin and csum[l] < next_alpha * total:
-            l += 1
-        while r > start_bin and csum[r] > next_beta * total:
-            r -= 1
+        lo, hi = start_bin, end_bin
+        while lo < end_bin and csum[lo] < next_alpha * total:
+            lo += 1
+        while hi > start_bin and csum[hi] > next_beta * total:
+            hi -= 1
         next_start, next_end = start_bin, end_bin
-        if (l - start_bin) > (end_bin - r):
-            next_start = l
+        if (lo - start_bin) > (end_bin - hi):
+            next_start = lo
             alpha = next_alpha
         else:
-            next_end = r
+            next_end = hi
             beta = next_beta
         if next_start == start_bin and next_end == end_bin:
             continue
