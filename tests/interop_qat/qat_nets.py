@@ -24,12 +24,34 @@ class BasicBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # stride on the 3x3 (torchvision v1.5)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
 class ResNet(nn.Module):
     """``imagenet=False``: CIFAR stem (3x3, 16 channels, no max pool), stages 16/32/64; True: torchvision's
     ImageNet ResNet-18 layout (7x7/2 stem, 3x3/2 max pool, stages 64..512)."""
 
-    def __init__(self, blocks=1, num_classes=10, in_channels=1, imagenet=False):
+    def __init__(self, blocks=1, num_classes=10, in_channels=1, imagenet=False, bottleneck=False):
         super().__init__()
+        block = Bottleneck if bottleneck else BasicBlock
         widths = [64, 128, 256, 512] if imagenet else [16, 32, 64]
         c = widths[0]
         if imagenet:
@@ -44,11 +66,11 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             layer = []
             for _ in range(blocks):
-                ds = None
-                if stride != 1 or c != w:
-                    ds = nn.Sequential(nn.Conv2d(c, w, 1, stride, bias=False), nn.BatchNorm2d(w))
-                layer.append(BasicBlock(c, w, stride, ds))
-                c, stride = w, 1
+                ds, out = None, w * (4 if bottleneck else 1)
+                if stride != 1 or c != out:
+                    ds = nn.Sequential(nn.Conv2d(c, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                layer.append(block(c, w, stride, ds))
+                c, stride = out, 1
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
         self.fc = nn.Linear(c, num_classes)
         self.imagenet = imagenet

@@ -110,6 +110,24 @@ def test_imagenet_layout_with_max_pool():
     np.testing.assert_array_equal(t_out, m_out)
 
 
+def test_bottleneck_imagenet_layout():
+    torch.manual_seed(2)
+    qat = prepare_qat(ResNet(1, in_channels=3, imagenet=True, bottleneck=True), "ema_fakequant_qconfig")
+    train(qat, batches(1, (2, 3, 32, 32), 3))
+    qat.eval()
+    names = list(layer_names(qat))
+    assert "layer4.0.conv_bn3" in names and "layer4.0.conv_bn_relu2" in names
+    set_integer_eval(qat, True)
+    x = batches(1, (2, 3, 32, 32), 4)[0][0]
+    t_int, t_out = torch_layer_outputs(qat, names, x)
+    mq = to_megq(qat)
+    assert isinstance(mq.layer1[0], __import__("megq").models.Bottleneck)
+    m_int, m_out = megq_layer_outputs(mq, names, x)
+    for name in names:
+        np.testing.assert_array_equal(t_int[name][0], m_int[name][0], err_msg=name)
+    np.testing.assert_array_equal(t_out, m_out)
+
+
 def test_to_megq_carries_switches_and_training_mode():
     _, qat = _trained("ema_fakequant_qconfig", steps=1)
     qat.train()
