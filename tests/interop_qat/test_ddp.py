@@ -40,6 +40,9 @@ def _worker(rank, world, port, out_dir):
                 loss.backward()
                 opt.step()
             result[sync] = {"state": qat.state_dict(), "inputs": [x for x, _ in data]}
+            if sync and rank == 0:  # to_megq takes the DDP wrapper itself
+                mq = to_megq(ddp)
+                result["megq_max_val"] = torch.tensor(mq.layer2[0].add.act_observer.max_val.numpy())
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -63,7 +66,9 @@ def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     loaded = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    return {sync: [loaded[0][sync], loaded[1][sync]] for sync in (True, False)}
+    out = {sync: [loaded[0][sync], loaded[1][sync]] for sync in (True, False)}
+    out["megq_max_val"] = loaded[0]["megq_max_val"]
+    return out
 
 
 def _ema(values, momentum=0.9):
@@ -87,6 +92,7 @@ def test_ddp_two_ranks_sync_observers_then_megq_exact(ranks):
     gmax = [max(a.max().item(), b.max().item()) for a, b in zip(r0["inputs"], r1["inputs"])]
     assert r0["state"]["quant.act_observer.min_val"].item() == _ema(gmin)
     assert r0["state"]["quant.act_observer.max_val"].item() == _ema(gmax)
+    assert torch.equal(ranks["megq_max_val"], r0["state"]["layer2.0.add.act_observer.max_val"])
     local = _ema([a.max().item() for a in r0["inputs"]])
     assert local != _ema(gmax)  # the oracle tells global from local statistics
 
