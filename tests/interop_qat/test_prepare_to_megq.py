@@ -141,6 +141,20 @@ def test_to_megq_carries_switches_and_training_mode():
     assert mq.layer3[0].conv_bn2.bn.momentum == pytest.approx(0.9)
 
 
+def test_integer_eval_refuses_collecting_observers():
+    _, qat = _trained("ema_fakequant_qconfig", steps=1)
+    set_integer_eval(qat, True)
+    x = batches(1, (2, 1, 16, 16), 6)[0][0]
+    assert isinstance(qat(x), torch.Tensor)
+    qat.layer1[0].add.act_observer.enabled = True  # megq's quant_active() is False then: no integer path
+    with pytest.raises(ValueError, match="outside integer eval"):
+        qat(x)
+    qat.layer1[0].add.act_observer.enabled = False
+    set_integer_eval(qat, False)
+    qat.quant.act_fake_quant.enabled = False  # the float path with a fake quant off still runs
+    assert isinstance(qat(x), torch.Tensor)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="unknown preset"):
         prepare_qat(ResNet(1), "no_such_preset")

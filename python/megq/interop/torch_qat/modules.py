@@ -121,6 +121,9 @@ class QATModule(torch.nn.Module):
         for fq in (getattr(self, "act_fake_quant", None), getattr(self, "weight_fake_quant", None)):
             if fq is not None and not fq.enabled:
                 return False
+        for ob in (getattr(self, "act_observer", None), getattr(self, "weight_observer", None)):
+            if ob is not None and ob.enabled:  # still collecting statistics: megq's quant_active() is False too
+                return False
         return True
 
 
@@ -276,7 +279,8 @@ class ConvBn(_Weighted):
     def forward(self, x: Any) -> Any:
         if isinstance(x, QT):
             if not self.use_integer(x):
-                raise ValueError("ConvBn: integer input outside integer eval")
+                raise ValueError("ConvBn: integer input outside integer eval (eval mode, fake quants on, observers "
+                                 "off)")
             return self._integer(x, lambda a, w: self._conv(a, w, None))
         training = self.training and self.bn is not None
         w, b, k = self.folded(training)
@@ -308,6 +312,9 @@ class Linear(_Weighted):
 
     def forward(self, x: Any) -> Any:
         if isinstance(x, QT):
+            if not self.use_integer(x):
+                raise ValueError("Linear: integer input outside integer eval (eval mode, fake quants on, observers "
+                                 "off)")
             if x.q.dim() != 2:
                 raise ValueError(f"Linear: expected a 2-D integer input, got shape {tuple(x.q.shape)}")
             return self._integer(x, lambda a, w: a @ w.t())
@@ -329,8 +336,9 @@ class Add(QATModule):
 
     def forward(self, a: Any, b: Any) -> Any:
         if isinstance(a, QT) or isinstance(b, QT):
-            if not (isinstance(a, QT) and isinstance(b, QT)):
-                raise ValueError("Add: both inputs must be integer in integer eval")
+            if not (isinstance(a, QT) and isinstance(b, QT)) or not self.use_integer(a):
+                raise ValueError("Add: integer inputs outside integer eval (both inputs integer, eval mode, fake "
+                                 "quants on, observers off)")
             s, z, qmin, qmax, st = _act_qp(self.get_activation_qparams(), "Add")
             ma, mb = a.scale / s, b.scale / s
             v = (a.q - float(a.zero_point)) * ma + (b.q - float(b.zero_point)) * mb
