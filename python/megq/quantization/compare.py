@@ -136,7 +136,9 @@ class CompareReport:
         if not isinstance(path, str) or not path:
             raise TypeError(f"path: expected a file name, got {path!r}")
         order = sorted(self.layers, key=lambda r: self._order.get(r.name, 0))
-        cap = (lambda v: 80.0 if v is None or math.isinf(v) else v)
+
+        def cap(v: Optional[float]) -> float:  # an exact layer (infinite SQNR) is drawn at 80 dB
+            return 80.0 if v is None or math.isinf(v) else v
         fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(order)), 4.0))
         ax.plot([cap(r.sqnr_db) for r in order], label="end to end")
         ax.plot([cap(r.isolated_sqnr_db) for r in order], label="isolated (float input)")

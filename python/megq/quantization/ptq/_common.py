@@ -51,7 +51,9 @@ def conv_geometry(m: Module) -> Optional[Tuple[tuple, tuple, tuple, int]]:
     c = getattr(m, "conv", m)
     if not hasattr(c, "groups") or not hasattr(c, "stride"):
         return None
-    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v)))
+
+    def pair(v: Any) -> tuple:
+        return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
     return pair(c.stride), pair(c.padding), pair(c.dilation), int(c.groups)
 
 

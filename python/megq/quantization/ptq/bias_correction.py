@@ -33,8 +33,15 @@ from ...tensor import Tensor
 from ..integer_eval import integer_eval
 from ..integer_layer import quantize_weight
 from ..quantize import _has_seen_data
-from ._common import WindowMean, add_to_bias, as_float, collect_batches, conv_geometry, ensure_fake_quant, \
-    weighted_layers
+from ._common import (
+    WindowMean,
+    add_to_bias,
+    as_float,
+    collect_batches,
+    conv_geometry,
+    ensure_fake_quant,
+    weighted_layers,
+)
 from ._state import quant_state
 
 __all__ = ["bias_correct"]

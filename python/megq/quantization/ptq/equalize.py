@@ -22,7 +22,6 @@ import numpy as np
 
 from ... import module as M
 from ...autodiff import no_grad
-from ...module import qat
 from ...module.module import Module
 from ...tensor import Tensor
 from ..integer_eval import integer_eval
