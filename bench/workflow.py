@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -176,7 +177,9 @@ def main(argv: List[str] = None) -> int:
                               f"{s['calibrate_s']:.0f} |" for s in sweep))
     if args.write:
         data_desc = {"fashion-mnist": "Fashion-MNIST", "digits": "the embedded digits"}.get(args.data, args.data)
-        body = (f"Command: `{R.command_line('bench.workflow')}` (total wall time {total / 60:.1f} min; load average "
+        command = " ".join(["python -m bench workflow"] + [shlex.quote(a) for a in
+                                                            (sys.argv[1:] if argv is None else argv)])
+        body = (f"Command: `{command}` (total wall time {total / 60:.1f} min; load average "
                 f"at the end {R.loadavg()}).\nMachine: {R.machine()}; megq threads "
                 f"{megq.kernels.get_num_threads()}.\n\n"
                 f"The commands of docs/workflow.md on {data_desc} with megq.models.{args.arch}"
