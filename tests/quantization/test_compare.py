@@ -93,7 +93,8 @@ def test_outputs_table_json_plot(tmp_path):
             report.plot(str(tmp_path / "x.png"))
     else:
         path = report.plot(str(tmp_path / "x.png"))
-        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_arguments():
