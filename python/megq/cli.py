@@ -72,6 +72,9 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--qconfig", default=DEFAULT_PTQ_PRESET, help=f"preset (default {DEFAULT_PTQ_PRESET})")
     p.add_argument("--num-batches", type=int, default=20, help="calibration batches (default 20)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--option", action="append", default=[], metavar="NAME[=JSON]",
+                   help="a post-training algorithm of megq.quantization.calibrate, e.g. --option equalize "
+                        "--option bias_correction (value true unless given as JSON); repeatable")
     common(p)
 
     p = sub.add_parser("finetune", help="quantization-aware training from a float checkpoint, write the quantized "
@@ -117,7 +120,7 @@ def _run_workflow(args: argparse.Namespace) -> int:
                           args.seed, args.image_size, args.grayscale, progress, args.quiet, args.train_subset)
         elif args.command == "calibrate":
             res = W.calibrate(args.data, args.checkpoint, args.out, args.qconfig, args.num_batches, args.batch_size,
-                              args.seed, progress, args.quiet)
+                              args.seed, progress, args.quiet, W.parse_options(args.option))
         elif args.command == "finetune":
             res = W.finetune(args.data, args.checkpoint, args.out, args.epochs, args.qconfig, args.lr,
                              args.batch_size, args.seed, progress, args.quiet, args.train_subset)

@@ -303,9 +303,26 @@ def _write_quantized(qfloat: Module, ckpt: Dict[str, Any], qconfig: str, out: st
            "qconfig": qconfig, "how": how}, out)
 
 
+def parse_options(items: Sequence[str]) -> Dict[str, Any]:
+    """``["equalize", "bias_correction={\"num_batches\": 4}"]`` -> ``{"equalize": True, "bias_correction": {...}}``:
+    calibrate options from the command line (a value is JSON; no value means true)."""
+    options: Dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not name:
+            raise WorkflowError(f"--option {item!r}: expected NAME or NAME=JSON")
+        try:
+            options[name] = json.loads(value) if sep else True
+        except json.JSONDecodeError as e:
+            raise WorkflowError(f"--option {item!r}: the value is not JSON ({e})") from None
+    return options
+
+
 def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_PRESET, num_batches: int = 20,
-              batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False) -> Dict[str, Any]:
-    """Post-training quantization: calibrate the float model of ``checkpoint`` on training images."""
+              batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False,
+              options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Post-training quantization: calibrate the float model of ``checkpoint`` on training images; ``options`` are
+    forwarded to :func:`megq.quantization.calibrate` (its post-training algorithms)."""
     _positive(num_batches=num_batches, batch_size=batch_size)
     ckpt = _load(checkpoint, "float")
     meta = ckpt["meta"]
@@ -314,7 +331,12 @@ def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_P
     t0 = time.perf_counter()
     qfloat = Q.quantize_qat(deepcopy(ckpt["model"]), _preset(qconfig))
     loader = D.DataLoader(ds.train, batch_size, shuffle=True, seed=seed, transform=_normalize(meta))
-    Q.calibrate(qfloat, loader, num_batches=num_batches, progress=progress)
+    try:
+        Q.calibrate(qfloat, loader, num_batches=num_batches, progress=progress, **(options or {}))
+    except ValueError as e:
+        if "unknown option" not in str(e):
+            raise
+        raise WorkflowError(str(e)) from None
     _write_quantized(qfloat, ckpt, qconfig, out, "calibrate")
     seconds = time.perf_counter() - t0
     _log(f"calibrated with {qconfig} on {min(num_batches, len(loader))} batches of {batch_size} in {seconds:.1f} s; "

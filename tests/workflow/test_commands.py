@@ -151,3 +151,18 @@ def test_clear_errors(data, float_ckpt, tmp_path, capsys):
     assert "not a megq.models architecture" in err
     err = _error(capsys, ["calibrate", "--data", data, "--checkpoint", float_ckpt, "--out", q, "--qconfig", "nope"])
     assert "unknown preset" in err
+
+
+def test_calibrate_options_reach_the_algorithms(float_ckpt, data, tmp_path, capsys, monkeypatch):
+    import megq.quantization as Q
+
+    seen = []
+    monkeypatch.setitem(Q.PTQ_OPTIONS, "probe", ("after", lambda model, batches, value: seen.append(
+        (len(batches), batches[0].shape, value))))
+    out = str(tmp_path / "q.megq")
+    assert cli.main(["calibrate", "--data", data, "--checkpoint", float_ckpt, "--out", out, "--num-batches", "2",
+                     "--batch-size", "4", "--option", "probe={\"k\": 3}", "--quiet"]) == 0
+    assert seen == [(2, (4, 3, 12, 12), {"k": 3})]
+    err = _error(capsys, ["calibrate", "--data", data, "--checkpoint", float_ckpt, "--out", out, "--option",
+                          "no_such_algorithm"])
+    assert "unknown option" in err and "probe" in err
