@@ -38,11 +38,12 @@ def log(*a) -> None:
 
 
 def presets() -> Dict[str, Q.QConfig]:
-    """megq's best MobileNetV2 preset (per-channel int8 weights, asymmetric quint8 histogram activations: ReLU6
-    outputs get all 256 levels), megq's per-channel calibration preset, and MegEngine's default (per tensor)."""
+    """Per-channel int8 weights with asymmetric quint8 histogram activations (ReLU6 outputs get all 256 levels),
+    KL (entropy) or L2 range search; megq's per-channel calibration preset; MegEngine's default (per tensor)."""
     w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
     act = partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8")
-    return {"per_channel_quint8": Q.QConfig(w, act, None, None),
+    return {"per_channel_quint8_kl": Q.QConfig(w, partial(act, method="kl"), None, None),
+            "per_channel_quint8": Q.QConfig(w, act, None, None),
             "calibration_qconfig_per_channel": Q.calibration_qconfig_per_channel,
             "calibration_qconfig": Q.calibration_qconfig}  # MegEngine's default: per-tensor weights
 
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if o not in OPTIONS:
             ap.error(f"--options: unknown {o!r} (known: {', '.join(OPTIONS)})")
     if args.quick:
-        args.presets, args.options = ["per_channel_quint8"], ["none", "equalize+bias_correction"]
+        args.presets, args.options = ["per_channel_quint8_kl"], ["none", "equalize+bias_correction"]
         args.train_subset, args.test_subset, args.epochs, args.calib_batches = 2000, 500, 0.2, 2
     lines = [f"megq {megq.__version__}, PTQ options of megq.quantization.calibrate"]
     for name in args.models.split(","):
