@@ -273,7 +273,9 @@ def train(data: str, out: str, arch: str = "resnet8", epochs: int = 10, lr: floa
     else:
         meta = {"arch": arch, "classes": ds.classes, "in_channels": ds.in_channels, "image_size": list(ds.image_size),
                 "mean": ds.mean, "std": ds.std, "flip": data not in ("digits",), "data": ds.source, "seed": seed,
-                "lr": lr, "batch_size": batch_size, "epochs": epochs, "train_subset": train_subset}
+                "lr": lr, "batch_size": batch_size, "epochs": epochs, "train_subset": train_subset,
+                # image files hold 0..255; the embedded digits 0..16: infer rescales files to the training range
+                "file_pixel_scale": 16 / 255 if data == "digits" else 1.0}
         model = _build(meta)
     _log(f"train {meta['arch']} on {ds.source}: {len(ds.train)} train / {len(ds.val)} val images, "
          f"{len(ds.classes)} classes, {ds.in_channels}x{ds.image_size[0]}x{ds.image_size[1]}", quiet)
@@ -408,7 +410,8 @@ def _read_image(path: str, meta: Dict[str, Any]) -> np.ndarray:
         raise WorkflowError(f"image {path!r} does not exist") from None
     except Exception as e:  # Pillow raises several types for a broken or non-image file
         raise WorkflowError(f"cannot read image {path!r}: {e}") from None
-    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).astype(np.float32)
+    arr = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).astype(np.float32)
+    return arr * np.float32(meta.get("file_pixel_scale", 1.0))
 
 
 def infer(checkpoint: str, images: Sequence[str], top: int = 5, quiet: bool = False) -> List[Dict[str, Any]]:
