@@ -166,3 +166,23 @@ def test_calibrate_options_reach_the_algorithms(float_ckpt, data, tmp_path, caps
     err = _error(capsys, ["calibrate", "--data", data, "--checkpoint", float_ckpt, "--out", out, "--option",
                           "no_such_algorithm"])
     assert "unknown option" in err and "probe" in err
+
+
+def test_infer_on_a_digits_model_rescales_image_files(tmp_path):
+    ckpt_path = str(tmp_path / "digits.megq")
+    workflow.train("digits", ckpt_path, epochs=1, progress=False, quiet=True)
+    ckpt = megq.load(ckpt_path)
+    digit = megq.data.digits(False).images[0, 0]  # 8x8, values 0..16
+    stored = np.round(digit.astype(np.float64) * 255 / 16).astype(np.uint8)
+    PIL.fromarray(stored).save(str(tmp_path / "digit.png"))
+    res = workflow.infer(ckpt_path, [str(tmp_path / "digit.png")], top=10, quiet=True)[0]
+    # oracle: the file's values brought back to 0..16, normalized with the checkpoint's statistics
+    x = stored.astype(np.float32)[None, None] * np.float32(16 / 255)
+    x = (x - np.float32(ckpt["meta"]["mean"][0])) / np.float32(ckpt["meta"]["std"][0])
+    with megq.autodiff.no_grad():
+        z = ckpt["model"].eval()(megq.Tensor(x.astype(np.float32))).numpy()[0].astype(np.float64)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    got = dict(res["top"])
+    for i, name in enumerate(ckpt["meta"]["classes"]):
+        assert got[name] == pytest.approx(p[i], abs=1e-5)
