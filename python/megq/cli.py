@@ -1,5 +1,5 @@
 """``megq`` command line: ``megq demo`` (also ``python -m megq``), ``megq info``, and the quantization workflow
-``megq train | calibrate | finetune | test | infer`` (:mod:`megq.workflow`, docs/workflow.md)."""
+``megq train | calibrate | finetune | test | infer | compare`` (:mod:`megq.workflow`, docs/workflow.md)."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-_WORKFLOW = ("train", "calibrate", "finetune", "test", "infer")
+_WORKFLOW = ("train", "calibrate", "finetune", "test", "infer", "compare")
 
 
 def _add_workflow_commands(sub: Any) -> None:
@@ -75,6 +75,8 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--option", action="append", default=[], metavar="NAME[=JSON]",
                    help="a post-training algorithm of megq.quantization.calibrate, e.g. --option equalize "
                         "--option bias_correction (value true unless given as JSON); repeatable")
+    p.add_argument("--skip", action="append", default=[], metavar="NAMES",
+                   help="layers kept float (mixed precision), comma-separated module names; repeatable")
     common(p)
 
     p = sub.add_parser("finetune", help="quantization-aware training from a float checkpoint, write the quantized "
@@ -87,6 +89,8 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=0.005, help="initial learning rate (default 0.005)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--train-subset", type=int, default=None, help="fine-tune on a fixed random subset of N images")
+    p.add_argument("--skip", action="append", default=[], metavar="NAMES",
+                   help="layers kept float (mixed precision), comma-separated module names; repeatable")
     common(p)
 
     p = sub.add_parser("test", help="top-1/top-5 of a checkpoint's models (Float, QFloat, Q), agreement, latency")
@@ -96,12 +100,28 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line (top1, top5 as fractions, ...)")
     common(p, seed=False)
 
+    p = sub.add_parser("compare", help="per-layer error of a quantized checkpoint against its float checkpoint "
+                                       "(SQNR, cosine, max error; worst layer first)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--checkpoint", required=True, help="float checkpoint from `megq train`")
+    p.add_argument("--quantized", required=True, help="quantized checkpoint from `megq calibrate` or `finetune`")
+    p.add_argument("--num-batches", type=int, default=4, help="validation batches (default 4)")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--plot", default=None, help="also write a PNG plot (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line (the report)")
+    common(p, seed=False)
+
     p = sub.add_parser("infer", help="classify image files (prints the top classes with probabilities)")
     p.add_argument("--checkpoint", required=True, help="checkpoint from train, calibrate or finetune")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     common(p, seed=False)
+
+
+def _names(items: List[str]) -> List[str]:
+    """``--skip a,b --skip c`` -> ``["a", "b", "c"]``."""
+    return [n.strip() for item in items for n in item.split(",") if n.strip()]
 
 
 def _run_workflow(args: argparse.Namespace) -> int:
@@ -120,10 +140,13 @@ def _run_workflow(args: argparse.Namespace) -> int:
                           args.seed, args.image_size, args.grayscale, progress, args.quiet, args.train_subset)
         elif args.command == "calibrate":
             res = W.calibrate(args.data, args.checkpoint, args.out, args.qconfig, args.num_batches, args.batch_size,
-                              args.seed, progress, args.quiet, W.parse_options(args.option))
+                              args.seed, progress, args.quiet, W.parse_options(args.option), _names(args.skip))
         elif args.command == "finetune":
             res = W.finetune(args.data, args.checkpoint, args.out, args.epochs, args.qconfig, args.lr,
-                             args.batch_size, args.seed, progress, args.quiet, args.train_subset)
+                             args.batch_size, args.seed, progress, args.quiet, args.train_subset, _names(args.skip))
+        elif args.command == "compare":
+            res = W.compare(args.data, args.checkpoint, args.quantized, args.num_batches, args.batch_size,
+                            args.plot, args.quiet)
         elif args.command == "test":
             res = W.test(args.data, args.checkpoint, args.batch_size, progress, args.quiet)
         else:

@@ -305,6 +305,38 @@ def _write_quantized(qfloat: Module, ckpt: Dict[str, Any], qconfig: str, out: st
            "qconfig": qconfig, "how": how}, out)
 
 
+def _quantize_qat(model: Module, qconfig: str, skip: Optional[Sequence[str]]) -> Module:
+    """QAT copy of ``model``; ``skip`` names layers kept float (``quantize_qat(..., skip=...)``)."""
+    try:
+        return Q.quantize_qat(deepcopy(model), _preset(qconfig), skip=list(skip) if skip else None)
+    except ValueError as e:
+        if "skip" not in str(e):
+            raise
+        raise WorkflowError(f"--skip: {e}") from None
+
+
+def compare(data: str, checkpoint: str, quantized: str, num_batches: int = 4, batch_size: int = 64,
+            plot: Optional[str] = None, quiet: bool = False) -> Dict[str, Any]:
+    """Per-layer error of the quantized model of ``quantized`` against the float model of ``checkpoint`` on
+    ``num_batches`` validation batches (:func:`megq.quantization.compare`): a table worst layer first, optionally
+    a PNG plot. Returns the report as a dict."""
+    _positive(num_batches=num_batches, batch_size=batch_size)
+    fl, qu = _load(checkpoint, "float"), _load(quantized, "quantized")
+    meta = fl["meta"]
+    ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
+    _check_data_matches(meta, ds, checkpoint)
+    _check_data_matches(qu["meta"], ds, quantized)
+    report = Q.compare(fl["model"], qu["q"], _loader(ds.val, meta, batch_size, False, 0), num_batches=num_batches)
+    _log(report.table(), quiet)
+    if plot:
+        try:
+            report.plot(plot)
+        except ImportError as e:
+            raise WorkflowError(f"--plot: {e}") from None
+        _log(f"plot saved to {plot}", quiet)
+    return report.to_dict()
+
+
 def parse_options(items: Sequence[str]) -> Dict[str, Any]:
     """``["equalize", "bias_correction={\"num_batches\": 4}"]`` -> ``{"equalize": True, "bias_correction": {...}}``:
     calibrate options from the command line (a value is JSON; no value means true)."""
@@ -322,7 +354,7 @@ def parse_options(items: Sequence[str]) -> Dict[str, Any]:
 
 def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_PRESET, num_batches: int = 20,
               batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False,
-              options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              options: Optional[Dict[str, Any]] = None, skip: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Post-training quantization: calibrate the float model of ``checkpoint`` on training images; ``options`` are
     forwarded to :func:`megq.quantization.calibrate` (its post-training algorithms)."""
     _positive(num_batches=num_batches, batch_size=batch_size)
@@ -331,7 +363,7 @@ def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_P
     ds = load_data(data, meta["image_size"][0], meta["in_channels"] == 1 and data not in _BUNDLED)
     _check_data_matches(meta, ds, checkpoint)
     t0 = time.perf_counter()
-    qfloat = Q.quantize_qat(deepcopy(ckpt["model"]), _preset(qconfig))
+    qfloat = _quantize_qat(ckpt["model"], qconfig, skip)
     loader = D.DataLoader(ds.train, batch_size, shuffle=True, seed=seed, transform=_normalize(meta))
     try:
         Q.calibrate(qfloat, loader, num_batches=num_batches, progress=progress, **(options or {}))
@@ -348,7 +380,7 @@ def calibrate(data: str, checkpoint: str, out: str, qconfig: str = DEFAULT_PTQ_P
 
 def finetune(data: str, checkpoint: str, out: str, epochs: int = 1, qconfig: str = DEFAULT_QAT_PRESET,
              lr: float = 0.005, batch_size: int = 64, seed: int = 0, progress: bool = True, quiet: bool = False,
-             train_subset: Optional[int] = None) -> Dict[str, Any]:
+             train_subset: Optional[int] = None, skip: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Quantization-aware training: fine-tune the float model of ``checkpoint`` with fake quantization."""
     _positive(epochs=epochs, batch_size=batch_size)
     ckpt = _load(checkpoint, "float")
@@ -357,7 +389,7 @@ def finetune(data: str, checkpoint: str, out: str, epochs: int = 1, qconfig: str
     _check_data_matches(meta, ds, checkpoint)
     seed_everything(seed)
     t0 = time.perf_counter()
-    qfloat = Q.quantize_qat(deepcopy(ckpt["model"]), _preset(qconfig))
+    qfloat = _quantize_qat(ckpt["model"], qconfig, skip)
     _fit(qfloat, ds, meta, epochs, lr, batch_size, seed, progress, quiet)
     _write_quantized(qfloat, ckpt, qconfig, out, "finetune")
     seconds = time.perf_counter() - t0

@@ -107,3 +107,39 @@ def test_compare_arguments():
         Q.compare(net, net, [x])
     with pytest.raises(ValueError, match="batches is empty"):
         Q.compare(net, calibrated(net, [x]), [])
+
+
+def test_megq_compare_and_skip_commands(tmp_path, capsys):
+    """megq calibrate --skip keeps the named layer float (a FloatIsland in the Q model); megq compare prints the
+    table and its JSON report equals compare() run on the same checkpoints and batches."""
+    pytest.importorskip("PIL.Image")
+    from megq import cli, workflow
+    from megq.quantization.quantize import FloatIsland
+    from workflow.test_commands import _folder
+
+    data = _folder(tmp_path / "images")
+    f = str(tmp_path / "float.megq")
+    q = str(tmp_path / "q.megq")
+    assert cli.main(["train", "--data", data, "--epochs", "1", "--image-size", "12", "--batch-size", "8", "--out",
+                     f, "--quiet", "--threads", "1"]) == 0
+    assert cli.main(["calibrate", "--data", data, "--checkpoint", f, "--out", q, "--num-batches", "2",
+                     "--batch-size", "8", "--quiet", "--skip", "fc", "--option", "bias_correction"]) == 0
+    ck = megq.load(q)
+    assert isinstance(ck["q"].fc, FloatIsland)
+    capsys.readouterr()
+    assert cli.main(["compare", "--data", data, "--checkpoint", f, "--quantized", q, "--num-batches", "2",
+                     "--batch-size", "4", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("| layer | kind | SQNR dB")
+    got = json.loads(out[-1])
+    meta = ck["meta"]
+    ds = workflow.load_data(data, meta["image_size"][0], False)
+    expect = Q.compare(megq.load(f)["model"], ck["q"], workflow._loader(ds.val, meta, 4, False, 0),
+                       num_batches=2).to_dict()
+    assert [r["name"] for r in got["layers"]] == [r["name"] for r in expect["layers"]]
+    assert got["output"]["sqnr_db"] == pytest.approx(expect["output"]["sqnr_db"], rel=1e-12)
+    assert not any(r["name"].startswith("fc") for r in got["layers"])  # the float layer is not compared
+    # errors name the flag
+    assert cli.main(["calibrate", "--data", data, "--checkpoint", f, "--out", q, "--skip", "nope", "--quiet"]) == 2
+    assert "--skip" in capsys.readouterr().err
+    assert cli.main(["compare", "--data", data, "--checkpoint", q, "--quantized", q]) == 2
