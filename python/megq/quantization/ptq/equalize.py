@@ -149,7 +149,7 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
         if len(real) != 1 or _act(table[a]) not in _LINEAR_ACTS:
             continue
         b = real[0]
-        if not _conv_like(table[b]):
+        if not _conv_like(table[b]) or _out_scale_params(table[a])[0] is None:  # a BN without affine weight
             continue
         conv_a, conv_b = getattr(table[a], "conv", table[a]), getattr(table[b], "conv", table[b])
         if conv_a.out_channels != conv_b.in_channels:
