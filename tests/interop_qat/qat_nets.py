@@ -1,5 +1,7 @@
 """torchvision-layout ResNets in plain torch.nn for the torch QAT tests (torchvision's names: conv1, bn1, relu,
-[maxpool], layerN.i.{conv1,bn1,conv2,bn2,downsample.0,downsample.1}, fc), and helpers shared by the tests."""
+[maxpool], layerN.i.{conv1,bn1,conv2,bn2,downsample.0,downsample.1}, fc), a torchvision-layout MobileNetV2
+(features.0 = Conv2dNormActivation, features.i.conv = [expand], depthwise, Conv2d, BatchNorm2d, classifier =
+Dropout + Linear), and helpers shared by the tests."""
 import numpy as np
 import torch
 import torch.nn as nn
@@ -83,6 +85,57 @@ class ResNet(nn.Module):
         if self.imagenet:
             x = self.layer4(x)
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _divisible(v, divisor=8):
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _conv_norm_act(inp, oup, kernel=3, stride=1, groups=1):
+    """torchvision's Conv2dNormActivation with ReLU6."""
+    return nn.Sequential(nn.Conv2d(inp, oup, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(oup), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.stride = stride
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [_conv_norm_act(inp, hidden, 1)] if expand_ratio != 1 else []
+        layers += [_conv_norm_act(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, oup, 1, bias=False),
+                   nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (``torchvision.models.mobilenetv2``) with a settable (t, c, n, s) table."""
+
+    SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
+
+    def __init__(self, num_classes=10, width_mult=1.0, in_channels=3, setting=None):
+        super().__init__()
+        c = _divisible(32 * width_mult)
+        last = _divisible(1280 * max(1.0, width_mult))
+        features = [_conv_norm_act(in_channels, c, stride=2)]
+        for t, ch, n, s in setting or self.SETTING:
+            out = _divisible(ch * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(c, out, s if i == 0 else 1, t))
+                c = out
+        features.append(_conv_norm_act(c, last, 1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
+
+    def forward(self, x):
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.classifier(x)
 
 
 def batches(n, shape, seed, num_classes=10):

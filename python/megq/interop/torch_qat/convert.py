@@ -1,5 +1,5 @@
-"""``prepare_qat`` (a torchvision-layout torch ResNet -> torch QAT model with megq's numerics) and ``to_megq``
-(torch QAT model -> megq QFloat model carrying its weights, BN statistics and observer state)."""
+"""``prepare_qat`` (a torchvision-layout torch ResNet or MobileNetV2 -> torch QAT model with megq's numerics) and
+``to_megq`` (torch QAT model -> megq QFloat model carrying its weights, BN statistics and observer state)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -14,10 +14,10 @@ from ...quantization import observer as megq_obs
 from ...quantization.qconfig import PRESETS, QConfig
 from ...quantization.quantize import quantize_qat
 from ...quantization.utils import QuantMode
-from .modules import Add, ConvBn, DequantStub, Linear, MaxPool, QATModule, QuantStub, global_pool_flatten
+from .modules import Add, ConvBn, DequantStub, Dropout, Linear, MaxPool, QATModule, QuantStub, global_pool_flatten
 from .numerics import FakeQuantize, Observer
 
-__all__ = ["prepare_qat", "to_megq", "TorchQATResNet", "torch_factories"]
+__all__ = ["prepare_qat", "to_megq", "TorchQATResNet", "TorchQATMobileNetV2", "torch_factories"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,6 +68,20 @@ def torch_factories(qconfig: Union[str, QConfig], sync: bool = True) -> Callable
 
 # ---------------------------------------------------------------------------------------------------------------
 # the model
+def _set_qconfig(model: torch.nn.Module, make: Callable[..., Any], qconfig: QConfig, qconfig_name: str) -> None:
+    """Give every QAT module of ``model`` its observers / fake quants (per-channel ones sized from the weight)."""
+    model.qconfig = qconfig
+    model.qconfig_name = qconfig_name
+    for m in model.modules():
+        if isinstance(m, QATModule):
+            channels = None
+            if isinstance(m, ConvBn):
+                channels = m.conv.out_channels
+            elif isinstance(m, Linear):
+                channels = m.weight.shape[0]
+            m.set_qconfig(make, channels)
+
+
 class _Block(torch.nn.Module):
     def __init__(self, src: torch.nn.Module) -> None:
         super().__init__()
@@ -123,16 +137,7 @@ class TorchQATResNet(torch.nn.Module):
         self.num_stages = n
         self.fc = Linear(src.fc)
         self.dequant = DequantStub()
-        self.qconfig = qconfig
-        self.qconfig_name = qconfig_name
-        for m in self.modules():
-            if isinstance(m, QATModule):
-                channels = None
-                if isinstance(m, ConvBn):
-                    channels = m.conv.out_channels
-                elif isinstance(m, Linear):
-                    channels = m.weight.shape[0]
-                m.set_qconfig(make, channels)
+        _set_qconfig(self, make, qconfig, qconfig_name)
 
     def stage_sizes(self) -> List[int]:
         return [len(getattr(self, f"layer{i + 1}")) for i in range(self.num_stages)]
@@ -146,13 +151,90 @@ class TorchQATResNet(torch.nn.Module):
         return self.dequant(self.fc(global_pool_flatten(x)))
 
 
+def _conv_bn_act(seq: Any, where: str) -> ConvBn:
+    """torchvision's ``Conv2dNormActivation`` (``Sequential(Conv2d, BatchNorm2d, ReLU6)``) -> a fused ReLU6 ConvBn."""
+    parts = list(seq.children()) if isinstance(seq, torch.nn.Sequential) else []
+    if len(parts) != 3 or not isinstance(parts[0], torch.nn.Conv2d) or not isinstance(parts[1], torch.nn.BatchNorm2d) \
+            or not _is_relu6(parts[2]):
+        raise ValueError(f"prepare_qat: {where} must be Sequential(Conv2d, BatchNorm2d, ReLU6) (torchvision's "
+                         "Conv2dNormActivation), as megq's MobileNetV2 fuses it into ConvBnRelu62d")
+    return ConvBn(parts[0], parts[1], "relu6")
+
+
+def _is_relu6(m: torch.nn.Module) -> bool:
+    return isinstance(m, torch.nn.ReLU6) or (isinstance(m, torch.nn.Hardtanh) and m.min_val == 0.0 and
+                                             m.max_val == 6.0)
+
+
+class _InvertedResidual(torch.nn.Module):
+    """megq's ``InvertedResidual``: ``conv`` = [expand ConvBnRelu6] + depthwise ConvBnRelu6 + linear ConvBn, and
+    ``add`` (``Elemwise("ADD")``, no ReLU) when the block keeps its shape."""
+
+    def __init__(self, src: torch.nn.Module, where: str) -> None:
+        super().__init__()
+        parts = list(src.conv.children()) if isinstance(getattr(src, "conv", None), torch.nn.Sequential) else []
+        if len(parts) not in (3, 4) or not isinstance(parts[-2], torch.nn.Conv2d) or \
+                not isinstance(parts[-1], torch.nn.BatchNorm2d):
+            raise ValueError(f"prepare_qat: {where}.conv must be torchvision's InvertedResidual body "
+                             "([expand], depthwise, Conv2d, BatchNorm2d)")
+        fused = [_conv_bn_act(p, f"{where}.conv.{j}") for j, p in enumerate(parts[:-2])]
+        dw = fused[-1].conv
+        if dw.groups != dw.in_channels or dw.groups != dw.out_channels:
+            raise ValueError(f"prepare_qat: {where}: the last activated conv must be depthwise (groups = channels)")
+        self.conv = torch.nn.Sequential(*fused, ConvBn(parts[-2], parts[-1], None))
+        inp, oup = fused[0].conv.in_channels, parts[-2].out_channels
+        stride = dw.stride[0]
+        res = stride == 1 and inp == oup  # megq's (and torchvision's) rule: the megq model must have the same adds
+        if bool(getattr(src, "use_res_connect", res)) != res:
+            raise ValueError(f"prepare_qat: {where}.use_res_connect must be stride == 1 and inp == oup")
+        self.add = Add("ADD") if res else None
+        self.expand_ratio = dw.in_channels / inp if len(fused) == 2 else 1
+        self.stride = stride
+
+    def forward(self, x: Any) -> Any:
+        return self.add(x, self.conv(x)) if self.add is not None else self.conv(x)
+
+
+class TorchQATMobileNetV2(torch.nn.Module):
+    """torch QAT MobileNetV2 laid out as megq's zoo MobileNetV2 (``quant``, ``features.0``, ``features.i.conv.j``,
+    ``features.i.add``, ``classifier.1``, ``dequant``), sharing the source model's parameters."""
+
+    def __init__(self, src: torch.nn.Module, make: Callable[..., Any], qconfig: QConfig, qconfig_name: str) -> None:
+        super().__init__()
+        feats = list(src.features.children()) if isinstance(getattr(src, "features", None), torch.nn.Sequential) \
+            else []
+        if len(feats) < 3:
+            raise ValueError("prepare_qat: a MobileNetV2 needs features = Sequential(stem, InvertedResidual.., "
+                             "last conv)")
+        cls = list(src.classifier.children()) if isinstance(getattr(src, "classifier", None), torch.nn.Sequential) \
+            else []
+        if len(cls) != 2 or not isinstance(cls[0], torch.nn.Dropout) or not isinstance(cls[1], torch.nn.Linear):
+            raise ValueError("prepare_qat: a MobileNetV2's classifier must be Sequential(Dropout, Linear)")
+        layers: List[torch.nn.Module] = [_conv_bn_act(feats[0], "features.0")]
+        layers += [_InvertedResidual(b, f"features.{i + 1}") for i, b in enumerate(feats[1:-1])]
+        layers.append(_conv_bn_act(feats[-1], f"features.{len(feats) - 1}"))
+        self.quant = QuantStub()
+        self.features = torch.nn.Sequential(*layers)
+        self.classifier = torch.nn.Sequential(Dropout(cls[0]), Linear(cls[1]))
+        self.dequant = DequantStub()
+        _set_qconfig(self, make, qconfig, qconfig_name)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        x = global_pool_flatten(self.features(self.quant(x)))
+        return self.dequant(self.classifier(x))
+
+
 def prepare_qat(torch_model: torch.nn.Module, qconfig: Union[str, QConfig] = "ema_fakequant_qconfig",
-                sync: bool = True) -> TorchQATResNet:
+                sync: bool = True) -> torch.nn.Module:
     """A torch QAT model with megq's fake quantization at the points where megq's ``quantize_qat`` puts it.
 
     ``torch_model``: a torchvision-layout ResNet (``conv1``/``bn1``/``relu``/[``maxpool``]/``layerN`` of
     BasicBlock or Bottleneck blocks with ``downsample`` ``Sequential(Conv2d, BatchNorm2d)`` or None / ``fc``), e.g.
-    torchvision's ``resnet18`` or a CIFAR ResNet with the same names. Its parameters are shared, not copied.
+    torchvision's ``resnet18`` or a CIFAR ResNet with the same names; or a torchvision-layout MobileNetV2
+    (``features`` = Conv2dNormActivation stem, InvertedResidual blocks, 1x1 Conv2dNormActivation, all with ReLU6;
+    ``classifier`` = ``Sequential(Dropout, Linear)``), e.g. torchvision's ``mobilenet_v2`` at any width. ReLU6 is
+    fused into its conv as megq's ``ConvBnRelu62d`` (in integer eval: the clamp bound of megq's
+    ``activation_bounds``). Its parameters are shared, not copied.
     ``qconfig``: a megq preset name (``"ema_fakequant_qconfig"``, ``"ema_fakequant_qconfig_per_channel_quint8"``
     ...) or a megq ``QConfig`` with MinMax/EMA (per-channel or not) observers and FakeQuantize fake quants.
     ``sync``: under ``torch.distributed`` every observer all-reduces its batch min/max before updating (MegEngine's
@@ -167,7 +249,10 @@ def prepare_qat(torch_model: torch.nn.Module, qconfig: Union[str, QConfig] = "em
         raise TypeError(f"sync: expected a bool, got {type(sync).__name__}")
     name, qc = _resolve_qconfig(qconfig)
     make = torch_factories(qc, sync)
-    qat = TorchQATResNet(torch_model, make, qc, name)
+    if hasattr(torch_model, "features") and hasattr(torch_model, "classifier"):
+        qat: torch.nn.Module = TorchQATMobileNetV2(torch_model, make, qc, name)
+    else:
+        qat = TorchQATResNet(torch_model, make, qc, name)
     # the megq model must exist for this architecture: fail now, not after training
     _megq_float_model(qat)
     param = next(torch_model.parameters(), None)
@@ -178,7 +263,33 @@ def prepare_qat(torch_model: torch.nn.Module, qconfig: Union[str, QConfig] = "em
 
 # ---------------------------------------------------------------------------------------------------------------
 # back to megq
-def _megq_float_model(qat: TorchQATResNet) -> MegqModule:
+def _megq_mobilenet_v2(qat: TorchQATMobileNetV2) -> MegqModule:
+    """megq's zoo MobileNetV2 with the torch model's channels: the width comes from the stem (or the last conv
+    when it is wider than 1280) and every block becomes its own ``(t, c, 1, s)`` setting entry."""
+    from ...models.mobilenet_v2 import MobileNetV2, _make_divisible
+
+    stem, last = qat.features[0].conv, qat.features[-1].conv
+    blocks = list(qat.features)[1:-1]
+    for width in (stem.out_channels / 32, last.out_channels / 1280):
+        if _make_divisible(32 * width) != stem.out_channels or \
+                _make_divisible(1280 * max(1.0, width)) != last.out_channels:
+            continue
+        # megq scales each setting channel count c by the width and rounds it to a multiple of 8: c_out / width
+        # comes back to c_out (torchvision's channels are multiples of 8); the shape check below is the proof
+        setting = [(b.expand_ratio, b.conv[-1].conv.out_channels / width, 1, b.stride) for b in blocks]
+        model = MobileNetV2(qat.classifier[1].weight.shape[0], width, stem.in_channels, setting)
+        got = {n: tuple(m.conv.weight.shape) for n, m in model.named_modules()
+               if hasattr(m, "conv") and hasattr(m.conv, "weight")}
+        want = {n: tuple(m.conv.weight.shape) for n, m in qat.named_modules() if isinstance(m, ConvBn)}
+        if got == want:
+            return model
+    raise ValueError(f"to_megq: no megq zoo MobileNetV2 has this layout (stem {stem.out_channels} channels, last "
+                     f"conv {last.out_channels}, {len(blocks)} blocks); pass megq_model=")
+
+
+def _megq_float_model(qat: torch.nn.Module) -> MegqModule:
+    if isinstance(qat, TorchQATMobileNetV2):
+        return _megq_mobilenet_v2(qat)
     conv = qat.conv_bn_relu1.conv
     in_ch, num_classes = conv.in_channels, qat.fc.weight.shape[0]
     sizes = qat.stage_sizes()
@@ -201,13 +312,13 @@ def to_megq(torch_qat_model: torch.nn.Module, megq_model: Optional[MegqModule] =
     """A megq QFloat model carrying ``torch_qat_model``'s weights, BN statistics, observer statistics and
     fake-quant switches (a ``DistributedDataParallel`` wrapper is unwrapped).
 
-    ``megq_model``: a megq *float* model of the same layout (default: the zoo ResNet matching the torch model); it
-    is converted with ``quantize_qat`` and the torch model's qconfig, then every tensor is copied by name (the torch
-    QAT model's ``state_dict`` keys are megq's). The result is in the torch model's train/eval mode, ready for
+    ``megq_model``: a megq *float* model of the same layout (default: the zoo ResNet or MobileNetV2 matching the
+    torch model); it is converted with ``quantize_qat`` and the torch model's qconfig, then every tensor is copied
+    by name (the torch QAT model's ``state_dict`` keys are megq's). The result is in the torch model's train/eval mode, ready for
     ``megq.quantization.quantize``.
     """
     qat = _unwrap(torch_qat_model)
-    if not isinstance(qat, TorchQATResNet):
+    if not isinstance(qat, (TorchQATResNet, TorchQATMobileNetV2)):
         raise TypeError(f"torch_qat_model: expected the result of prepare_qat, got {type(qat).__name__}")
     if megq_model is None:
         megq_model = _megq_float_model(qat)

@@ -8,7 +8,8 @@ Each module holds the quantization children megq's ``QATModule`` holds (``weight
   fake-quantized, convolved without bias, divided by ``γ/sqrt(σ²_r+ε)``, the conv bias added and the real BatchNorm run
   with batch statistics. Eval: weight and bias folded with the running statistics, the bias fake-quantized to qint32
   with scale ``s_in·s_w`` when the input carries qparams.
-* ``Linear``, ``Add`` (``FUSE_ADD_RELU`` / ``ADD``), ``QuantStub``, ``DequantStub``.
+* ``Linear``, ``Add`` (``FUSE_ADD_RELU`` / ``ADD``), ``QuantStub``, ``DequantStub``; ``MaxPool`` and ``Dropout``
+  wrap torch's (megq does not quantize them).
 
 Activation qparams travel on the tensor a module returns (attribute ``_megq_qp``), as megq's ``tensor.qparams``:
 max pooling passes them on, ``adaptive_avg_pool2d``/``flatten`` do not (megq's zoo calls them functionally).
@@ -30,7 +31,7 @@ import torch.nn.functional as TF
 from ...quantization.dtype import get_dtype_meta
 from .numerics import FakeQuantize, Observer, QParamsT, channel_view, fake_quant, round_half_away
 
-__all__ = ["QT", "QATModule", "QuantStub", "DequantStub", "ConvBn", "Linear", "Add", "MaxPool",
+__all__ = ["QT", "QATModule", "QuantStub", "DequantStub", "ConvBn", "Linear", "Add", "MaxPool", "Dropout",
            "set_integer_eval", "attach_qparams"]
 
 _INT32_LIMIT = 2147483520.0  # largest float32 below 2**31
@@ -364,6 +365,22 @@ class MaxPool(torch.nn.Module):
         if isinstance(x, QT):
             return x._replace(q=self.pool(x.q))  # -inf padding: padded taps never win, as megq's
         return attach_qparams(self.pool(x), getattr(x, "_megq_qp", None))
+
+
+class Dropout(torch.nn.Module):
+    """``torch.nn.Dropout`` (shared) that lets an integer activation through: integer eval runs in eval mode,
+    where dropout is the identity, as megq's ``Dropout``."""
+
+    def __init__(self, dropout: torch.nn.Dropout) -> None:
+        super().__init__()
+        self.dropout = dropout
+
+    def forward(self, x: Any) -> Any:
+        if isinstance(x, QT):
+            if self.training:
+                raise ValueError("Dropout: integer input in train mode")
+            return x
+        return self.dropout(x)  # its input is the pooled features, which carry no qparams in megq either
 
 
 def global_pool_flatten(x: Any) -> Any:
