@@ -1,9 +1,9 @@
 """QAT in PyTorch with megq's numerics, brought back to megq exactly (torch is optional: ``pip install torch`` or
 ``pip install megq[interop]``).
 
-* :func:`prepare_qat` turns a torchvision-layout ResNet into a torch QAT model whose fake quantization, observers
-  and BN folding are megq's (round half away from zero, float32 true division, MegEngine's scale rules, EMA
-  momentum rule, Sync observers under ``torch.distributed``); it trains on any device and under
+* :func:`prepare_qat` turns a torchvision-layout ResNet or MobileNetV2 into a torch QAT model whose fake
+  quantization, observers and BN folding are megq's (round half away from zero, float32 true division, MegEngine's
+  scale rules, EMA momentum rule, Sync observers under ``torch.distributed``); it trains on any device and under
   ``DistributedDataParallel``.
 * :func:`to_megq` returns the megq QFloat model with the trained weights, BN statistics and observer state, ready
   for ``megq.quantization.quantize``.
