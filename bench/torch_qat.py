@@ -4,13 +4,15 @@
    with ``prepare_qat``, brought back with ``to_megq`` and quantized with ``quantize``: the torch integer eval against
    the megq Q model at every quantized layer (number of layers bit-identical, logits identical), and the torch float
    fake-quant eval against megq's float fake-quant eval (largest difference in quantization steps, share of
-   elements that differ).
+   elements that differ). The same check on a torchvision-layout MobileNetV2 (``--mobilenet-width``, batch at most 8;
+   0 skips it).
 2. Step time (forward + backward + SGD) of one QAT step on the same architecture and batch: megq numpy QAT, torch
    QAT in 1 process, torch QAT under DistributedDataParallel with 2 processes (gloo, CPU, each rank the full batch:
    the global batch doubles). Median of ``--steps`` steps after one warm-up step. Random inputs: timing and the
    equality check do not depend on the data.
 
-Usage: python -m bench torch_qat [--depth 8|20] [--batch 32] [--size 32] [--steps 5] [--threads 1] [--quick]
+Usage: python -m bench torch_qat [--depth 8|20] [--batch 32] [--size 32] [--steps 5] [--threads 1]
+                                 [--mobilenet-width 0.5] [--quick]
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ def _ddp_worker(rank, world, port, args, out):
         dist.destroy_process_group()
 
 
-def equality(args) -> dict:
+def equality(args, mobilenet_width: float = 0.0) -> dict:
     import torch
 
     import megq.quantization as Q
@@ -109,10 +111,16 @@ def equality(args) -> dict:
 
     nets = _nets()
     torch.manual_seed(0)
-    qat = prepare_qat(nets.ResNet((args.depth - 2) // 6, in_channels=3), PRESET)
-    _torch_steps(qat, nets.batches(args.steps, (args.batch, 3, args.size, args.size), 1))
+    batch = args.batch
+    if mobilenet_width:
+        batch = min(batch, 8)
+        qat = prepare_qat(nets.MobileNetV2(10, mobilenet_width, 3), PRESET)
+        _torch_steps(qat, nets.batches(args.steps, (batch, 3, args.size, args.size), 1), lr=0.01)
+    else:
+        qat = prepare_qat(nets.ResNet((args.depth - 2) // 6, in_channels=3), PRESET)
+        _torch_steps(qat, nets.batches(args.steps, (batch, 3, args.size, args.size), 1))
     qat.eval()
-    x = nets.batches(1, (args.batch, 3, args.size, args.size), 2)[0][0]
+    x = nets.batches(1, (batch, 3, args.size, args.size), 2)[0][0]
     names = list(layer_names(qat))
     t_f, t_out_f = nets.torch_layer_outputs(qat, names, x)
     mq = to_megq(qat)
@@ -129,7 +137,7 @@ def equality(args) -> dict:
         s = np.float32(qat.get_submodule(n).get_activation_qparams()[0].item())
         d = np.abs(t_f[n][0] - m_f[n][0]) / s
         worst, share = max(worst, float(d.max())), max(share, float((d > 0.5).mean()))
-    return dict(layers=len(names), identical=int(same), logits_identical=bool(np.array_equal(t_out_i, q_out_i)),
+    return dict(batch=batch, layers=len(names), identical=int(same), logits_identical=bool(np.array_equal(t_out_i, q_out_i)),
                 float_worst_steps=round(worst, 3), float_worst_share=share,
                 float_logits_maxdiff=float(np.abs(t_out_f - m_out_f).max()))
 
@@ -141,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mobilenet-width", type=float, default=0.5,
+                   help="width of the MobileNetV2 equality check (0: skip)")
     p.add_argument("--quick", action="store_true", help="ResNet-8, batch 8, 16x16, 2 steps")
     args = p.parse_args(argv)
     if args.quick:
@@ -160,6 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"float fake-quant eval vs megq's: largest difference {eq['float_worst_steps']} steps, at most "
           f"{100 * eq['float_worst_share']:.4f} % of a layer's elements, logits max |diff| "
           f"{eq['float_logits_maxdiff']:.3g}")
+    ok = eq["identical"] == eq["layers"] and eq["logits_identical"]
+    if args.mobilenet_width:
+        mb = equality(args, args.mobilenet_width)
+        print(f"\n## torch QAT equality (MobileNetV2 width {args.mobilenet_width}, {PRESET}, batch {mb['batch']}, "
+              f"{args.size}x{args.size})")
+        print(f"integer eval: {mb['identical']}/{mb['layers']} quantized layers bit-identical to the megq Q model, "
+              f"logits identical: {mb['logits_identical']}")
+        print(f"float fake-quant eval vs megq's: largest difference {mb['float_worst_steps']} steps, at most "
+              f"{100 * mb['float_worst_share']:.4f} % of a layer's elements, logits max |diff| "
+              f"{mb['float_logits_maxdiff']:.3g}")
+        ok = ok and mb["identical"] == mb["layers"] and mb["logits_identical"]
     shape = (args.batch, 3, args.size, args.size)
     data = nets.batches(args.steps + 1, shape, 3)
     megq_t = statistics.median(_megq_steps(args.depth, 3, data)[1:])
@@ -184,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                            ("torch QAT, DDP gloo", 2, ddp_t)):
         n = args.batch * procs
         print(f"| {name} | {procs} | {n} | {t:.3f} | {n / t:.0f} |")
-    ok = eq["identical"] == eq["layers"] and eq["logits_identical"]
     return 0 if ok else 1
 
 
