@@ -119,8 +119,8 @@ class TorchQATResNet(torch.nn.Module):
         super().__init__()
         for attr in ("conv1", "bn1", "fc", "layer1"):
             if not hasattr(src, attr):
-                raise ValueError(f"prepare_qat: expected a torchvision-layout ResNet (conv1, bn1, layer1.., fc); "
-                                 f"{type(src).__name__} has no {attr!r}")
+                raise ValueError(f"prepare_qat: expected a torchvision-layout ResNet (conv1, bn1, layer1.., fc) or "
+                                 f"MobileNetV2 (features, classifier); {type(src).__name__} has no {attr!r}")
         if not isinstance(src.fc, torch.nn.Linear):
             raise ValueError("prepare_qat: fc must be a torch.nn.Linear")
         self.quant = QuantStub()
