@@ -137,7 +137,8 @@ def equality(args, mobilenet_width: float = 0.0) -> dict:
         s = np.float32(qat.get_submodule(n).get_activation_qparams()[0].item())
         d = np.abs(t_f[n][0] - m_f[n][0]) / s
         worst, share = max(worst, float(d.max())), max(share, float((d > 0.5).mean()))
-    return dict(batch=batch, layers=len(names), identical=int(same), logits_identical=bool(np.array_equal(t_out_i, q_out_i)),
+    return dict(batch=batch, layers=len(names), identical=int(same),
+                logits_identical=bool(np.array_equal(t_out_i, q_out_i)),
                 float_worst_steps=round(worst, 3), float_worst_share=share,
                 float_logits_maxdiff=float(np.abs(t_out_f - m_out_f).max()))
 

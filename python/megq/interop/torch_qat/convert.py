@@ -314,8 +314,8 @@ def to_megq(torch_qat_model: torch.nn.Module, megq_model: Optional[MegqModule] =
 
     ``megq_model``: a megq *float* model of the same layout (default: the zoo ResNet or MobileNetV2 matching the
     torch model); it is converted with ``quantize_qat`` and the torch model's qconfig, then every tensor is copied
-    by name (the torch QAT model's ``state_dict`` keys are megq's). The result is in the torch model's train/eval mode, ready for
-    ``megq.quantization.quantize``.
+    by name (the torch QAT model's ``state_dict`` keys are megq's). The result is in the torch model's train/eval
+    mode, ready for ``megq.quantization.quantize``.
     """
     qat = _unwrap(torch_qat_model)
     if not isinstance(qat, (TorchQATResNet, TorchQATMobileNetV2)):
