@@ -30,7 +30,7 @@ import megq.module as M  # noqa: E402
 from megq import data as D  # noqa: E402
 from megq import models  # noqa: E402
 from megq import optimizer as optim
-from megq.autodiff import GradManager, no_grad  # noqa: E402
+from megq.autodiff import GradManager, no_grad, tune_malloc  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,6 +119,7 @@ class MegqTrainer:
         self.model, self.loader, self.smoothing = model, loader, smoothing
         self.opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
         self.sched = schedule(self.opt, epochs * len(loader), warmup)
+        tune_malloc()
         self.gm = GradManager().attach(model.parameters())
         self.seconds = 0.0
 

@@ -37,7 +37,7 @@ import megq.quantization as Q  # noqa: E402
 from megq import data as D  # noqa: E402
 from megq import models  # noqa: E402
 from megq import optimizer as optim  # noqa: E402
-from megq.autodiff import GradManager, no_grad  # noqa: E402
+from megq.autodiff import GradManager, no_grad, tune_malloc  # noqa: E402
 from megq.qtensor import QuantizedTensor  # noqa: E402
 
 try:  # run as `python -m bench.quant_accuracy` or as a file
@@ -100,6 +100,7 @@ def train(net: M.Module, task: Task, epochs: float, lr: float, warmup: int, seed
         sched = optim.LinearWarmup(opt, warmup, 0.1, after=optim.CosineAnnealingLR(opt, total - warmup))
     else:
         sched = optim.CosineAnnealingLR(opt, total)
+    tune_malloc()
     gm = GradManager().attach(net.parameters())
     step, epoch = 0, 0
     while step < total:

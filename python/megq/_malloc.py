@@ -3,8 +3,10 @@
 Training allocates and frees the same large numpy buffers (im2col matrices, activations, gradients) every
 iteration. By default glibc serves blocks above 128 KiB-32 MiB with fresh ``mmap`` pages and returns freed memory
 to the OS, so every iteration pays page faults to zero that memory again: about 25% of a ResNet-8 step here.
-Raising the mmap and trim thresholds lets the heap reuse those pages. Applied once, when a GradManager first
-records; set ``MEGQ_NO_MALLOC_TUNING=1`` to opt out. A no-op on non-glibc platforms.
+Raising the mmap and trim thresholds lets the heap reuse those pages. This changes the whole process's allocator, so
+megq never does it on its own: an application that owns its process calls :func:`megq.autodiff.tune_malloc` once
+before training (megq's own commands, demo and benchmarks do); ``MEGQ_NO_MALLOC_TUNING=1`` makes the call a no-op.
+A no-op on non-glibc platforms.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def tune_malloc() -> bool:
-    """Apply the heap settings once; returns True if they were applied (now or before)."""
+    """Raise glibc's mmap/trim thresholds for the whole process, once (see the module docstring); returns True if
+    they were applied (now or before)."""
     if _DONE[0]:
         return True
     _DONE[0] = True

@@ -18,7 +18,7 @@ import numpy as np
 from ._malloc import tune_malloc
 from .tensor import _RECORDING, Tensor
 
-__all__ = ["GradManager", "no_grad"]
+__all__ = ["GradManager", "no_grad", "tune_malloc"]
 
 
 class GradManager:
@@ -51,7 +51,6 @@ class GradManager:
         """Start recording (what ``with gm:`` does on entry)."""
         if self._recording:
             raise RuntimeError("GradManager is already recording")
-        tune_malloc()
         self._recording = True
         _RECORDING[0] += 1
 

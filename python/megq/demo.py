@@ -16,7 +16,7 @@ from . import functional as F
 from . import module as M
 from . import optimizer as optim
 from . import quantization as Q
-from .autodiff import GradManager, no_grad
+from .autodiff import GradManager, no_grad, tune_malloc
 from .qtensor import QuantizedTensor
 from .random import seed as seed_everything
 from .serialization import save
@@ -43,6 +43,7 @@ def digits_cnn() -> M.Module:
 def _train(net: M.Module, loader: D.DataLoader, epochs: int, lr: float) -> None:
     opt = optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     sched = optim.CosineAnnealingLR(opt, epochs * len(loader))
+    tune_malloc()  # the demo owns its process (see megq.autodiff.tune_malloc)
     gm = GradManager().attach(net.parameters())
     for _ in range(epochs):
         net.train()

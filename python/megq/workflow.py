@@ -29,7 +29,7 @@ from . import functional as F
 from . import models
 from . import optimizer as optim
 from . import quantization as Q
-from .autodiff import GradManager, no_grad
+from .autodiff import GradManager, no_grad, tune_malloc
 from .module.module import Module
 from .quantization.calibrate import _Progress
 from .random import seed as seed_everything
@@ -221,6 +221,7 @@ def _fit(model: Module, data: Data, meta: Dict[str, Any], epochs: int, lr: float
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+    tune_malloc()  # megq's command owns its process: let training reuse heap pages (megq.autodiff.tune_malloc)
     gm = GradManager().attach(model.parameters())
     for epoch in range(start, epochs):
         loader.epoch = epoch  # the shuffle and augmentation of epoch e depend only on (seed, e): resumable

@@ -1,4 +1,5 @@
-"""megq leaves the BLAS's threading alone unless asked: float training does not change it, and
+"""megq leaves process-wide settings alone unless asked: float training changes neither the BLAS's threading nor
+the allocator (megq.autodiff.tune_malloc is an explicit call), and
 ``megq.functional.limit_blas_threads(n)`` caps it only inside its block."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def blas_threads() -> list:
     return [(info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]
 
 
-def test_float_training_step_leaves_blas_threads_alone():
+def test_float_training_step_leaves_blas_threads_and_malloc_alone():
     # A fresh interpreter: what megq does on first use (its thread pool starts lazily) is what this checks.
     code = textwrap.dedent("""
         import numpy as np
@@ -34,6 +35,8 @@ def test_float_training_step_leaves_blas_threads_alone():
             gm.backward(loss)
         after = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
         assert before and before == after, (before, after)
+        import megq._malloc
+        assert megq._malloc._DONE == [False], "a GradManager recording tuned glibc's malloc behind the caller's back"
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
