@@ -113,9 +113,10 @@ def test_megq_compare_and_skip_commands(tmp_path, capsys):
     """megq calibrate --skip keeps the named layer float (a FloatIsland in the Q model); megq compare prints the
     table and its JSON report equals compare() run on the same checkpoints and batches."""
     pytest.importorskip("PIL.Image")
+    from workflow.test_commands import _folder
+
     from megq import cli, workflow
     from megq.quantization.quantize import FloatIsland
-    from workflow.test_commands import _folder
 
     data = _folder(tmp_path / "images")
     f = str(tmp_path / "float.megq")
