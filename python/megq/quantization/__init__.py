@@ -7,8 +7,12 @@ Layout (MegEngine's): dtypes, observers, fake quants, qconfigs, the integer eval
 parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantized modules; the workflow
 (``quantize.py``: ``quantize_qat``, ``quantize``, ...) sits on top of those modules.
 """
-from . import integer_eval
+from . import (
+    integer_eval,
+    ptq,  # noqa: E402  (registers calibrate's equalize / bias_correction options)
+)
 from .calibrate import PTQ_OPTIONS, calibrate, freeze_calibration, register_ptq_option
+from .compare import CompareReport, LayerError, compare  # noqa: E402
 from .dtype import (
     QuantDtypeMeta,
     create_quantized_dtype,
@@ -76,8 +80,6 @@ from .quantize import (
     quantize_qat,
     reset_qconfig,
 )
-from . import ptq  # noqa: E402  (registers calibrate's equalize / bias_correction options)
-from .compare import CompareReport, LayerError, compare  # noqa: E402
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
