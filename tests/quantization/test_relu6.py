@@ -136,9 +136,13 @@ class SigmoidInside(M.Module):
         return self.dequant(self.conv2(self.gate(x)))
 
 
-def test_activation_without_int8_form_fails_at_quantize_naming_it():
+@pytest.mark.parametrize("preset", ["ema_fakequant_qconfig", "calibration_qconfig",
+                                    "calibration_qconfig_kl_per_channel"])
+def test_activation_without_int8_form_fails_at_quantize_naming_it(preset):
+    # Histogram presets attach no qparams while calibrating: the quantized region is still recognised.
     rng = np.random.default_rng(1)
-    qat = _qfloat(SigmoidInside(after_dequant=False), Q.ema_fakequant_qconfig, rng)
+    qat = Q.quantize_qat(SigmoidInside(after_dequant=False).eval(), inplace=False, qconfig=getattr(Q, preset))
+    Q.calibrate(qat, [4.0 * rng.standard_normal((4, 3, 6, 6)).astype(np.float32)], progress=False)
     with pytest.raises(ValueError, match=r"quantize: 'gate' is a Sigmoid inside the quantized region.*DequantStub"):
         Q.quantize(qat, inplace=False)
     # after the DequantStub it is outside the region: fine

@@ -21,11 +21,12 @@ def net_with_sigmoid(rng):
     return net.eval()
 
 
-def test_skip_keeps_layers_float_and_qfloat_equals_q(tmp_path):
+@pytest.mark.parametrize("preset", ["calibration_qconfig", "ema_fakequant_qconfig"])
+def test_skip_keeps_layers_float_and_qfloat_equals_q(tmp_path, preset):
     rng = np.random.default_rng(0)
     net = net_with_sigmoid(rng)
     batches = [rng.standard_normal((4, 3, 5, 5)).astype(np.float32) for _ in range(2)]
-    qat = Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig, skip=["2", "5"])
+    qat = Q.quantize_qat(net, inplace=False, qconfig=getattr(Q, preset), skip=["2", "5"])
     assert isinstance(qat[2], FloatIsland) and isinstance(qat[5], FloatIsland)
     assert type(qat[5].module) is M.Linear and isinstance(qat[5].quant, M.qat.QuantStub)
     Q.calibrate(qat, batches, progress=False)

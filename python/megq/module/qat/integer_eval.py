@@ -242,8 +242,8 @@ def _quant_stub(module: Any, x: Any) -> QuantizedTensor:
 
 
 def _dequant_stub(module: Any, x: Any) -> Tensor:
-    if not isinstance(x, QuantizedTensor):  # nothing upstream was quantized: identity, as in float
-        return x
+    if not isinstance(x, QuantizedTensor):  # a float input: the float forward (identity that marks x dequantized)
+        return module.forward(x)
     if x.backend == "kernels":
         from ... import kernels
 

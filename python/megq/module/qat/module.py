@@ -12,6 +12,7 @@ Eval fast path: see :mod:`megq.quantization.integer_eval`.
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from typing import Any, Optional, Tuple
 
@@ -23,7 +24,24 @@ from ...quantization.utils import QParams, fake_quant_bias
 from ...tensor import Tensor, make_result
 from ..module import Module
 
-__all__ = ["QATModule"]
+__all__ = ["QATModule", "in_quantized_region", "mark_quantized_region"]
+
+# Activations a QAT module produced before its observer could give qparams (histogram observers compute them only
+# when asked, after calibration): they are inside the quantized region all the same, which quantize() needs to know
+# to refuse float-only activations there. Weak values by id: nothing is kept alive, a reused id is told apart by
+# identity.
+_QUANTIZED_REGION: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+
+
+def mark_quantized_region(x: Any) -> None:
+    """Record that ``x`` is an activation of the quantized region (see ``in_quantized_region``)."""
+    if isinstance(x, Tensor):
+        _QUANTIZED_REGION[id(x)] = x
+
+
+def in_quantized_region(x: Any) -> bool:
+    """Whether ``x`` was produced inside the quantized region by a QAT module without qparams attached."""
+    return _QUANTIZED_REGION.get(id(x)) is x
 
 
 def _alias(t: Any) -> Tensor:
@@ -113,8 +131,12 @@ class QATModule(Module):
         return self._apply_fakequant_with_observer(target, self.weight_fake_quant, self.weight_observer)
 
     def apply_quant_activation(self, target: Any) -> Any:
-        """Observe and fake-quantize an output activation; the result carries the activation qparams."""
-        return self._apply_fakequant_with_observer(target, self.act_fake_quant, self.act_observer)
+        """Observe and fake-quantize an output activation; the result carries the activation qparams (or, while the
+        observer has none to give, the quantized-region mark)."""
+        out = self._apply_fakequant_with_observer(target, self.act_fake_quant, self.act_observer)
+        if isinstance(out, Tensor) and out.qparams is None:
+            mark_quantized_region(out)
+        return out
 
     def apply_quant_bias(self, target: Any, inp: Any, w_qat: Any) -> Any:
         """Fake-quantize the bias to qint32 (scale ``s_inp * s_w``) when both fake quants exist and are enabled and
