@@ -9,8 +9,19 @@ import pytest
 
 import megq
 from megq.autodiff import GradManager
-from megq.quantization import (LSQ, TQT, FakeQuantize, LSQParams, QuantMode, create_qparams,
-                               fake_quant_bias, fake_quant_tensor, qint8, qint8_narrow, quint8)
+from megq.quantization import (
+    LSQ,
+    TQT,
+    FakeQuantize,
+    LSQParams,
+    QuantMode,
+    create_qparams,
+    fake_quant_bias,
+    fake_quant_tensor,
+    qint8,
+    qint8_narrow,
+    quint8,
+)
 from megq.quantization.dtype import _builtin_quant_dtypes, get_dtype_meta
 
 
