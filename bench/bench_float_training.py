@@ -213,7 +213,9 @@ def run(task: str, use_torch: bool, epochs: int, subset: int, torch_threads: int
     epochs = epochs or cfg["epochs"]
     megq.random.seed(0)
     model = cfg["model"]()
-    hp = (epochs, cfg["lr"], cfg["wd"], cfg["warmup"], cfg["smoothing"])
+    # A shortened run (--epochs) keeps at least one step of the cosine phase after the warm-up, in both trainers.
+    warmup = min(cfg["warmup"], epochs * len(cfg["train"]) - 1)
+    hp = (epochs, cfg["lr"], cfg["wd"], warmup, cfg["smoothing"])
     trainers = {"megq": MegqTrainer(model, cfg["train"], *hp)}
     if use_torch:
         import torch
