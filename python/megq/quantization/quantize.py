@@ -17,7 +17,6 @@ from .. import module as M
 from ..autodiff import no_grad
 from ..module import qat, quantized
 from ..module.module import HookHandle, Module
-from ..module.qat.module import in_quantized_region, mark_quantized_region
 from ..qtensor import QuantizedTensor
 from ..tensor import Tensor
 from .integer_eval import integer_eval
@@ -300,7 +299,7 @@ def _note_quantized_input(module: Module, inputs: tuple) -> None:
     in the quantized region."""
     x = inputs[0] if inputs else None
     if isinstance(x, QuantizedTensor) or (
-            (getattr(x, "qparams", None) is not None or in_quantized_region(x))
+            (getattr(x, "qparams", None) is not None or qat.module.in_quantized_region(x))
             and not qat.quant_dequant.was_dequantized(x)):
         module._saw_quantized_input = True
     return None
@@ -313,8 +312,8 @@ def _pass_qparams(module: Module, inputs: tuple, output: Any) -> None:
     if (isinstance(output, Tensor) and output.qparams is None and inputs and isinstance(inputs[0], Tensor)
             and inputs[0].qparams is not None):
         output.qparams = inputs[0].qparams
-    elif isinstance(output, Tensor) and inputs and in_quantized_region(inputs[0]):
-        mark_quantized_region(output)
+    elif isinstance(output, Tensor) and inputs and qat.module.in_quantized_region(inputs[0]):
+        qat.module.mark_quantized_region(output)
     return None
 
 
