@@ -97,6 +97,9 @@ def _ddp_worker(rank, world, port, args, out):
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(times, f)
+        # Both ranks leave the group together: a rank that tears gloo down while its peer is still finishing its
+        # last collective can abort the process ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

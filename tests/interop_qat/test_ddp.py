@@ -44,6 +44,7 @@ def _worker(rank, world, port, out_dir):
                 mq = to_megq(ddp)
                 result["megq_max_val"] = torch.tensor(mq.layer2[0].add.act_observer.max_val.numpy())
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # leave the group together (a rank tearing gloo down early can abort its peer)
     finally:
         dist.destroy_process_group()
 
