@@ -169,7 +169,12 @@ def profile(args) -> int:
         log(f"  cProfile, 20 forwards at {n} thread(s): {1e3 * st.total_tt / 20:.2f} ms per forward, of which megq._C "
             f"calls {1e3 * kern / 20:.2f} ms and everything else (Python, numpy, profiler) "
             f"{1e3 * (st.total_tt - kern) / 20:.2f} ms; sorted by own time:")
-        log("\n".join("    " + line for line in s.getvalue().splitlines() if line.strip())[:6000])
+        # paths relative to the install roots: the results file must not name this machine's directories
+        text = s.getvalue()
+        for root in sorted({os.path.dirname(os.path.dirname(megq.__file__)), os.path.dirname(np.__path__[0])},
+                           key=len, reverse=True):
+            text = text.replace(root + os.sep, "")
+        log("\n".join("    " + line for line in text.splitlines() if line.strip())[:6000])
     if args.write:
         text = (f"Command: `{R.command_line('bench.profile')}` ({time.perf_counter() - t_start:.0f} s; load "
                 f"average at the end {R.loadavg()}). Layer times are minima over the calls (robust to load).\n\n"
