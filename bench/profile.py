@@ -1,8 +1,9 @@
-"""Profile of megq's Q ResNet-18 (batch 1): per-layer times (forward hooks), each conv layer against its kernel
-call alone and against a same-size GEMM, megq vs ONNX Runtime per conv layer (ORT's profiler), the time spent outside
-the kernels, and cProfile.
+"""Profile of one of megq's Q networks (batch 1; ResNet-18, CIFAR-style ResNet-18 or MobileNetV2): per-layer times
+(forward hooks), each conv layer against its kernel call alone and (dense convs) against a same-size GEMM, megq vs
+ONNX Runtime per conv layer (ORT's profiler; ORT's nodes are matched to megq's layers by the torch module path the
+exporter writes into the node names), the time spent outside the kernels, and cProfile.
 
-Usage: python -m bench profile [--threads 1,2] [--nets resnet18] [--write]
+Usage: python -m bench profile [--threads 1,2] [--nets resnet18|cifar_resnet18|mobilenet_v2] [--write]
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import megq
 import megq.kernels
 
 from . import _results_md as R
-from .networks import NETS, build
+from .networks import NETS, build, static_batch, title
 
 
 def profile(args) -> int:
@@ -42,11 +43,14 @@ def profile(args) -> int:
     t_start = time.perf_counter()
     threads = [int(t) for t in args.threads.split(",")]
     net_name = args.nets.split(",")[0]
+    if net_name not in NETS:
+        raise SystemExit(f"--nets: unknown network {net_name!r}; choose from {sorted(NETS)}")
     prepared: Dict[str, object] = {}
     tmp = tempfile.mkdtemp()
-    build(net_name, 1, tmp, prepared)  # megq Q model, torch twin, ONNX files (same weights as the latency run)
+    # megq Q model, torch twin, ONNX files (same weights as the latency run)
+    build(net_name, 1, tmp, prepared, openvino=False, torch_int8_models=False)
     qm, x = prepared[net_name]["qm"], prepared[net_name]["xt"]
-    log(f"profile of megq's {NETS[net_name]['title']}; load average {R.loadavg()}")
+    log(f"profile of megq's {title(net_name, 1)}; load average {R.loadavg()}")
     for n in threads:
         megq.set_num_threads(n)
         for _ in range(3):
@@ -78,11 +82,15 @@ def profile(args) -> int:
             m = mods[k]
             if isinstance(m, QM.Conv2d):
                 w = m.layer.weight_q.shape
-                key = f"{type(m).__name__} {w[2]}x{w[3]}/s{m.stride[0]}"
+                key = f"{type(m).__name__} {'dw ' if m.depthwise else ''}{w[2]}x{w[3]}/s{m.stride[0]}"
             else:
                 key = type(m).__name__
             by_type[key] = by_type.get(key, 0.0) + v
         _tot_hook, tot_plain = statistics.median(totals), statistics.median(plain)
+        if not med:
+            log(f"\n== threads {n}: forward median {1e3 * tot_plain:.2f} ms, min {1e3 * min(plain):.2f} ms; no "
+                "per-layer times: the model's leaf modules were not called one by one")
+            continue
         leaf_sum = sum(med.values())
         log(f"\n== threads {n}: forward median {1e3 * tot_plain:.2f} ms, min {1e3 * min(plain):.2f} ms (with hooks: "
             f"min {1e3 * min(totals):.2f} ms); sum of the leaves' minimum times {1e3 * leaf_sum:.2f} ms")
@@ -94,7 +102,7 @@ def profile(args) -> int:
             log(f"    {k:<34} {type(m).__name__:<14} {1e3 * v:7.3f} ms")
         # conv layer vs its prepared kernel alone (the layer's kernel_for) vs the same-size GEMM (im2col overhead)
         log("  conv layers: layer time | its prepared kernel alone | GEMM (M=OH*OW, K=Cin*kh*kw, N=Cout) on a "
-            "prebuilt patch matrix | GOP/s of the conv")
+            "prebuilt patch matrix (dense convs only) | GOP/s of the conv")
         K = megq.kernels
         convs = [(k, m) for k, m in leaves if isinstance(m, QM.Conv2d)]
         feats: Dict[str, object] = {}
@@ -103,37 +111,43 @@ def profile(args) -> int:
         for h in hs:
             h.remove()
         seen_shapes = set()
-        sum_layer = sum_c = sum_gemm = 0.0
+        sum_layer = sum_c = sum_c_dense = sum_gemm = 0.0
         for k, m in convs:
             xin, out = feats[k]
             kernel, data = m.kernel_for(xin), xin.data
             co, ci, kh, kw = m.layer.weight_q.shape
             _, oh, ow, _ = out.data.shape
             Mg, Kg, Ng = oh * ow, ci * kh * kw, co
-            rng = np.random.default_rng(0)
-            a = rng.integers(-20, 20, (Mg, Kg), dtype=np.int8)
-            pg = K.pack_gemm_weights(m.layer.weight_q.transpose(2, 3, 1, 0).reshape(Kg, Ng).copy(),
-                                     np.zeros(Ng, np.int32), np.full(Ng, 1e-3, np.float32))
-            gemm = K.prepare_gemm(pg)
+            fns = [functools.partial(m, xin), functools.partial(kernel, data)]
+            if not m.depthwise:  # a depthwise layer has no same-size GEMM (each channel is its own K = kh*kw sum)
+                rng = np.random.default_rng(0)
+                a = rng.integers(-20, 20, (Mg, Kg), dtype=np.int8)
+                pg = K.pack_gemm_weights(m.layer.weight_q.transpose(2, 3, 1, 0).reshape(Kg, Ng).copy(),
+                                         np.zeros(Ng, np.int32), np.full(Ng, 1e-3, np.float32))
+                fns.append(functools.partial(K.prepare_gemm(pg), a))
             # interleaved, minimum of 15 (robust to load from other processes)
-            tl, tc, tg = _min_times([functools.partial(m, xin), functools.partial(kernel, data),
-                                     functools.partial(gemm, a)], 15)
+            tl, tc, *tg = _min_times(fns, 15)
+            tg = tg[0] if tg else float("nan")
             med[k] = tl
             sum_layer += tl
             sum_c += tc
-            sum_gemm += tg
+            if not m.depthwise:
+                sum_c_dense += tc
+                sum_gemm += tg
             shape_key = (ci, co, kh, m.stride[0], oh)
             if shape_key in seen_shapes:
                 continue
             seen_shapes.add(shape_key)
             gops = 2 * Mg * Kg * Ng / tc / 1e9
-            log(f"    {k:<34} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh}x{ow}: {1e3 * tl:6.3f} | "
-                f"{1e3 * tc:6.3f} | {1e3 * tg:6.3f} ms (MxKxN {Mg}x{Kg}x{Ng}) | {gops:5.1f}")
-        log(f"  all convs: layer {1e3 * sum_layer:.2f} ms, kernels alone {1e3 * sum_c:.2f} ms, same-size GEMMs "
-            f"{1e3 * sum_gemm:.2f} ms -> Python around the conv kernels {1e3 * (sum_layer - sum_c):.2f} ms, "
-            f"conv beyond GEMM (patch gathering/padding) {1e3 * (sum_c - sum_gemm):.2f} ms")
+            kind = "dw " if m.depthwise else ""
+            log(f"    {k:<34} {ci * m.groups:>4}->{co:<4} {kind}{kh}x{kw}/s{m.stride[0]} out {oh}x{ow}: "
+                f"{1e3 * tl:6.3f} | {1e3 * tc:6.3f} | {1e3 * tg:6.3f} ms (MxKxN {Mg}x{Kg}x{Ng}) | {gops:5.1f}")
+        log(f"  all convs: layer {1e3 * sum_layer:.2f} ms, kernels alone {1e3 * sum_c:.2f} ms (dense "
+            f"{1e3 * sum_c_dense:.2f} ms), same-size GEMMs of the dense convs {1e3 * sum_gemm:.2f} ms -> Python around "
+            f"the conv kernels {1e3 * (sum_layer - sum_c):.2f} ms, dense conv beyond GEMM (patch gathering/padding) "
+            f"{1e3 * (sum_c_dense - sum_gemm):.2f} ms")
         # ORT QOperator per-node times (its profiler), matched to megq's conv layers by the torch module path
-        ort_nodes = ort_node_times(prepared[net_name]["onnx"]["QOperator"], n, x.numpy(), 20)
+        ort_nodes = ort_node_times(static_batch(prepared[net_name]["onnx"]["QOperator"], 1), n, x.numpy(), 20)
         conv_ort: Dict[str, float] = {}
         other: Dict[str, float] = {}
         for op, module, dur in ort_nodes:
@@ -149,8 +163,9 @@ def profile(args) -> int:
             sm, so_ = sm + a, so_ + b
             co, ci, kh, kw = m.layer.weight_q.shape
             oh = feats[k][1].data.shape[1]
-            log(f"    {k:<26} {ci:>3}->{co:<3} {kh}x{kw}/s{m.stride[0]} out {oh:>3}: megq {1e3 * a:6.3f}  ORT "
-                f"{1e3 * b:6.3f}  megq/ORT {a / b:5.2f}")
+            kind = "dw " if m.depthwise else ""
+            log(f"    {k:<26} {ci * m.groups:>4}->{co:<4} {kind}{kh}x{kw}/s{m.stride[0]} out {oh:>3}: megq "
+                f"{1e3 * a:6.3f}  ORT {1e3 * b:6.3f}  megq/ORT {a / b:5.2f}")
         log(f"    all convs: megq {1e3 * sm:.2f} ms, ORT {1e3 * so_:.2f} ms -> {sm / so_:.2f}x; ORT other ops (ms): " +
             ", ".join(f"{k} {1e3 * v:.3f}" for k, v in sorted(other.items(), key=lambda kv: -kv[1])))
         # time outside the kernels: the whole forward against its conv kernels alone (measured above)
@@ -176,11 +191,12 @@ def profile(args) -> int:
             text = text.replace(root + os.sep, "")
         log("\n".join("    " + line for line in text.splitlines() if line.strip())[:6000])
     if args.write:
-        text = (f"Command: `{R.command_line('bench.profile')}` ({time.perf_counter() - t_start:.0f} s; load "
+        cmd = R.command_line("bench" if sys.argv[1:2] == ["profile"] else "bench.profile")
+        text = (f"Command: `{cmd}` ({time.perf_counter() - t_start:.0f} s; load "
                 f"average at the end {R.loadavg()}). Layer times are minima over the calls (robust to load).\n\n"
                 "```\n" + "\n".join(lines_out) + "\n```")
         R.update_subsections("Network latency", _current_preamble(),
-                             {f"Profile of megq's {NETS[net_name]['title']} (--profile)": text})
+                             {f"Profile of megq's {title(net_name, 1)} (--profile)": text})
         print(f"wrote {R.RESULTS}")
     return 0
 
@@ -196,8 +212,8 @@ def _current_preamble() -> str:
 
 
 def ort_node_times(path: str, threads: int, x: np.ndarray, runs: int) -> List[tuple]:
-    """(op type, torch module path of the node or "", minimum seconds over the runs) per node, from ORT's
-    profiler (the exported node names carry the torch module path, e.g. /layer2/layer2.0/conv_bn2/conv/Conv)."""
+    """(op type, megq conv layer of the node or "", minimum seconds over the runs) per node, from ORT's profiler
+    (the exported node names carry the torch module path: see :func:`_module_path`)."""
     import json
 
     import onnxruntime as ort
@@ -216,15 +232,22 @@ def ort_node_times(path: str, threads: int, x: np.ndarray, runs: int) -> List[tu
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
-        segs = e["name"].lstrip("/").split("/")
-        module = ""
-        if "conv" in segs[:-1]:
-            path_segs = segs[:segs.index("conv")]
-            if len(path_segs) > 1 and path_segs[1].startswith(path_segs[0] + "."):
-                path_segs = path_segs[1:]
-            module = ".".join(path_segs)
+        module = _module_path(e["name"])
         per.setdefault(e["name"], [e.get("args", {}).get("op_name", "?"), module, []])[2].append(e["dur"] * 1e-6)
     return [(op, module, min(d[3:] if len(d) > 3 else d)) for op, module, d in per.values()]
+
+
+def _module_path(node: str) -> str:
+    """The megq layer of an exported conv node, or "". The torch exporter names a node by its module scopes, a
+    Sequential's child as ``<parent>.<index>`` (``/layer2/layer2.0/conv_bn2/conv/Conv``,
+    ``/features/features.1/conv/conv.0/conv/Conv_quant``); the twin's Conv2d is the ``conv`` child of the fused
+    module megq has as one leaf (``layer2.0.conv_bn2``, ``features.1.conv.0``)."""
+    segs = node.lstrip("/").split("/")[:-1]  # the last segment is the op
+    path: List[str] = []
+    for i, seg in enumerate(segs):
+        prev = segs[i - 1] if i else None
+        path.append(seg[len(prev) + 1:] if prev and seg.startswith(prev + ".") else seg)
+    return ".".join(path[:-1]) if len(path) > 1 and path[-1] == "conv" else ""
 
 
 def _start_hook(module, inputs, starts: Dict[int, float]) -> None:
@@ -254,7 +277,7 @@ def _min_times(fns: Sequence[Callable[[], object]], n: int) -> List[float]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--nets", default="resnet18", help="the network to profile (resnet18 or cifar_resnet18)")
+    ap.add_argument("--nets", default="resnet18", help=f"the network to profile, one of {sorted(NETS)}")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=6)
     ap.add_argument("--top", type=int, default=12, help="slowest layers to list")
