@@ -38,18 +38,32 @@ def log(*a) -> None:
 
 
 def presets() -> Dict[str, Q.QConfig]:
-    """Per-channel int8 weights with asymmetric quint8 histogram activations (ReLU6 outputs get all 256 levels),
-    KL (entropy) or L2 range search; megq's per-channel calibration preset; MegEngine's default (per tensor)."""
+    """Per-channel int8 weights with asymmetric quint8 activations (ReLU6 outputs get all 256 levels): ranges by
+    the mean of the per-image min/max (NNCF's default estimator; the network's output layer keeps its global
+    min/max, see OUTPUT_MINMAX), by KL (entropy) or L2 histogram search; megq's per-channel calibration preset;
+    MegEngine's default (per tensor)."""
     w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
     act = partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8")
-    return {"per_channel_quint8_kl": Q.QConfig(w, partial(act, method="kl"), None, None),
+    return {"per_channel_quint8_meanminmax": Q.QConfig(w, partial(Q.MeanMinMaxObserver, mode=QuantMode.ASYMMERTIC,
+                                                                    dtype="quint8"), None, None),
+            "per_channel_quint8_kl": Q.QConfig(w, partial(act, method="kl"), None, None),
             "per_channel_quint8": Q.QConfig(w, act, None, None),
             "calibration_qconfig_per_channel": Q.calibration_qconfig_per_channel,
             "calibration_qconfig": Q.calibration_qconfig}  # MegEngine's default: per-tensor weights
 
 
+#: Presets whose last weighted layer (the logits) gets a global min/max activation observer: a mean of per-image
+#: maxima would clip the top logit of every image above the mean, which is the one that decides top-1 (NNCF leaves
+#: the output float).
+OUTPUT_MINMAX = {"per_channel_quint8_meanminmax"}
+
 OPTIONS = {
     "none": {},
+    "range_search": {"range_search": True},
+    "weight_rounding": {"weight_rounding": True},
+    "weight_rounding+bias_correction": {"weight_rounding": True, "bias_correction": True},
+    "range_search+weight_rounding+bias_correction": {"range_search": True, "weight_rounding": True,
+                                                     "bias_correction": True},
     "equalize": {"equalize": True},
     "bias_correction": {"bias_correction": True},
     "equalize+bias_correction": {"equalize": True, "bias_correction": True},
@@ -67,9 +81,18 @@ def run(model, x: np.ndarray, batch: int = 50) -> np.ndarray:
         return np.concatenate([model(megq.Tensor(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
 
 
-def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None) -> Tuple[object, object, float]:
+def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None, output_minmax: bool = False
+              ) -> Tuple[object, object, float]:
     t0 = time.perf_counter()
     qat = Q.quantize_qat(net, inplace=False, qconfig=qconfig, skip=skip)
+    if output_minmax:
+        from megq.module import qat as QM
+
+        last = [m for _, m in qat.named_modules() if isinstance(m, QM.QATModule) and m.with_weight and m.with_act
+                and m.act_observer is not None][-1]
+        last.set_qconfig(Q.QConfig(qconfig.weight_observer, partial(Q.MinMaxObserver, mode=last.act_observer.mode,
+                                                                    dtype=last.act_observer.dtype),
+                                   qconfig.weight_fake_quant, qconfig.act_fake_quant))
     Q.calibrate(qat, calib, progress=False, **options)
     secs = time.perf_counter() - t0
     return qat, Q.quantize(qat, inplace=False).eval(), secs
@@ -91,6 +114,21 @@ def mobilenet_v2_data(quick: bool):
                             for o in ((0.0, 0.0), (1.0, 1.0))])
     net = from_torch(models.mobilenet_v2(), ckpt).eval()
     return net, x, [calib[i:i + 10] for i in range(0, len(calib), 10)], None
+
+
+def nncf_anchor(x: np.ndarray, calib: List[np.ndarray], y_float: np.ndarray) -> List[str]:
+    """NNCF's post-training quantization of the same float MobileNetV2 (bench/ptq_nncf.py; skipped without nncf)."""
+    from interop import helpers
+
+    from . import ptq_nncf
+
+    rows = ptq_nncf.nncf_rows(helpers.pretrained_mobilenet_v2_path(), x, calib, y_float, log=log)
+    try:
+        import nncf
+        version = nncf.__version__
+    except ImportError:
+        version = None
+    return ptq_nncf.table(rows, len(x), version)
 
 
 def resnet_data(name: str, args):
@@ -127,11 +165,13 @@ def bench_model(name: str, data, args) -> List[str]:
     out += [head + " calibration (s) | QFloat == Q |", "|" + "---|" * (head.count("|") + 1)]
     if labels is not None:
         out.insert(1, f"float accuracy {100 * (top_float == labels).mean():.2f} %\n")
+    elif args.nncf:
+        out[1:1] = nncf_anchor(x, calib, y_float) + ["\nmegq (every quantized model checked: QFloat == Q):\n"]
     worst = None
     for pname in args.presets:
         qconfig = presets()[pname]
         for oname in args.options:
-            qat, qm, secs = quantized(net, qconfig, calib, OPTIONS[oname])
+            qat, qm, secs = quantized(net, qconfig, calib, OPTIONS[oname], output_minmax=pname in OUTPUT_MINMAX)
             yq = run(qm, x)
             same = bool(np.array_equal(run(qat, x[:8]), yq[:8]))
             c = float(cosine(yq, y_float).mean())
@@ -153,7 +193,8 @@ def bench_model(name: str, data, args) -> List[str]:
     out.append("| skipped (float) | mean logit cosine | top-1 = float |\n|---|---|---|")
     for k in (1, 3):
         names = [r.name for r in report.layers[:k] if r.name != "quant"]
-        _, qm2, _ = quantized(net, presets()[pname], calib, OPTIONS[oname], skip=names)
+        _, qm2, _ = quantized(net, presets()[pname], calib, OPTIONS[oname], skip=names,
+                              output_minmax=pname in OUTPUT_MINMAX)
         y2 = run(qm2, x)
         out.append(f"| {', '.join(names)} | {cosine(y2, y_float).mean():.4f} | "
                    f"{(y2.argmax(1) == top_float).sum()}/{len(x)} |")
@@ -170,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=float, default=None, help="ResNet float training epochs (default 2)")
     ap.add_argument("--train-subset", type=int, default=0)
     ap.add_argument("--test-subset", type=int, default=0)
+    ap.add_argument("--no-nncf", dest="nncf", action="store_false",
+                    help="skip the NNCF anchor on MobileNetV2 (run when nncf is installed)")
     ap.add_argument("--quick", action="store_true", help="MobileNetV2 on 4 photos (or resnet8 on 2,000 images), "
                                                          "1 preset, 2 options (smoke test)")
     args = ap.parse_args(argv)
@@ -183,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--options: unknown {o!r} (known: {', '.join(OPTIONS)})")
     if args.quick:
         args.presets, args.options = ["per_channel_quint8_kl"], ["none", "equalize+bias_correction"]
+        args.nncf = False
         args.train_subset, args.test_subset, args.epochs, args.calib_batches = 2000, 500, 0.2, 2
     lines = [f"megq {megq.__version__}, PTQ options of megq.quantization.calibrate"]
     for name in args.models.split(","):

@@ -36,6 +36,7 @@ from .integer_layer import IntegerLayer, act_qparams, quantize_weight
 from .observer import (
     ExponentialMovingAverageObserver,
     HistogramObserver,
+    MeanMinMaxObserver,
     MinMaxObserver,
     Observer,
     PassiveObserver,
@@ -93,7 +94,8 @@ __all__ = [
     "enable_observer", "disable_observer", "apply_easy_quant",
     "QParams", "QuantMode", "create_qparams", "fake_quant_tensor", "fake_quant_bias",
     # megq additions
-    "PerChannelMinMaxObserver", "PerChannelExponentialMovingAverageObserver", "LSQParams", "hook_qat_module",
+    "PerChannelMinMaxObserver", "PerChannelExponentialMovingAverageObserver", "MeanMinMaxObserver", "LSQParams",
+    "hook_qat_module",
     "QuantDtypeMeta", "qint8", "qint8_narrow", "quint8", "qint4", "quint4", "qint32", "qint1", "qint2", "quint2",
     "get_dtype_meta", "create_quantized_dtype", "get_scale", "get_zero_point", "is_quantize", "PRESETS",
     "ema_fakequant_qconfig_per_channel", "min_max_fakequant_qconfig_per_channel", "ema_fakequant_qconfig_quint8",

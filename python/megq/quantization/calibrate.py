@@ -48,6 +48,8 @@ __all__ = ["calibrate", "PTQ_OPTIONS", "freeze_calibration"]
 #: receives the calibration batches as a list of float32 arrays and the option's value. The algorithms live in
 #: ``megq.quantization.ptq`` and register themselves here.
 PTQ_OPTIONS: Dict[str, tuple] = {}
+#: Order in which the "after" options run (lower first), ``{name: rank}``.
+PTQ_ORDER: Dict[str, int] = {}
 
 
 def _input_array(batch: Any, index: int) -> np.ndarray:
@@ -208,7 +210,9 @@ def calibrate(qat_model: Module, batches: Iterable[Any], num_batches: Optional[i
     freeze_calibration(qat_model)
     qat_model.eval()
 
-    for _name, (phase, fn), value in chosen:
+    # "after" algorithms in their registered order (weights rounded before biases are corrected), whatever the
+    # order of the keyword arguments
+    for _name, (phase, fn), value in sorted(chosen, key=lambda c: PTQ_ORDER.get(c[0], 0)):
         if phase == "after":
             fn(qat_model, source, value)
     return qat_model
@@ -219,7 +223,10 @@ def _check_phase(phase: str) -> None:  # used by the registrations in megq.quant
         raise ValueError(f"phase: expected 'before' or 'after', got {phase!r}")
 
 
-def register_ptq_option(name: str, phase: str, fn: Callable[[Module, List[np.ndarray], Any], None]) -> None:
-    """Make ``calibrate(..., name=value)`` call ``fn(qat_model, batches, value)`` in ``phase``."""
+def register_ptq_option(name: str, phase: str, fn: Callable[[Module, List[np.ndarray], Any], None],
+                        order: int = 0) -> None:
+    """Make ``calibrate(..., name=value)`` call ``fn(qat_model, batches, value)`` in ``phase``; options of the same
+    phase run by increasing ``order``."""
     _check_phase(phase)
     PTQ_OPTIONS[name] = (phase, fn)
+    PTQ_ORDER[name] = int(order)

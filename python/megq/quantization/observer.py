@@ -28,7 +28,7 @@ from .utils import QParams, QuantMode, create_qparams
 
 __all__ = ["Observer", "MinMaxObserver", "SyncMinMaxObserver", "ExponentialMovingAverageObserver",
            "SyncExponentialMovingAverageObserver", "HistogramObserver", "PassiveObserver",
-           "PerChannelMinMaxObserver", "PerChannelExponentialMovingAverageObserver"]
+           "PerChannelMinMaxObserver", "PerChannelExponentialMovingAverageObserver", "MeanMinMaxObserver"]
 
 _F32_MAX = np.finfo(np.float32).max
 _F32_LOWEST = np.finfo(np.float32).min
@@ -166,6 +166,36 @@ def calculate_qparams(min_val: Any, max_val: Any, mode: QuantMode, dtype_meta: Q
         zp = f32(qmin) - _rha(mn / scale)
         zp = np.clip(zp, qmin, qmax).astype(np.int32)
     return create_qparams(mode, dtype_meta, scale, zp, axis)
+
+
+class MeanMinMaxObserver(MinMaxObserver):
+    """The mean over samples of each sample's min and max (NNCF's ``MEAN_MINMAX`` range estimator, its default for
+    per-tensor activations): a sample is one item of the batch axis (axis 0), so the result does not depend on how
+    the calibration set is batched. One unusual image widens a global min/max range for every image; here it moves
+    the range by its share of the samples. ``MeanMinMaxObserver(mode=SYMMERTIC, eps=1e-5, dtype="qint8")``; megq
+    extension. Statistics are float64 sums (``sums``: min sum, max sum, count), saved in ``state_dict``."""
+
+    def __init__(self, mode: QuantMode = QuantMode.SYMMERTIC, eps: float = 1e-5, dtype: Any = "qint8",
+                 **kwargs: Any) -> None:
+        super().__init__(mode, eps, dtype, **kwargs)
+        self.sums = Tensor(np.zeros(3, np.float64))
+
+    def forward(self, x_orig: Any) -> Any:
+        if self.enabled:
+            x = _np(x_orig)
+            if x.size:
+                r = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+                mn, mx = r.min(axis=1).astype(np.float64), r.max(axis=1).astype(np.float64)
+                self._check_finite(mn, mx)
+                total = self.sums._data + np.array([mn.sum(), mx.sum(), r.shape[0]])
+                self.sums._data = total
+                self.min_val._data = np.array(total[0] / total[2], np.float32)
+                self.max_val._data = np.array(total[1] / total[2], np.float32)
+        return x_orig
+
+    def reset(self) -> None:
+        super().reset()
+        self.sums._data = np.zeros(3, np.float64)
 
 
 class SyncMinMaxObserver(MinMaxObserver):

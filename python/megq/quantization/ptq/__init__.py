@@ -2,6 +2,9 @@
 (``calibrate(qat_model, batches, equalize=True, bias_correction=True)``) and callable alone:
 
 * :func:`equalize`: cross-layer equalization of conv pairs (before the observers see data);
+* :func:`search_ranges`: sequential per-tensor activation range search (after, first);
+* :func:`round_weights`: data-aware rounding of the int8 weights (GPTQ's solver for AdaRound's layer-wise objective;
+  after, before bias correction);
 * :func:`bias_correct`: empirical bias correction of the calibrated QFloat model (after);
 * :func:`ensure_fake_quant`: fake quants for observer-only qconfigs, so the QFloat model computes quantized values.
 
@@ -18,8 +21,10 @@ from ..calibrate import register_ptq_option
 from ._common import ensure_fake_quant
 from .bias_correction import bias_correct
 from .equalize import equalize
+from .range_search import search_ranges
+from .weight_rounding import round_weights
 
-__all__ = ["equalize", "bias_correct", "ensure_fake_quant"]
+__all__ = ["equalize", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
 
 
 def _flag(name: str, value: Any) -> dict:
@@ -45,5 +50,19 @@ def _bias_correction_option(model: Module, batches: List[np.ndarray], value: Any
         bias_correct(model, batches, **kw)
 
 
+def _weight_rounding_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    kw = _flag("weight_rounding", value)
+    if kw.pop("_on", False):
+        round_weights(model, batches, **kw)
+
+
+def _range_search_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    kw = _flag("range_search", value)
+    if kw.pop("_on", False):
+        search_ranges(model, batches, **kw)
+
+
 register_ptq_option("equalize", "before", _equalize_option)
-register_ptq_option("bias_correction", "after", _bias_correction_option)
+register_ptq_option("range_search", "after", _range_search_option, order=5)
+register_ptq_option("weight_rounding", "after", _weight_rounding_option, order=10)
+register_ptq_option("bias_correction", "after", _bias_correction_option, order=20)
