@@ -195,7 +195,8 @@ def latency(args) -> int:
 
 
 def _summary(rows: List[Dict[str, object]]) -> List[str]:
-    out = ["| network | batch | threads | megq ms (img/s) | best int8 peer | its ms (img/s) | megq / best | bar |",
+    out = ["| network | batch | threads | megq ms (img/s) | best int8 peer | its ms (img/s) | megq / best (batch 1: "
+           "time, > 1: img/s) | bar |",
            "|---|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         m, b = r["megq"], r["best"]

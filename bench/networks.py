@@ -602,7 +602,10 @@ def megq_build() -> str:
                               cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         head = ""
-    return f"_C installed {when:%Y-%m-%d %H:%M} UTC" + (f", checkout HEAD {head}" if head else "")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    where = ("" if os.path.abspath(megq.__file__).startswith(repo + os.sep) else
+             "; megq imported from an installed copy, not from this checkout")
+    return f"_C installed {when:%Y-%m-%d %H:%M} UTC" + (f", checkout HEAD {head}" if head else "") + where
 
 
 def megq_isa() -> str:
