@@ -40,22 +40,27 @@ def log(*a) -> None:
 def presets() -> Dict[str, Q.QConfig]:
     """Per-channel int8 weights with asymmetric quint8 activations (ReLU6 outputs get all 256 levels): ranges by
     the mean of the per-image min/max (NNCF's default estimator; the network's output layer keeps its global
-    min/max, see OUTPUT_MINMAX), by KL (entropy) or L2 histogram search; megq's per-channel calibration preset;
-    MegEngine's default (per tensor)."""
+    min/max, see ENDS_MINMAX), by KL (entropy) or L2 histogram search; the same mean min/max activations with
+    MegEngine's per-tensor weights; megq's per-channel calibration preset; MegEngine's default (per-tensor weights,
+    symmetric int8 L2-histogram activations)."""
     w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
     act = partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8")
     return {"per_channel_quint8_meanminmax": Q.QConfig(w, partial(Q.MeanMinMaxObserver, mode=QuantMode.ASYMMERTIC,
                                                                     dtype="quint8"), None, None),
+            "per_tensor_quint8_meanminmax": Q.QConfig(partial(Q.MinMaxObserver, dtype="qint8_narrow"),
+                                                      partial(Q.MeanMinMaxObserver, mode=QuantMode.ASYMMERTIC,
+                                                              dtype="quint8"), None, None),
             "per_channel_quint8_kl": Q.QConfig(w, partial(act, method="kl"), None, None),
             "per_channel_quint8": Q.QConfig(w, act, None, None),
             "calibration_qconfig_per_channel": Q.calibration_qconfig_per_channel,
             "calibration_qconfig": Q.calibration_qconfig}  # MegEngine's default: per-tensor weights
 
 
-#: Presets whose last weighted layer (the logits) gets a global min/max activation observer: a mean of per-image
-#: maxima would clip the top logit of every image above the mean, which is the one that decides top-1 (NNCF leaves
-#: the output float).
-OUTPUT_MINMAX = {"per_channel_quint8_meanminmax"}
+#: Presets whose input QuantStub and last weighted layer (the logits) get a global min/max activation observer:
+#: the input domain is bounded (normalised pixels), so its extremes are not outliers, and a mean of per-image
+#: maxima would clip the top logit of every image above the mean, the one that decides top-1 (NNCF leaves the
+#: output float).
+ENDS_MINMAX = {"per_channel_quint8_meanminmax", "per_tensor_quint8_meanminmax"}
 
 OPTIONS = {
     "none": {},
@@ -81,18 +86,21 @@ def run(model, x: np.ndarray, batch: int = 50) -> np.ndarray:
         return np.concatenate([model(megq.Tensor(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
 
 
-def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None, output_minmax: bool = False
+def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None, ends_minmax: bool = False
               ) -> Tuple[object, object, float]:
     t0 = time.perf_counter()
     qat = Q.quantize_qat(net, inplace=False, qconfig=qconfig, skip=skip)
-    if output_minmax:
+    if ends_minmax:
         from megq.module import qat as QM
 
-        last = [m for _, m in qat.named_modules() if isinstance(m, QM.QATModule) and m.with_weight and m.with_act
-                and m.act_observer is not None][-1]
-        last.set_qconfig(Q.QConfig(qconfig.weight_observer, partial(Q.MinMaxObserver, mode=last.act_observer.mode,
-                                                                    dtype=last.act_observer.dtype),
-                                   qconfig.weight_fake_quant, qconfig.act_fake_quant))
+        quantized_layers = [m for _, m in qat.named_modules() if isinstance(m, QM.QATModule) and m.with_act
+                            and m.act_observer is not None]
+        stubs = [m for m in quantized_layers if isinstance(m, QM.QuantStub)]
+        last = [m for m in quantized_layers if m.with_weight][-1]
+        for m in stubs + [last]:
+            m.set_qconfig(Q.QConfig(qconfig.weight_observer, partial(Q.MinMaxObserver, mode=m.act_observer.mode,
+                                                                     dtype=m.act_observer.dtype),
+                                    qconfig.weight_fake_quant, qconfig.act_fake_quant))
     Q.calibrate(qat, calib, progress=False, **options)
     secs = time.perf_counter() - t0
     return qat, Q.quantize(qat, inplace=False).eval(), secs
@@ -171,7 +179,7 @@ def bench_model(name: str, data, args) -> List[str]:
     for pname in args.presets:
         qconfig = presets()[pname]
         for oname in args.options:
-            qat, qm, secs = quantized(net, qconfig, calib, OPTIONS[oname], output_minmax=pname in OUTPUT_MINMAX)
+            qat, qm, secs = quantized(net, qconfig, calib, OPTIONS[oname], ends_minmax=pname in ENDS_MINMAX)
             yq = run(qm, x)
             same = bool(np.array_equal(run(qat, x[:8]), yq[:8]))
             c = float(cosine(yq, y_float).mean())
@@ -194,7 +202,7 @@ def bench_model(name: str, data, args) -> List[str]:
     for k in (1, 3):
         names = [r.name for r in report.layers[:k] if r.name != "quant"]
         _, qm2, _ = quantized(net, presets()[pname], calib, OPTIONS[oname], skip=names,
-                              output_minmax=pname in OUTPUT_MINMAX)
+                              ends_minmax=pname in ENDS_MINMAX)
         y2 = run(qm2, x)
         out.append(f"| {', '.join(names)} | {cosine(y2, y_float).mean():.4f} | "
                    f"{(y2.argmax(1) == top_float).sum()}/{len(x)} |")

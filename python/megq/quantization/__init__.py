@@ -9,7 +9,7 @@ parameters of weighted layers (``IntegerLayer``) are used by the QAT and quantiz
 """
 from . import (
     integer_eval,
-    ptq,  # noqa: E402  (registers calibrate's equalize / bias_correction options)
+    ptq,  # noqa: E402  (registers calibrate's PTQ options)
 )
 from .calibrate import PTQ_OPTIONS, calibrate, freeze_calibration, register_ptq_option
 from .compare import CompareReport, LayerError, compare  # noqa: E402
