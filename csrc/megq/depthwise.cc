@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -17,21 +18,41 @@
 namespace megq {
 namespace {
 
+// How an ISA wants its weights packed and its input rows widened.
+enum class DwLayout {
+  kPlain,      // scalar: no packed tiles, int16 rows
+  kAvx2Pairs,  // int16 rows, AVX2 tap-pair tiles
+  kNeonTaps,   // int16 rows, NEON tap-major tiles
+  kQuads,      // tap-quad rows and tiles (avx512vnni)
+};
+
 struct DepthwiseIsaEntry {
   void (*row)(const DwRowArgs&);
-  void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);
-  bool packs_tiles;
+  void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);  // int16 rows
+  void (*widen_quads)(const DwQuadWidenArgs&);                                                   // kQuads
+  DwLayout layout;
 };
 
 DepthwiseIsaEntry depthwise_entry(Isa isa) {
   switch (isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:
+      return {avx512vnni::depthwise_row, nullptr, avx512vnni::widen_quads, DwLayout::kQuads};
+#endif
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
-    case Isa::kAvx512Vnni:  // AVX2 tiles serve AVX-512 machines too
-      return {avx2::depthwise_row, avx2::widen_row, true};
+#ifndef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:  // AVX2 tiles serve AVX-512 machines when the VNNI kernels were not built
+#endif
+      return {avx2::depthwise_row, avx2::widen_row, nullptr, DwLayout::kAvx2Pairs};
+#endif
+#ifdef MEGQ_BUILT_NEON
+    case Isa::kNeon:
+    case Isa::kNeonDot:  // the int16 multiply-accumulate kernel serves dot-product CPUs too
+      return {neon::depthwise_row, neon::widen_row, nullptr, DwLayout::kNeonTaps};
 #endif
     default:
-      return {scalar::depthwise_row, scalar::widen_row, false};
+      return {scalar::depthwise_row, scalar::widen_row, nullptr, DwLayout::kPlain};
   }
 }
 
@@ -69,6 +90,63 @@ void pack_tiles(PackedDepthwiseWeights& p) {
         b[half * 8 + k] = c < p.C_out ? p.bias.as<int32_t>()[c] : 0;
         m[half * 8 + k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
       }
+    }
+  }
+}
+
+// NEON tiles (depthwise_kernels.h): T x 16 int16 weights, 16 bias, 16 multipliers.
+void pack_neon_tiles(PackedDepthwiseWeights& p) {
+  const int T = p.KH * p.KW, tiles = p.Cs / kDwTile;
+  const size_t tb = static_cast<size_t>(T) * 32 + 128;
+  p.packed.resize(tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  for (int ct = 0; ct < tiles; ++ct) {
+    uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
+    int16_t* wv = reinterpret_cast<int16_t*>(tile);
+    int32_t* b = reinterpret_cast<int32_t*>(tile + T * 32);
+    float* m = reinterpret_cast<float*>(tile + T * 32 + 64);
+    for (int k = 0; k < kDwTile; ++k) {
+      const int c = ct * kDwTile + k;
+      for (int t = 0; t < T; ++t) wv[t * kDwTile + k] = c < p.C_out ? w[c * T + t] : 0;
+      b[k] = c < p.C_out ? p.bias.as<int32_t>()[c] : 0;
+      m[k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
+    }
+  }
+}
+
+// The flipped input zero point z' of the tap-quad layout (z_x + 128 for int8).
+int32_t quad_zero_point(const PackedDepthwiseWeights& p) {
+  return p.input_signed ? p.input_zero_point + 128 : p.input_zero_point;
+}
+
+// Tap-quad tiles (depthwise_kernels.h): KH x Q weight quads, b' = b - z' sum w
+// (mod 2^32), multipliers.
+void pack_quad_tiles(PackedDepthwiseWeights& p) {
+  const int T = p.KH * p.KW, Q = (p.KW + 3) / 4, tiles = p.Cs / kDwTile;
+  const size_t tb = static_cast<size_t>(p.KH * Q + 2) * 64;
+  p.packed.resize(tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  const int64_t zq = quad_zero_point(p);
+  for (int ct = 0; ct < tiles; ++ct) {
+    uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
+    int32_t* b = reinterpret_cast<int32_t*>(tile + p.KH * Q * 64);
+    float* m = reinterpret_cast<float*>(tile + p.KH * Q * 64 + 64);
+    for (int k = 0; k < kDwTile; ++k) {
+      const int c = ct * kDwTile + k;
+      int64_t sum = 0;
+      for (int i = 0; i < p.KH; ++i) {
+        for (int q = 0; q < Q; ++q) {
+          for (int e = 0; e < 4; ++e) {
+            const int j = 4 * q + e;
+            const int8_t v = (c < p.C_out && j < p.KW) ? w[c * T + i * p.KW + j] : 0;
+            tile[(i * Q + q) * 64 + 4 * k + e] = static_cast<uint8_t>(v);
+            sum += v;
+          }
+        }
+      }
+      const int64_t bc = (c < p.C_out ? p.bias.as<int32_t>()[c] : 0) - zq * sum;
+      b[k] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(bc)));  // mod 2^32
+      m[k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
     }
   }
 }
@@ -141,7 +219,12 @@ std::unique_ptr<PackedDepthwiseWeights> pack_depthwise_weights(const int8_t* w, 
     p->bias.as<int32_t>()[c] = o.bias ? o.bias[c] : 0;
     p->multiplier_values.as<float>()[c] = o.multiplier[o.multiplier_count == 1 ? 0 : c];
   }
-  if (depthwise_entry(isa).packs_tiles) pack_tiles(*p);
+  switch (depthwise_entry(isa).layout) {
+    case DwLayout::kAvx2Pairs: pack_tiles(*p); break;
+    case DwLayout::kNeonTaps: pack_neon_tiles(*p); break;
+    case DwLayout::kQuads: pack_quad_tiles(*p); break;
+    case DwLayout::kPlain: break;
+  }
   return p;
 }
 
@@ -182,13 +265,22 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     throw ArgumentError("padding: a padded input row of " + std::to_string(W) + " + 2 x " +
                         std::to_string(dp.pad_w) + " positions is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
   }
+  const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
+  const bool quads = entry.layout == DwLayout::kQuads;
+  const int Q = (p.KW + 3) / 4;
+  // A tap-quad row holds OW x Q quads of Cs channels (no larger than an output
+  // row times 4 Q; with W's padding already bounded above).
+  if (quads && static_cast<int64_t>(OW) * Q * p.Cs * 4 > kMaxOutputBytes) {
+    throw ArgumentError("weight: a widened row of " + std::to_string(OW) + " x " + std::to_string(Q) +
+                        " tap groups is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
+  }
   if (N == 0) return;
   MEGQ_DCHECK(x != nullptr && y != nullptr);
-  const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
   const int T = p.KH * p.KW;
   const int Wp = W + 2 * dp.pad_w;
   const size_t row_elems = static_cast<size_t>(Wp) * p.Cs;
-  const size_t row_bytes = row_elems * sizeof(int16_t);
+  const size_t row_bytes = quads ? static_cast<size_t>(OW) * Q * p.Cs * 4 : row_elems * sizeof(int16_t);
+  const uint8_t zq = static_cast<uint8_t>(quad_zero_point(p));
 
   // Tasks: (image, band of output rows); one band per image unless threads
   // need more tasks. Inside a task every input row is widened once, into a
@@ -206,15 +298,35 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     thread_local AlignedBuffer scratch;
     scratch.reserve((static_cast<size_t>(span) + 1) * row_bytes);
     std::vector<const int16_t*> row_ptrs(p.KH);
+    std::vector<const uint8_t*> qrow_ptrs(p.KH);
     std::vector<const int16_t*> tap_ptrs(T + 1);
-    int16_t* zero_row = scratch.as<int16_t>();
-    std::fill(zero_row, zero_row + row_elems, static_cast<int16_t>(0));
-    int16_t* ring = zero_row + row_elems;
+    uint8_t* const zero_bytes = scratch.as<uint8_t>();
+    uint8_t* const ring_bytes = zero_bytes + row_bytes;
+    // Outside the image: int16 rows read 0 = x - z_x, quad rows z'.
+    std::memset(zero_bytes, quads ? zq : 0, row_bytes);
+    const int16_t* zero_row = reinterpret_cast<const int16_t*>(zero_bytes);
+    int16_t* ring = reinterpret_cast<int16_t*>(ring_bytes);
+    DwQuadWidenArgs wq;
+    wq.sw = sw;
+    wq.W = W;
+    wq.C_in = p.C_in;
+    wq.multiplier = p.multiplier;
+    wq.is_signed = p.input_signed;
+    wq.zero_point = p.input_zero_point;
+    wq.pad_w = dp.pad_w;
+    wq.stride_w = dp.stride_w;
+    wq.dil_w = dp.dil_w;
+    wq.KW = p.KW;
+    wq.OW = OW;
+    wq.Q = Q;
+    wq.Cs = p.Cs;
     const int n = t / bands;
     const int oh0 = (t % bands) * band, oh1 = std::min(OH, oh0 + band);
     const uint8_t* image = x + n * sn;
     DwRowArgs a;
     a.rows = row_ptrs.data();
+    a.qrows = quads ? qrow_ptrs.data() : nullptr;
+    a.Q = Q;
     a.Cs = p.Cs;
     a.C = p.C_out;
     a.KH = p.KH;
@@ -237,13 +349,21 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
       // Row ih goes to slot ih % span; the row it replaces (ih - span or
       // older) lies before `first`, so no longer needed.
       for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
-        entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w, Wp,
-                    p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+        if (quads) {
+          wq.src = image + ih * sh;
+          wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+          entry.widen_quads(wq);
+        } else {
+          entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w,
+                      Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+        }
       }
       next_ih = std::max(next_ih, last + 1);
       for (int i = 0; i < p.KH; ++i) {
         const int ih = first + i * dp.dil_h;
-        row_ptrs[i] = (ih < 0 || ih >= H) ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+        const bool outside = ih < 0 || ih >= H;
+        row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+        qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
       }
       a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
       entry.row(a);

@@ -423,6 +423,35 @@ void depthwise_large(Runner& run) {
   }
 }
 
+// MobileNetV2-like 3x3 layers (pad 1, stride 1 and 2) with whole and partial
+// 16-channel tiles, narrow and wide rows (the vector kernels' interior and
+// edge columns, 4-column blocks and their tails), and a few 5x5 / 7x7 and
+// dilated ones (several tap groups per kernel row).
+void depthwise_mobilenet(Runner& run, int cases) {
+  for (int i = 0; i < cases; ++i) {
+    Rng rng(0x30B11Eull + 7717ull * i);
+    ConvCase c;
+    c.name = "mobilenet";
+    c.depthwise = true;
+    c.N = rng.coin(85) ? 1 : 2;
+    const int kinds[] = {3, 3, 3, 3, 5, 7};
+    c.kh = c.kw = kinds[rng.irange(0, 5)];
+    c.stride_h = c.stride_w = rng.irange(1, 2);
+    c.pad_h = c.pad_w = c.kh / 2;
+    c.dil_h = c.dil_w = rng.coin(85) ? 1 : 2;
+    const int span = (c.kh - 1) * c.dil_h + 1;
+    c.H = std::max(rng.irange(1, 12), span - 2 * c.pad_h);
+    c.W = std::max(rng.irange(1, 24), span - 2 * c.pad_w);
+    const int channels[] = {16, 32, 48, 96, 144, 5, 17, 33, 100};
+    c.groups = channels[rng.irange(0, 8)];
+    c.cin_g = 1;
+    c.cout_g = rng.coin(90) ? 1 : 2;
+    fill(c, rng);
+    c.threads = rng.coin(25) ? 2 : 1;
+    run.run(c, rng);
+  }
+}
+
 // Extremes: -128 weights (narrow_range off) against inputs at the far end of
 // their range, so every product has its largest magnitude.
 void extreme_cases(Runner& run) {
@@ -480,6 +509,7 @@ int main(int argc, char** argv) {
       {"conv-large", [](Runner& r, int) { conv_large(r); }},
       {"depthwise", [](Runner& r, int n) { depthwise_random(r, n); }},
       {"dw-large", [](Runner& r, int) { depthwise_large(r); }},
+      {"dw-mobilenet", [](Runner& r, int n) { depthwise_mobilenet(r, n / 3); }},
       {"extreme", [](Runner& r, int) { extreme_cases(r); }},
   };
   for (const Section& s : sections) {
@@ -487,7 +517,7 @@ int main(int argc, char** argv) {
     const Stats before = run.stats();
     s.fn(run, cases);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("section %-10s %6ld passed, %ld failed (%.1f s)\n", s.name, run.stats().passed - before.passed,
+    std::printf("section %-12s %6ld passed, %ld failed (%.1f s)\n", s.name, run.stats().passed - before.passed,
                 run.stats().failed - before.failed, secs);
   }
   const long failed = run.stats().failed + setup_failures;
