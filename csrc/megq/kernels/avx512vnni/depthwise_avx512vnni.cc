@@ -142,16 +142,18 @@ inline __m512i gather_quad(const DwQuadWidenArgs& g, int ow, int q, int c0, int 
   return acc;
 }
 
-inline __m512i load_pixel(const uint8_t* p) {
-  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// Interior columns of a 3-wide window, dilation 1, stride 1 or 2, 16 whole
-// channels: `cols` quads from the pixels starting at position `pos0`.
+// A 3-wide window, dilation 1, stride 1 or 2: `cols` quads for the columns
+// whose first tap is at position pos0, pos0 + stride, ... Each pixel is
+// zero-extended once and shifted into the byte of every column that reads it;
+// positions outside [0, W) give the raw zero point `pad`.
 template <bool kSigned>
-void interior3(const uint8_t* src, ptrdiff_t sw, int stride, int pos0, int cols, uint8_t* d) {
+void row3(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad, int stride, int pos0, int cols,
+          uint8_t* d) {
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
-  const uint8_t* s = src + static_cast<ptrdiff_t>(pos0) * sw;
+  auto pixel = [&](int pos) {
+    if (pos < 0 || pos >= W) return pad;
+    return _mm512_cvtepu8_epi32(load_channels(src + static_cast<ptrdiff_t>(pos) * sw, valid));
+  };
   auto put = [&](int j, __m512i v0, __m512i v1_8, __m512i v2_16) {
     // The three bytes do not overlap, so xor acts as or (0x96: A ^ B ^ C).
     __m512i v = _mm512_ternarylogic_epi32(v0, v1_8, v2_16, 0x96);
@@ -159,19 +161,19 @@ void interior3(const uint8_t* src, ptrdiff_t sw, int stride, int pos0, int cols,
     _mm512_store_si512(d + static_cast<ptrdiff_t>(j) * kQuadBytes, v);
   };
   if (stride == 1) {
-    __m512i u = load_pixel(s), n1 = load_pixel(s + sw);
+    __m512i u = pixel(pos0), n1 = pixel(pos0 + 1);
     __m512i t = _mm512_slli_epi32(n1, 8);
     for (int j = 0; j < cols; ++j) {
-      const __m512i n = load_pixel(s + (j + 2) * sw);
+      const __m512i n = pixel(pos0 + j + 2);
       put(j, u, t, _mm512_slli_epi32(n, 16));
       u = n1;
       n1 = n;
       t = _mm512_slli_epi32(n, 8);
     }
   } else {
-    __m512i e = load_pixel(s);
+    __m512i e = pixel(pos0);
     for (int j = 0; j < cols; ++j) {
-      const __m512i o = load_pixel(s + (2 * j + 1) * sw), n = load_pixel(s + (2 * j + 2) * sw);
+      const __m512i o = pixel(pos0 + 2 * j + 1), n = pixel(pos0 + 2 * j + 2);
       put(j, e, _mm512_slli_epi32(o, 8), _mm512_slli_epi32(n, 16));
       e = n;
     }
@@ -214,37 +216,26 @@ void widen_quads(const DwQuadWidenArgs& g) {
     }
     return;
   }
-  // Columns whose taps all lie inside the image: [ow_lo, ow_hi).
-  const int span = (g.KW - 1) * g.dil_w;
-  int ow_lo = g.pad_w <= 0 ? 0 : (g.pad_w + g.stride_w - 1) / g.stride_w;
-  int ow_hi = g.W - 1 - span + g.pad_w < 0 ? 0 : (g.W - 1 - span + g.pad_w) / g.stride_w + 1;
-  ow_lo = ow_lo < g.OW ? ow_lo : g.OW;
-  ow_hi = ow_hi < ow_lo ? ow_lo : (ow_hi > g.OW ? g.OW : ow_hi);
+  const bool row3_path = g.KW == 3 && g.dil_w == 1 && g.stride_w <= 2;
   for (int ct = 0; ct < tiles; ++ct) {
     const int c0 = ct * kDwTile;
     const int valid = C_out - c0 < kDwTile ? C_out - c0 : kDwTile;
     uint8_t* d = g.dst + static_cast<ptrdiff_t>(ct) * g.OW * g.Q * kQuadBytes;
-    auto edge = [&](int ow) {
-      for (int q = 0; q < g.Q; ++q) {
-        _mm512_store_si512(d + (static_cast<ptrdiff_t>(ow) * g.Q + q) * kQuadBytes,
-                           _mm512_xor_si512(gather_quad(g, ow, q, c0, valid, pad), flip));
-      }
-    };
-    for (int ow = 0; ow < ow_lo; ++ow) edge(ow);
-    if (g.KW == 3 && g.dil_w == 1 && valid >= 16 && ow_hi - ow_lo >= 1 && g.stride_w <= 2) {
-      // The common 3-wide window, no bounds checks; each pixel is zero-extended
-      // once and shifted into the byte of every column that reads it.
+    if (row3_path) {
+      // The common 3-wide window (MobileNet's 3x3 layers).
       if (g.is_signed) {
-        interior3<true>(g.src + c0, g.sw, g.stride_w, ow_lo * g.stride_w - g.pad_w, ow_hi - ow_lo,
-                        d + static_cast<ptrdiff_t>(ow_lo) * kQuadBytes);
+        row3<true>(g.src + c0, g.sw, g.W, valid, pad, g.stride_w, -g.pad_w, g.OW, d);
       } else {
-        interior3<false>(g.src + c0, g.sw, g.stride_w, ow_lo * g.stride_w - g.pad_w, ow_hi - ow_lo,
-                         d + static_cast<ptrdiff_t>(ow_lo) * kQuadBytes);
+        row3<false>(g.src + c0, g.sw, g.W, valid, pad, g.stride_w, -g.pad_w, g.OW, d);
       }
     } else {
-      for (int ow = ow_lo; ow < ow_hi; ++ow) edge(ow);
+      for (int ow = 0; ow < g.OW; ++ow) {
+        for (int q = 0; q < g.Q; ++q) {
+          _mm512_store_si512(d + (static_cast<ptrdiff_t>(ow) * g.Q + q) * kQuadBytes,
+                             _mm512_xor_si512(gather_quad(g, ow, q, c0, valid, pad), flip));
+        }
+      }
     }
-    for (int ow = ow_hi; ow < g.OW; ++ow) edge(ow);
   }
 }
 
