@@ -86,6 +86,7 @@ run() {  # run <binary> <arguments...>
 
 run "$BUILD_DIR/test_gemm_kernels" --require=scalar,avx2,avx512vnni "$@"
 run "$BUILD_DIR/test_conv_kernels" --require=scalar,avx2,avx512vnni --cases=1000
+run "$BUILD_DIR/test_ops_kernels" --require=scalar,avx2,avx512vnni
 
 echo "total: $((SECONDS - start)) s"
 echo "$total_passed passed, $total_failed failed"
