@@ -23,13 +23,14 @@ enum class DwLayout {
   kPlain,      // scalar: no packed tiles, int16 rows
   kAvx2Pairs,  // int16 rows, AVX2 tap-pair tiles
   kNeonTaps,   // int16 rows, NEON tap-major tiles
-  kQuads,      // tap-quad rows and tiles (avx512vnni)
+  kQuads,      // tap-quad rows and tiles, unsigned bytes (avx512vnni: vpdpbusd)
+  kQuadsS8,    // tap-quad rows and tiles, signed bytes (neondot: sdot)
 };
 
 struct DepthwiseIsaEntry {
   void (*row)(const DwRowArgs&);
   void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);  // int16 rows
-  void (*widen_quads)(const DwQuadWidenArgs&);                                                   // kQuads
+  void (*widen_quads)(const DwQuadWidenArgs&);                                                   // kQuads*
   DwLayout layout;
 };
 
@@ -46,9 +47,15 @@ DepthwiseIsaEntry depthwise_entry(Isa isa) {
 #endif
       return {avx2::depthwise_row, avx2::widen_row, nullptr, DwLayout::kAvx2Pairs};
 #endif
+#ifdef MEGQ_BUILT_NEONDOT
+    case Isa::kNeonDot:
+      return {neondot::depthwise_row, nullptr, neondot::widen_quads, DwLayout::kQuadsS8};
+#endif
 #ifdef MEGQ_BUILT_NEON
     case Isa::kNeon:
-    case Isa::kNeonDot:  // the int16 multiply-accumulate kernel serves dot-product CPUs too
+#ifndef MEGQ_BUILT_NEONDOT
+    case Isa::kNeonDot:  // the int16 multiply-accumulate kernel when the sdot kernels were not built
+#endif
       return {neon::depthwise_row, neon::widen_row, nullptr, DwLayout::kNeonTaps};
 #endif
     default:
@@ -114,19 +121,21 @@ void pack_neon_tiles(PackedDepthwiseWeights& p) {
   }
 }
 
-// The flipped input zero point z' of the tap-quad layout (z_x + 128 for int8).
-int32_t quad_zero_point(const PackedDepthwiseWeights& p) {
+// The input zero point z' in the byte domain of a tap-quad layout: unsigned
+// (z_x + 128 for int8 input) or signed (z_x - 128 for uint8 input).
+int32_t quad_zero_point(const PackedDepthwiseWeights& p, DwLayout layout) {
+  if (layout == DwLayout::kQuadsS8) return p.input_signed ? p.input_zero_point : p.input_zero_point - 128;
   return p.input_signed ? p.input_zero_point + 128 : p.input_zero_point;
 }
 
 // Tap-quad tiles (depthwise_kernels.h): KH x Q weight quads, b' = b - z' sum w
 // (mod 2^32), multipliers.
-void pack_quad_tiles(PackedDepthwiseWeights& p) {
+void pack_quad_tiles(PackedDepthwiseWeights& p, DwLayout layout) {
   const int T = p.KH * p.KW, Q = (p.KW + 3) / 4, tiles = p.Cs / kDwTile;
   const size_t tb = static_cast<size_t>(p.KH * Q + 2) * 64;
   p.packed.resize(tiles * tb);
   const int8_t* w = p.weight.as<int8_t>();
-  const int64_t zq = quad_zero_point(p);
+  const int64_t zq = quad_zero_point(p, layout);
   for (int ct = 0; ct < tiles; ++ct) {
     uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
     int32_t* b = reinterpret_cast<int32_t*>(tile + p.KH * Q * 64);
@@ -222,7 +231,8 @@ std::unique_ptr<PackedDepthwiseWeights> pack_depthwise_weights(const int8_t* w, 
   switch (depthwise_entry(isa).layout) {
     case DwLayout::kAvx2Pairs: pack_tiles(*p); break;
     case DwLayout::kNeonTaps: pack_neon_tiles(*p); break;
-    case DwLayout::kQuads: pack_quad_tiles(*p); break;
+    case DwLayout::kQuads:
+    case DwLayout::kQuadsS8: pack_quad_tiles(*p, depthwise_entry(isa).layout); break;
     case DwLayout::kPlain: break;
   }
   return p;
@@ -266,7 +276,7 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
                         std::to_string(dp.pad_w) + " positions is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
   }
   const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
-  const bool quads = entry.layout == DwLayout::kQuads;
+  const bool quads = entry.layout == DwLayout::kQuads || entry.layout == DwLayout::kQuadsS8;
   const int Q = (p.KW + 3) / 4;
   // A tap-quad row holds OW x Q quads of Cs channels (no larger than an output
   // row times 4 Q; with W's padding already bounded above).
@@ -280,7 +290,7 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   const int Wp = W + 2 * dp.pad_w;
   const size_t row_elems = static_cast<size_t>(Wp) * p.Cs;
   const size_t row_bytes = quads ? static_cast<size_t>(OW) * Q * p.Cs * 4 : row_elems * sizeof(int16_t);
-  const uint8_t zq = static_cast<uint8_t>(quad_zero_point(p));
+  const uint8_t zq = static_cast<uint8_t>(quad_zero_point(p, entry.layout));
 
   // Tasks: (image, band of output rows); one band per image unless threads
   // need more tasks. Inside a task every input row is widened once, into a

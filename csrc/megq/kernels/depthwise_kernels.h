@@ -38,6 +38,9 @@
 // Packed tile (16 output channels): KH x Q vectors of 64 bytes (channel c's
 // 4 weights w[c][i][4q .. 4q + 3], 0 past KW), then 16 int32 b', then 16
 // float multipliers.
+// Signed-byte form (neondot, for sdot): the same layout with the flip applied
+// to uint8 input instead (byte = x ^ 0x80 = x - 128 as int8; int8 input as
+// is), z' = z_x - 128 for uint8 input (z_x for int8) and b' = b - z' sum w.
 #ifndef MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
 #define MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
 
@@ -98,6 +101,10 @@ namespace avx512vnni {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows
 void widen_quads(const DwQuadWidenArgs& w);
 }  // namespace avx512vnni
+namespace neondot {
+void depthwise_row(const DwRowArgs& a);  // reads a.qrows (signed-byte form)
+void widen_quads(const DwQuadWidenArgs& w);
+}  // namespace neondot
 
 // Preconditions of the kernels above (debug builds only, dcheck.h); macros
 // for the same ODR reason as MEGQ_DCHECK_GEMM_BLOCK.
