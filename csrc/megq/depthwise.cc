@@ -1,5 +1,5 @@
 // Depthwise conv driver: checks, packing, row widening into per-task scratch,
-// and the split of the output into (image, band of rows) tasks.
+// and the split of the output into (image, band of rows, channel tiles) tasks.
 #include "megq/depthwise.h"
 
 #include <algorithm>
@@ -292,14 +292,23 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   const size_t row_bytes = quads ? static_cast<size_t>(OW) * Q * p.Cs * 4 : row_elems * sizeof(int16_t);
   const uint8_t zq = static_cast<uint8_t>(quad_zero_point(p, entry.layout));
 
-  // Tasks: (image, band of output rows); one band per image unless threads
-  // need more tasks. Inside a task every input row is widened once, into a
-  // ring of `span` rows (the rows one output row reads, dilation included).
+  // Tasks: (image, band of output rows, group of channel tiles); one of each
+  // per image unless threads need more tasks. Inside a task every input row
+  // is widened once (for the task's channels), into a ring of `span` rows
+  // (the rows one output row reads, dilation included). Bands re-widen the
+  // rows they share (span - stride per band); the tap-quad kernels can take a
+  // range of channel tiles instead, which costs nothing extra, so they split
+  // channels first (int16 rows are widened whole: bands only).
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
   const bool parallel = threads > 1 && macs >= 256.0 * 1024;
-  int bands = 1;
-  if (parallel) bands = std::min(OH, ceil_div_int(4 * threads, N));
+  const int tiles = p.Cs / kDwTile;
+  int bands = 1, groups = 1;
+  if (parallel) {
+    const int want = ceil_div_int(4 * threads, N);
+    if (quads) groups = std::min(tiles, want);
+    bands = std::min(OH, ceil_div_int(want, groups));
+  }
   const int band = ceil_div_int(OH, bands);
   bands = ceil_div_int(OH, band);
   const int span = (p.KH - 1) * dp.dil_h + 1;
@@ -313,7 +322,15 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     uint8_t* const zero_bytes = scratch.as<uint8_t>();
     uint8_t* const ring_bytes = zero_bytes + row_bytes;
     // Outside the image: int16 rows read 0 = x - z_x, quad rows z'.
-    std::memset(zero_bytes, quads ? zq : 0, row_bytes);
+    const int n = t / (bands * groups);
+    const int oh0 = (t / groups % bands) * band, oh1 = std::min(OH, oh0 + band);
+    const int g = t % groups, ct0 = g * tiles / groups, ct1 = (g + 1) * tiles / groups;
+    if (quads) {  // only this task's tiles of the row are read
+      const size_t tile_row = static_cast<size_t>(OW) * Q * 64;
+      std::memset(zero_bytes + ct0 * tile_row, zq, (ct1 - ct0) * tile_row);
+    } else {
+      std::memset(zero_bytes, 0, row_bytes);
+    }
     const int16_t* zero_row = reinterpret_cast<const int16_t*>(zero_bytes);
     int16_t* ring = reinterpret_cast<int16_t*>(ring_bytes);
     DwQuadWidenArgs wq;
@@ -330,13 +347,15 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     wq.OW = OW;
     wq.Q = Q;
     wq.Cs = p.Cs;
-    const int n = t / bands;
-    const int oh0 = (t % bands) * band, oh1 = std::min(OH, oh0 + band);
+    wq.ct0 = ct0;
+    wq.ct1 = ct1;
     const uint8_t* image = x + n * sn;
     DwRowArgs a;
     a.rows = row_ptrs.data();
     a.qrows = quads ? qrow_ptrs.data() : nullptr;
     a.Q = Q;
+    a.ct0 = ct0;
+    a.ct1 = ct1;
     a.Cs = p.Cs;
     a.C = p.C_out;
     a.KH = p.KH;
@@ -379,7 +398,7 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
       entry.row(a);
     }
   };
-  const int tasks = N * bands;
+  const int tasks = N * bands * groups;
   if (parallel && tasks > 1) {
     parallel_for(tasks, task);
   } else {

@@ -406,10 +406,11 @@ void depthwise_large(Runner& run) {
   const G gs[] = {
       {1, 40, 40, 32, 1, 3, 1, 1, 1}, {2, 28, 31, 48, 1, 3, 2, 1, 1}, {1, 20, 20, 17, 2, 5, 1, 2, 1},
       {1, 33, 30, 64, 1, 3, 1, 2, 2}, {3, 14, 14, 24, 1, 7, 1, 3, 1},
+      {1, 14, 14, 200, 1, 3, 1, 1, 1}, {1, 9, 9, 120, 1, 3, 2, 1, 1},  // many tiles, few rows
   };
   int i = 0;
   for (const G& g : gs) {
-    for (int threads = 1; threads <= 2; ++threads) {
+    for (int threads : {1, 2, 4}) {  // 4: more tasks than tiles for narrow layers (bands and tile groups)
       Rng rng(0xD1A26Eull + 17 * i++);
       ConvCase c;
       c.name = "large";

@@ -57,6 +57,7 @@ struct DwRowArgs {
   const int16_t* const* rows;  // KH widened rows for this output row (int16 layout)
   const uint8_t* const* qrows; // KH widened rows (tap-quad layout), else null
   int Q = 1;                   // quads per kernel row (tap-quad layout)
+  int ct0 = 0, ct1 = 0;        // tap-quad layout: the 16-channel tiles [ct0, ct1) to compute
   int Cs, C;                   // channel stride in the rows; real output channels
   int KH, KW, stride_w, dil_w, OW;
   const uint8_t* packed;       // ISA layout (AVX2 above)
@@ -94,6 +95,7 @@ struct DwQuadWidenArgs {
   bool is_signed;
   int32_t zero_point;
   int pad_w, stride_w, dil_w, KW, OW, Q, Cs;
+  int ct0, ct1;  // the 16-channel tiles [ct0, ct1) to widen (the others are left alone)
   uint8_t* dst;  // Cs * OW * Q * 4 bytes, 64-byte aligned
 };
 

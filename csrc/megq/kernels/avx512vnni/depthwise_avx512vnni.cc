@@ -186,9 +186,9 @@ void widen_quads(const DwQuadWidenArgs& g) {
   MEGQ_DCHECK(g.src != nullptr && g.dst != nullptr && MEGQ_ALIGNED(g.dst, 64));
   MEGQ_DCHECK(g.W >= 1 && g.C_in >= 1 && g.multiplier >= 1 && g.OW >= 1 && g.KW >= 1);
   MEGQ_DCHECK(g.Q == (g.KW + 3) / 4 && g.Cs % kDwTile == 0);
+  MEGQ_DCHECK(0 <= g.ct0 && g.ct0 < g.ct1 && g.ct1 <= g.Cs / kDwTile);
   MEGQ_DCHECK(static_cast<int64_t>(g.C_in) * g.multiplier <= g.Cs);
   const int C_out = g.C_in * g.multiplier;
-  const int tiles = g.Cs / kDwTile;
   // Raw zero-point byte at taps outside the image; the flip below turns it
   // (like every loaded byte) into the unsigned domain.
   const uint8_t zraw = static_cast<uint8_t>(g.zero_point);
@@ -197,7 +197,7 @@ void widen_quads(const DwQuadWidenArgs& g) {
   if (g.multiplier != 1) {
     // Output channel o reads input channel o / m: byte gathers (rare layers).
     const uint8_t f = g.is_signed ? 0x80 : 0;
-    for (int ct = 0; ct < tiles; ++ct) {
+    for (int ct = g.ct0; ct < g.ct1; ++ct) {
       for (int ow = 0; ow < g.OW; ++ow) {
         const int base = ow * g.stride_w - g.pad_w;
         for (int q = 0; q < g.Q; ++q) {
@@ -217,7 +217,7 @@ void widen_quads(const DwQuadWidenArgs& g) {
     return;
   }
   const bool row3_path = g.KW == 3 && g.dil_w == 1 && g.stride_w <= 2;
-  for (int ct = 0; ct < tiles; ++ct) {
+  for (int ct = g.ct0; ct < g.ct1; ++ct) {
     const int c0 = ct * kDwTile;
     const int valid = C_out - c0 < kDwTile ? C_out - c0 : kDwTile;
     uint8_t* d = g.dst + static_cast<ptrdiff_t>(ct) * g.OW * g.Q * kQuadBytes;
@@ -243,14 +243,14 @@ void depthwise_row(const DwRowArgs& a) {
   MEGQ_DCHECK_DEPTHWISE_ROW(a);
   MEGQ_DCHECK(a.qrows != nullptr && a.packed != nullptr && MEGQ_ALIGNED(a.packed, 64));
   MEGQ_DCHECK(a.Q == (a.KW + 3) / 4);
+  MEGQ_DCHECK(0 <= a.ct0 && a.ct0 < a.ct1 && a.ct1 <= a.Cs / kDwTile);
   const int n = a.KH * a.Q;
   const size_t tile_bytes = static_cast<size_t>(n + 2) * kQuadBytes;
-  const int tiles = a.Cs / kDwTile;
   Epilogue ep;
   ep.lo = _mm512_set1_ps(static_cast<float>(a.lo - a.zo));
   ep.hi = _mm512_set1_ps(static_cast<float>(a.hi - a.zo));
   ep.zo = _mm512_set1_epi32(a.zo);
-  for (int ct = 0; ct < tiles; ++ct) {
+  for (int ct = a.ct0; ct < a.ct1; ++ct) {
     const __m512i* w = reinterpret_cast<const __m512i*>(a.packed + ct * tile_bytes);
     ep.bias = _mm512_load_si512(w + n);
     ep.mult = _mm512_castsi512_ps(_mm512_load_si512(w + n + 1));

@@ -98,9 +98,9 @@ void widen_quads(const DwQuadWidenArgs& g) {
   MEGQ_DCHECK(g.src != nullptr && g.dst != nullptr && MEGQ_ALIGNED(g.dst, 64));
   MEGQ_DCHECK(g.W >= 1 && g.C_in >= 1 && g.multiplier >= 1 && g.OW >= 1 && g.KW >= 1);
   MEGQ_DCHECK(g.Q == (g.KW + 3) / 4 && g.Cs % kDwTile == 0);
+  MEGQ_DCHECK(0 <= g.ct0 && g.ct0 < g.ct1 && g.ct1 <= g.Cs / kDwTile);
   MEGQ_DCHECK(static_cast<int64_t>(g.C_in) * g.multiplier <= g.Cs);
   const int C_out = g.C_in * g.multiplier;
-  const int tiles = g.Cs / kDwTile;
   // Signed-byte domain: uint8 input has its sign bit flipped; the raw zero
   // point byte stands at taps outside the image and gets the same flip.
   const uint8_t f = g.is_signed ? 0 : 0x80;
@@ -108,7 +108,7 @@ void widen_quads(const DwQuadWidenArgs& g) {
   if (g.multiplier == 1 && g.KW == 3 && g.dil_w == 1) {
     // The common 3-wide window: byte-interleave three 16-channel pixels.
     const uint8x16_t flip = vdupq_n_u8(f), pad = vdupq_n_u8(zraw), zero = vdupq_n_u8(0);
-    for (int ct = 0; ct < tiles; ++ct) {
+    for (int ct = g.ct0; ct < g.ct1; ++ct) {
       const int c0 = ct * kDwTile;
       const int valid = C_out - c0 < kDwTile ? C_out - c0 : kDwTile;
       uint8_t* d = g.dst + static_cast<ptrdiff_t>(ct) * g.OW * kQuadBytes;
@@ -132,7 +132,7 @@ void widen_quads(const DwQuadWidenArgs& g) {
   }
   // Any other window or channel multiplier: byte by byte (output channel o
   // reads input channel o / m).
-  for (int ct = 0; ct < tiles; ++ct) {
+  for (int ct = g.ct0; ct < g.ct1; ++ct) {
     for (int ow = 0; ow < g.OW; ++ow) {
       const int base = ow * g.stride_w - g.pad_w;
       for (int q = 0; q < g.Q; ++q) {
@@ -155,14 +155,14 @@ void depthwise_row(const DwRowArgs& a) {
   MEGQ_DCHECK_DEPTHWISE_ROW(a);
   MEGQ_DCHECK(a.qrows != nullptr && a.packed != nullptr && MEGQ_ALIGNED(a.packed, 16));
   MEGQ_DCHECK(a.Q == (a.KW + 3) / 4);
+  MEGQ_DCHECK(0 <= a.ct0 && a.ct0 < a.ct1 && a.ct1 <= a.Cs / kDwTile);
   const int n = a.KH * a.Q;
   const size_t tile_bytes = static_cast<size_t>(n + 2) * kQuadBytes;
-  const int tiles = a.Cs / kDwTile;
   Epilogue ep;
   ep.lo = vdupq_n_f32(static_cast<float>(a.lo - a.zo));
   ep.hi = vdupq_n_f32(static_cast<float>(a.hi - a.zo));
   ep.zo = vdupq_n_s32(a.zo);
-  for (int ct = 0; ct < tiles; ++ct) {
+  for (int ct = a.ct0; ct < a.ct1; ++ct) {
     const uint8_t* tile = a.packed + ct * tile_bytes;
     const int32_t* b = reinterpret_cast<const int32_t*>(tile + n * kQuadBytes);
     const float* m = reinterpret_cast<const float*>(tile + n * kQuadBytes + 64);
