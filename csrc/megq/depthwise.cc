@@ -1,10 +1,11 @@
 // Depthwise conv driver: checks, packing, row widening into per-task scratch,
-// and the split of the output into (image, band of rows) tasks.
+// and the split of the output into (image, band of rows, channel tiles) tasks.
 #include "megq/depthwise.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -17,21 +18,48 @@
 namespace megq {
 namespace {
 
+// How an ISA wants its weights packed and its input rows widened.
+enum class DwLayout {
+  kPlain,      // scalar: no packed tiles, int16 rows
+  kAvx2Pairs,  // int16 rows, AVX2 tap-pair tiles
+  kNeonTaps,   // int16 rows, NEON tap-major tiles
+  kQuads,      // tap-quad rows and tiles, unsigned bytes (avx512vnni: vpdpbusd)
+  kQuadsS8,    // tap-quad rows and tiles, signed bytes (neondot: sdot)
+};
+
 struct DepthwiseIsaEntry {
   void (*row)(const DwRowArgs&);
-  void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);
-  bool packs_tiles;
+  void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);  // int16 rows
+  void (*widen_quads)(const DwQuadWidenArgs&);                                                   // kQuads*
+  DwLayout layout;
 };
 
 DepthwiseIsaEntry depthwise_entry(Isa isa) {
   switch (isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:
+      return {avx512vnni::depthwise_row, nullptr, avx512vnni::widen_quads, DwLayout::kQuads};
+#endif
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
-    case Isa::kAvx512Vnni:  // AVX2 tiles serve AVX-512 machines too
-      return {avx2::depthwise_row, avx2::widen_row, true};
+#ifndef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:  // AVX2 tiles serve AVX-512 machines when the VNNI kernels were not built
+#endif
+      return {avx2::depthwise_row, avx2::widen_row, nullptr, DwLayout::kAvx2Pairs};
+#endif
+#ifdef MEGQ_BUILT_NEONDOT
+    case Isa::kNeonDot:
+      return {neondot::depthwise_row, nullptr, neondot::widen_quads, DwLayout::kQuadsS8};
+#endif
+#ifdef MEGQ_BUILT_NEON
+    case Isa::kNeon:
+#ifndef MEGQ_BUILT_NEONDOT
+    case Isa::kNeonDot:  // the int16 multiply-accumulate kernel when the sdot kernels were not built
+#endif
+      return {neon::depthwise_row, neon::widen_row, nullptr, DwLayout::kNeonTaps};
 #endif
     default:
-      return {scalar::depthwise_row, scalar::widen_row, false};
+      return {scalar::depthwise_row, scalar::widen_row, nullptr, DwLayout::kPlain};
   }
 }
 
@@ -69,6 +97,65 @@ void pack_tiles(PackedDepthwiseWeights& p) {
         b[half * 8 + k] = c < p.C_out ? p.bias.as<int32_t>()[c] : 0;
         m[half * 8 + k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
       }
+    }
+  }
+}
+
+// NEON tiles (depthwise_kernels.h): T x 16 int16 weights, 16 bias, 16 multipliers.
+void pack_neon_tiles(PackedDepthwiseWeights& p) {
+  const int T = p.KH * p.KW, tiles = p.Cs / kDwTile;
+  const size_t tb = static_cast<size_t>(T) * 32 + 128;
+  p.packed.resize(tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  for (int ct = 0; ct < tiles; ++ct) {
+    uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
+    int16_t* wv = reinterpret_cast<int16_t*>(tile);
+    int32_t* b = reinterpret_cast<int32_t*>(tile + T * 32);
+    float* m = reinterpret_cast<float*>(tile + T * 32 + 64);
+    for (int k = 0; k < kDwTile; ++k) {
+      const int c = ct * kDwTile + k;
+      for (int t = 0; t < T; ++t) wv[t * kDwTile + k] = c < p.C_out ? w[c * T + t] : 0;
+      b[k] = c < p.C_out ? p.bias.as<int32_t>()[c] : 0;
+      m[k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
+    }
+  }
+}
+
+// The input zero point z' in the byte domain of a tap-quad layout: unsigned
+// (z_x + 128 for int8 input) or signed (z_x - 128 for uint8 input).
+int32_t quad_zero_point(const PackedDepthwiseWeights& p, DwLayout layout) {
+  if (layout == DwLayout::kQuadsS8) return p.input_signed ? p.input_zero_point : p.input_zero_point - 128;
+  return p.input_signed ? p.input_zero_point + 128 : p.input_zero_point;
+}
+
+// Tap-quad tiles (depthwise_kernels.h): KH x Q weight quads, b' = b - z' sum w
+// (mod 2^32), multipliers.
+void pack_quad_tiles(PackedDepthwiseWeights& p, DwLayout layout) {
+  const int T = p.KH * p.KW, Q = (p.KW + 3) / 4, tiles = p.Cs / kDwTile;
+  const size_t tb = static_cast<size_t>(p.KH * Q + 2) * 64;
+  p.packed.resize(tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  const int64_t zq = quad_zero_point(p, layout);
+  for (int ct = 0; ct < tiles; ++ct) {
+    uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
+    int32_t* b = reinterpret_cast<int32_t*>(tile + p.KH * Q * 64);
+    float* m = reinterpret_cast<float*>(tile + p.KH * Q * 64 + 64);
+    for (int k = 0; k < kDwTile; ++k) {
+      const int c = ct * kDwTile + k;
+      int64_t sum = 0;
+      for (int i = 0; i < p.KH; ++i) {
+        for (int q = 0; q < Q; ++q) {
+          for (int e = 0; e < 4; ++e) {
+            const int j = 4 * q + e;
+            const int8_t v = (c < p.C_out && j < p.KW) ? w[c * T + i * p.KW + j] : 0;
+            tile[(i * Q + q) * 64 + 4 * k + e] = static_cast<uint8_t>(v);
+            sum += v;
+          }
+        }
+      }
+      const int64_t bc = (c < p.C_out ? p.bias.as<int32_t>()[c] : 0) - zq * sum;
+      b[k] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(bc)));  // mod 2^32
+      m[k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
     }
   }
 }
@@ -141,7 +228,13 @@ std::unique_ptr<PackedDepthwiseWeights> pack_depthwise_weights(const int8_t* w, 
     p->bias.as<int32_t>()[c] = o.bias ? o.bias[c] : 0;
     p->multiplier_values.as<float>()[c] = o.multiplier[o.multiplier_count == 1 ? 0 : c];
   }
-  if (depthwise_entry(isa).packs_tiles) pack_tiles(*p);
+  switch (depthwise_entry(isa).layout) {
+    case DwLayout::kAvx2Pairs: pack_tiles(*p); break;
+    case DwLayout::kNeonTaps: pack_neon_tiles(*p); break;
+    case DwLayout::kQuads:
+    case DwLayout::kQuadsS8: pack_quad_tiles(*p, depthwise_entry(isa).layout); break;
+    case DwLayout::kPlain: break;
+  }
   return p;
 }
 
@@ -182,22 +275,40 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     throw ArgumentError("padding: a padded input row of " + std::to_string(W) + " + 2 x " +
                         std::to_string(dp.pad_w) + " positions is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
   }
+  const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
+  const bool quads = entry.layout == DwLayout::kQuads || entry.layout == DwLayout::kQuadsS8;
+  const int Q = (p.KW + 3) / 4;
+  // A tap-quad row holds OW x Q quads of Cs channels (no larger than an output
+  // row times 4 Q; with W's padding already bounded above).
+  if (quads && static_cast<int64_t>(OW) * Q * p.Cs * 4 > kMaxOutputBytes) {
+    throw ArgumentError("weight: a widened row of " + std::to_string(OW) + " x " + std::to_string(Q) +
+                        " tap groups is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
+  }
   if (N == 0) return;
   MEGQ_DCHECK(x != nullptr && y != nullptr);
-  const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
   const int T = p.KH * p.KW;
   const int Wp = W + 2 * dp.pad_w;
   const size_t row_elems = static_cast<size_t>(Wp) * p.Cs;
-  const size_t row_bytes = row_elems * sizeof(int16_t);
+  const size_t row_bytes = quads ? static_cast<size_t>(OW) * Q * p.Cs * 4 : row_elems * sizeof(int16_t);
+  const uint8_t zq = static_cast<uint8_t>(quad_zero_point(p, entry.layout));
 
-  // Tasks: (image, band of output rows); one band per image unless threads
-  // need more tasks. Inside a task every input row is widened once, into a
-  // ring of `span` rows (the rows one output row reads, dilation included).
+  // Tasks: (image, band of output rows, group of channel tiles); one of each
+  // per image unless threads need more tasks. Inside a task every input row
+  // is widened once (for the task's channels), into a ring of `span` rows
+  // (the rows one output row reads, dilation included). Bands re-widen the
+  // rows they share (span - stride per band); the tap-quad kernels can take a
+  // range of channel tiles instead, which costs nothing extra, so they split
+  // channels first (int16 rows are widened whole: bands only).
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
   const bool parallel = threads > 1 && macs >= 256.0 * 1024;
-  int bands = 1;
-  if (parallel) bands = std::min(OH, ceil_div_int(4 * threads, N));
+  const int tiles = p.Cs / kDwTile;
+  int bands = 1, groups = 1;
+  if (parallel) {
+    const int want = ceil_div_int(4 * threads, N);
+    if (quads) groups = std::min(tiles, want);
+    bands = std::min(OH, ceil_div_int(want, groups));
+  }
   const int band = ceil_div_int(OH, bands);
   bands = ceil_div_int(OH, band);
   const int span = (p.KH - 1) * dp.dil_h + 1;
@@ -206,15 +317,45 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     thread_local AlignedBuffer scratch;
     scratch.reserve((static_cast<size_t>(span) + 1) * row_bytes);
     std::vector<const int16_t*> row_ptrs(p.KH);
+    std::vector<const uint8_t*> qrow_ptrs(p.KH);
     std::vector<const int16_t*> tap_ptrs(T + 1);
-    int16_t* zero_row = scratch.as<int16_t>();
-    std::fill(zero_row, zero_row + row_elems, static_cast<int16_t>(0));
-    int16_t* ring = zero_row + row_elems;
-    const int n = t / bands;
-    const int oh0 = (t % bands) * band, oh1 = std::min(OH, oh0 + band);
+    uint8_t* const zero_bytes = scratch.as<uint8_t>();
+    uint8_t* const ring_bytes = zero_bytes + row_bytes;
+    // Outside the image: int16 rows read 0 = x - z_x, quad rows z'.
+    const int n = t / (bands * groups);
+    const int oh0 = (t / groups % bands) * band, oh1 = std::min(OH, oh0 + band);
+    const int g = t % groups, ct0 = g * tiles / groups, ct1 = (g + 1) * tiles / groups;
+    if (quads) {  // only this task's tiles of the row are read
+      const size_t tile_row = static_cast<size_t>(OW) * Q * 64;
+      std::memset(zero_bytes + ct0 * tile_row, zq, (ct1 - ct0) * tile_row);
+    } else {
+      std::memset(zero_bytes, 0, row_bytes);
+    }
+    const int16_t* zero_row = reinterpret_cast<const int16_t*>(zero_bytes);
+    int16_t* ring = reinterpret_cast<int16_t*>(ring_bytes);
+    DwQuadWidenArgs wq;
+    wq.sw = sw;
+    wq.W = W;
+    wq.C_in = p.C_in;
+    wq.multiplier = p.multiplier;
+    wq.is_signed = p.input_signed;
+    wq.zero_point = p.input_zero_point;
+    wq.pad_w = dp.pad_w;
+    wq.stride_w = dp.stride_w;
+    wq.dil_w = dp.dil_w;
+    wq.KW = p.KW;
+    wq.OW = OW;
+    wq.Q = Q;
+    wq.Cs = p.Cs;
+    wq.ct0 = ct0;
+    wq.ct1 = ct1;
     const uint8_t* image = x + n * sn;
     DwRowArgs a;
     a.rows = row_ptrs.data();
+    a.qrows = quads ? qrow_ptrs.data() : nullptr;
+    a.Q = Q;
+    a.ct0 = ct0;
+    a.ct1 = ct1;
     a.Cs = p.Cs;
     a.C = p.C_out;
     a.KH = p.KH;
@@ -237,19 +378,27 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
       // Row ih goes to slot ih % span; the row it replaces (ih - span or
       // older) lies before `first`, so no longer needed.
       for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
-        entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w, Wp,
-                    p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+        if (quads) {
+          wq.src = image + ih * sh;
+          wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+          entry.widen_quads(wq);
+        } else {
+          entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w,
+                      Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+        }
       }
       next_ih = std::max(next_ih, last + 1);
       for (int i = 0; i < p.KH; ++i) {
         const int ih = first + i * dp.dil_h;
-        row_ptrs[i] = (ih < 0 || ih >= H) ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+        const bool outside = ih < 0 || ih >= H;
+        row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+        qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
       }
       a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
       entry.row(a);
     }
   };
-  const int tasks = N * bands;
+  const int tasks = N * bands * groups;
   if (parallel && tasks > 1) {
     parallel_for(tasks, task);
   } else {

@@ -20,6 +20,11 @@ RowFn elementwise_entry(Isa isa) {
     case Isa::kAvx512Vnni:
       return avx2::elementwise_row;
 #endif
+#ifdef MEGQ_BUILT_NEON
+    case Isa::kNeon:
+    case Isa::kNeonDot:
+      return neon::elementwise_row;
+#endif
     default:
       return scalar::elementwise_row;
   }

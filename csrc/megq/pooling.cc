@@ -27,6 +27,11 @@ PoolingIsaEntry pooling_entry(Isa isa) {
     case Isa::kAvx512Vnni:
       return {avx2::pool_row, avx2::global_avg_pool};
 #endif
+#ifdef MEGQ_BUILT_NEON
+    case Isa::kNeon:
+    case Isa::kNeonDot:
+      return {neon::pool_row, neon::global_avg_pool};
+#endif
     default:
       return {scalar::pool_row, scalar::global_avg_pool};
   }

@@ -18,6 +18,11 @@ QuantizeIsaEntry quantize_entry(Isa isa) {
     case Isa::kAvx512Vnni:  // AVX2 serves AVX-512 machines too (memory-bound kernels)
       return {avx2::quantize_block, avx2::dequantize_block, avx2::requantize_rows};
 #endif
+#ifdef MEGQ_BUILT_NEON
+    case Isa::kNeon:
+    case Isa::kNeonDot:
+      return {neon::quantize_block, neon::dequantize_block, neon::requantize_rows};
+#endif
     default:
       return {scalar::quantize_block, scalar::dequantize_block, scalar::requantize_rows};
   }

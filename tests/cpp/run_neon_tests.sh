@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-compiles megq's C++ kernel tests (test_gemm_kernels, test_conv_kernels:
-# conv2d on the GEMM kernels, depthwise) for AArch64 and runs them under qemu
+# conv2d on the GEMM kernels, depthwise; test_ops_kernels: quantize,
+# elementwise, pooling) for AArch64 and runs them under qemu
 # user-mode emulation, twice:
 #   -cpu cortex-a72  ARMv8.0, no dot product: tests the scalar and neon paths
 #   -cpu max         every feature qemu knows: also the neondot (sdot) path
@@ -62,6 +63,8 @@ run cortex-a72 scalar,neon test_gemm_kernels "$@"
 run max scalar,neon,neondot test_gemm_kernels "$@"
 run cortex-a72 scalar,neon test_conv_kernels --cases=1000
 run max scalar,neon,neondot test_conv_kernels --cases=1000
+run cortex-a72 scalar,neon test_ops_kernels --cases=300
+run max scalar,neon,neondot test_ops_kernels --cases=300
 
 echo "aarch64 total: $((SECONDS - start)) s"
 echo "$total_passed passed, $total_failed failed"

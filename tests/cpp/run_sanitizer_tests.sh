@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds megq's C++ kernel testers with sanitizers and runs them natively:
 #   1. AddressSanitizer + UndefinedBehaviorSanitizer (-fno-sanitize-recover=all,
-#      so the first report fails the run): test_gemm_kernels (smaller cube)
-#      and test_conv_kernels, every ISA this CPU runs, MEGQ_DCHECK enabled;
+#      so the first report fails the run): test_gemm_kernels (smaller cube),
+#      test_conv_kernels and test_ops_kernels, every ISA this CPU runs,
+#      MEGQ_DCHECK enabled;
 #   2. ThreadSanitizer: test_thread_stress (GEMM, conv2d and depthwise called
 #      from several threads while another changes the pool's thread count).
 # Takes a few minutes on two cores (mostly the two builds).
@@ -75,7 +76,7 @@ run() {  # run <label> <command...>
 }
 
 start=$SECONDS
-build "$BUILD_DIR_ASAN" address,undefined test_gemm_kernels test_conv_kernels
+build "$BUILD_DIR_ASAN" address,undefined test_gemm_kernels test_conv_kernels test_ops_kernels
 build "$BUILD_DIR_TSAN" thread test_thread_stress
 echo "build: $((SECONDS - start)) s"
 
@@ -86,6 +87,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 run "ASan+UBSan test_gemm_kernels --cube=20" "$BUILD_DIR_ASAN/test_gemm_kernels" --cube=20
 run "ASan+UBSan test_conv_kernels --cases=600" "$BUILD_DIR_ASAN/test_conv_kernels" --cases=600
+run "ASan+UBSan test_ops_kernels" "$BUILD_DIR_ASAN/test_ops_kernels"
 run "TSan test_thread_stress" "$BUILD_DIR_TSAN/test_thread_stress" --rounds=20
 
 echo "sanitizers total: $((SECONDS - start)) s"

@@ -45,16 +45,22 @@ cmake -S "$ROOT/tests/cpp" -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=
 cmake --build "$BUILD_DIR" --parallel "$(nproc)"
 echo "build: $((SECONDS - start)) s"
 
-# Safety net: the emulated object must hold no AVX-512 instruction (it would
-# die with SIGILL here, or worse, test the wrong thing where it did not).
-obj="$(find "$BUILD_DIR" -name 'gemm_avx512vnni.cc.o' | head -n 1)"
-if [[ -z "$obj" ]]; then
-  echo "run_vnni_emulated_tests.sh: gemm_avx512vnni.cc.o not found in $BUILD_DIR" >&2
-  exit 1
-fi
-if command -v objdump >/dev/null 2>&1 && objdump -d "$obj" | grep -Eq '%zmm|%k[0-7]'; then
-  echo "run_vnni_emulated_tests.sh: $obj contains AVX-512 instructions" >&2
-  exit 1
+# Safety net: the emulated objects must hold no AVX-512 instruction (they
+# would die with SIGILL here, or worse, test the wrong thing where they did not).
+objs="$(find "$BUILD_DIR" -path '*megq_avx512vnni.dir*' -name '*_avx512vnni.cc.o')"
+for name in gemm_avx512vnni.cc.o depthwise_avx512vnni.cc.o; do
+  if ! grep -q "/$name\$" <<<"$objs"; then
+    echo "run_vnni_emulated_tests.sh: $name not found in $BUILD_DIR" >&2
+    exit 1
+  fi
+done
+if command -v objdump >/dev/null 2>&1; then
+  for obj in $objs; do
+    if objdump -d "$obj" | grep -Eq '%zmm|%k[0-7]'; then
+      echo "run_vnni_emulated_tests.sh: $obj contains AVX-512 instructions" >&2
+      exit 1
+    fi
+  done
 fi
 
 total_passed=0
@@ -80,6 +86,7 @@ run() {  # run <binary> <arguments...>
 
 run "$BUILD_DIR/test_gemm_kernels" --require=scalar,avx2,avx512vnni "$@"
 run "$BUILD_DIR/test_conv_kernels" --require=scalar,avx2,avx512vnni --cases=1000
+run "$BUILD_DIR/test_ops_kernels" --require=scalar,avx2,avx512vnni
 
 echo "total: $((SECONDS - start)) s"
 echo "$total_passed passed, $total_failed failed"

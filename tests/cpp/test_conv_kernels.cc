@@ -406,10 +406,11 @@ void depthwise_large(Runner& run) {
   const G gs[] = {
       {1, 40, 40, 32, 1, 3, 1, 1, 1}, {2, 28, 31, 48, 1, 3, 2, 1, 1}, {1, 20, 20, 17, 2, 5, 1, 2, 1},
       {1, 33, 30, 64, 1, 3, 1, 2, 2}, {3, 14, 14, 24, 1, 7, 1, 3, 1},
+      {1, 14, 14, 200, 1, 3, 1, 1, 1}, {1, 9, 9, 120, 1, 3, 2, 1, 1},  // many tiles, few rows
   };
   int i = 0;
   for (const G& g : gs) {
-    for (int threads = 1; threads <= 2; ++threads) {
+    for (int threads : {1, 2, 4}) {  // 4: more tasks than tiles for narrow layers (bands and tile groups)
       Rng rng(0xD1A26Eull + 17 * i++);
       ConvCase c;
       c.name = "large";
@@ -420,6 +421,35 @@ void depthwise_large(Runner& run) {
       c.threads = threads;
       run.run(c, rng);
     }
+  }
+}
+
+// MobileNetV2-like 3x3 layers (pad 1, stride 1 and 2) with whole and partial
+// 16-channel tiles, narrow and wide rows (the vector kernels' interior and
+// edge columns, 4-column blocks and their tails), and a few 5x5 / 7x7 and
+// dilated ones (several tap groups per kernel row).
+void depthwise_mobilenet(Runner& run, int cases) {
+  for (int i = 0; i < cases; ++i) {
+    Rng rng(0x30B11Eull + 7717ull * i);
+    ConvCase c;
+    c.name = "mobilenet";
+    c.depthwise = true;
+    c.N = rng.coin(85) ? 1 : 2;
+    const int kinds[] = {3, 3, 3, 3, 5, 7};
+    c.kh = c.kw = kinds[rng.irange(0, 5)];
+    c.stride_h = c.stride_w = rng.irange(1, 2);
+    c.pad_h = c.pad_w = c.kh / 2;
+    c.dil_h = c.dil_w = rng.coin(85) ? 1 : 2;
+    const int span = (c.kh - 1) * c.dil_h + 1;
+    c.H = std::max(rng.irange(1, 12), span - 2 * c.pad_h);
+    c.W = std::max(rng.irange(1, 24), span - 2 * c.pad_w);
+    const int channels[] = {16, 32, 48, 96, 144, 5, 17, 33, 100};
+    c.groups = channels[rng.irange(0, 8)];
+    c.cin_g = 1;
+    c.cout_g = rng.coin(90) ? 1 : 2;
+    fill(c, rng);
+    c.threads = rng.coin(25) ? 2 : 1;
+    run.run(c, rng);
   }
 }
 
@@ -480,6 +510,7 @@ int main(int argc, char** argv) {
       {"conv-large", [](Runner& r, int) { conv_large(r); }},
       {"depthwise", [](Runner& r, int n) { depthwise_random(r, n); }},
       {"dw-large", [](Runner& r, int) { depthwise_large(r); }},
+      {"dw-mobilenet", [](Runner& r, int n) { depthwise_mobilenet(r, n / 3); }},
       {"extreme", [](Runner& r, int) { extreme_cases(r); }},
   };
   for (const Section& s : sections) {
@@ -487,7 +518,7 @@ int main(int argc, char** argv) {
     const Stats before = run.stats();
     s.fn(run, cases);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("section %-10s %6ld passed, %ld failed (%.1f s)\n", s.name, run.stats().passed - before.passed,
+    std::printf("section %-12s %6ld passed, %ld failed (%.1f s)\n", s.name, run.stats().passed - before.passed,
                 run.stats().failed - before.failed, secs);
   }
   const long failed = run.stats().failed + setup_failures;

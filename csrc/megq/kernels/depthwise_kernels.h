@@ -16,6 +16,31 @@
 //     "hi" the same for kHiChannel = {4,5,6,7,12,13,14,15} -- the order
 //     vpunpck{l,h}wd produce from two 16-channel tap vectors;
 //   then bias (int32) lo, hi; then multiplier (float) lo, hi  (8 values each).
+//
+// NEON packed layout (tile of 16 output channels): T vectors of 16 int16
+// weights (tap-major: w[c][t] at t * 16 + c), then 16 int32 bias, then 16
+// float multipliers.
+//
+// Tap-quad layout (avx512vnni). Instead of int16 rows, each input row is
+// widened into the 4-byte groups one vpdpbusd lane consumes: for output column
+// ow, quad q (Q = ceil(KW / 4) quads) and channel c,
+//   byte k of the quad = x[ih, ow * stride_w - pad_w + (4q + k) * dil_w, c] ^ flip
+// (flip = 0x80 for int8 input, so the byte is x + 128 in both cases; taps
+// outside the image hold the flipped zero point z' = z_x ^ flip; bytes for
+// 4q + k >= KW are arbitrary, their weight is 0). Layout of one widened row:
+// [Cs / 16 tiles][OW][Q][16 channels][4 bytes], 64 bytes per (tile, ow, q),
+// 64-byte aligned. Rows above/below the image point at a row filled with z'.
+// As every tap reads z' outside the image and x' = x - z_x + z' inside,
+//   sum_t (x - z_x) w + b = sum_t x' w + (b - z' sum_t w),
+// so the packed bias is b' = b - z' sum_t w, computed modulo 2^32: vpdpbusd
+// wraps, so the accumulator is exact modulo 2^32 and hence exact, as the true
+// value fits in int32 (checked at pack time).
+// Packed tile (16 output channels): KH x Q vectors of 64 bytes (channel c's
+// 4 weights w[c][i][4q .. 4q + 3], 0 past KW), then 16 int32 b', then 16
+// float multipliers.
+// Signed-byte form (neondot, for sdot): the same layout with the flip applied
+// to uint8 input instead (byte = x ^ 0x80 = x - 128 as int8; int8 input as
+// is), z' = z_x - 128 for uint8 input (z_x for int8) and b' = b - z' sum w.
 #ifndef MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
 #define MEGQ_KERNELS_DEPTHWISE_KERNELS_H_
 
@@ -29,7 +54,10 @@ namespace megq {
 constexpr int kDwTile = 16;
 
 struct DwRowArgs {
-  const int16_t* const* rows;  // KH widened rows for this output row
+  const int16_t* const* rows;  // KH widened rows for this output row (int16 layout)
+  const uint8_t* const* qrows; // KH widened rows (tap-quad layout), else null
+  int Q = 1;                   // quads per kernel row (tap-quad layout)
+  int ct0 = 0, ct1 = 0;        // tap-quad layout: the 16-channel tiles [ct0, ct1) to compute
   int Cs, C;                   // channel stride in the rows; real output channels
   int KH, KW, stride_w, dil_w, OW;
   const uint8_t* packed;       // ISA layout (AVX2 above)
@@ -55,8 +83,30 @@ struct DwRowArgs {
 
 MEGQ_DECLARE_DEPTHWISE_ISA(scalar)
 MEGQ_DECLARE_DEPTHWISE_ISA(avx2)
+MEGQ_DECLARE_DEPTHWISE_ISA(neon)
 
 #undef MEGQ_DECLARE_DEPTHWISE_ISA
+
+// One image row -> one tap-quad row (layout above).
+struct DwQuadWidenArgs {
+  const uint8_t* src;  // W positions at src + w * sw, C_in contiguous bytes each
+  ptrdiff_t sw;
+  int W, C_in, multiplier;
+  bool is_signed;
+  int32_t zero_point;
+  int pad_w, stride_w, dil_w, KW, OW, Q, Cs;
+  int ct0, ct1;  // the 16-channel tiles [ct0, ct1) to widen (the others are left alone)
+  uint8_t* dst;  // Cs * OW * Q * 4 bytes, 64-byte aligned
+};
+
+namespace avx512vnni {
+void depthwise_row(const DwRowArgs& a);  // reads a.qrows
+void widen_quads(const DwQuadWidenArgs& w);
+}  // namespace avx512vnni
+namespace neondot {
+void depthwise_row(const DwRowArgs& a);  // reads a.qrows (signed-byte form)
+void widen_quads(const DwQuadWidenArgs& w);
+}  // namespace neondot
 
 // Preconditions of the kernels above (debug builds only, dcheck.h); macros
 // for the same ODR reason as MEGQ_DCHECK_GEMM_BLOCK.

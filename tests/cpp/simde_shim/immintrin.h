@@ -50,6 +50,37 @@ static inline simde__m512i megq_shim_mm512_cvtps_epi32(simde__m512 a) {
   return simde__m512i_from_private(r_);
 }
 
+// vcvttps2dq: float32 -> int32 rounding toward zero; NaN and out-of-range
+// lanes give the "integer indefinite" value INT32_MIN.
+static inline simde__m512i megq_shim_mm512_cvttps_epi32(simde__m512 a) {
+  simde__m512_private a_ = megq_shim_f(a);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) {
+    const float x = a_.f32[i];
+    r_.i32[i] = (x > -2147483904.0f && x < 2147483648.0f) ? (int32_t)x : INT32_MIN;
+  }
+  return simde__m512i_from_private(r_);
+}
+
+// vpmovdb xmm, zmm: each dword truncated to its low byte (no saturation).
+static inline simde__m128i megq_shim_mm512_cvtepi32_epi8(simde__m512i a) {
+  simde__m512i_private a_ = megq_shim_i(a);
+  uint8_t b[16];
+  for (int i = 0; i < 16; ++i) b[i] = (uint8_t)(uint32_t)a_.i32[i];
+  simde__m128i r;
+  memcpy(&r, b, 16);
+  return r;
+}
+
+// vpmovzxbd zmm, xmm: 16 bytes zero-extended to dwords.
+static inline simde__m512i megq_shim_mm512_cvtepu8_epi32(simde__m128i a) {
+  uint8_t b[16];
+  memcpy(b, &a, 16);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) r_.i32[i] = b[i];
+  return simde__m512i_from_private(r_);
+}
+
 // vmovdqu8 zmm{k}{z}, m512: masked-off bytes are zero and are not read.
 static inline simde__m512i megq_shim_mm512_maskz_loadu_epi8(simde__mmask64 k, const void* p) {
   const uint8_t* src = (const uint8_t*)p;
@@ -104,6 +135,15 @@ static inline int32_t megq_shim_mm512_reduce_add_epi32(simde__m512i a) {
 #endif
 #ifndef _mm512_cvtps_epi32
 #define _mm512_cvtps_epi32(a) megq_shim_mm512_cvtps_epi32(a)
+#endif
+#ifndef _mm512_cvttps_epi32
+#define _mm512_cvttps_epi32(a) megq_shim_mm512_cvttps_epi32(a)
+#endif
+#ifndef _mm512_cvtepi32_epi8
+#define _mm512_cvtepi32_epi8(a) megq_shim_mm512_cvtepi32_epi8(a)
+#endif
+#ifndef _mm512_cvtepu8_epi32
+#define _mm512_cvtepu8_epi32(a) megq_shim_mm512_cvtepu8_epi32(a)
 #endif
 #ifndef _mm512_maskz_loadu_epi8
 #define _mm512_maskz_loadu_epi8(k, p) megq_shim_mm512_maskz_loadu_epi8(k, p)

@@ -52,6 +52,37 @@ void tile_row(const DwRowArgs& a, const int16_t* const* taps, int pairs_rt, cons
   const ptrdiff_t step = static_cast<ptrdiff_t>(a.stride_w) * a.Cs;
   const ptrdiff_t out_step = a.C;
   int ow = 0;
+  // Four pixels per step: each weight pair is loaded once for four
+  // multiplies (loads, not arithmetic, bound this loop).
+  for (; ow + 4 <= a.OW; ow += 4) {
+    const ptrdiff_t o0 = ow * step;
+    __m256i l0 = ep.bias_lo, h0 = ep.bias_hi, l1 = ep.bias_lo, h1 = ep.bias_hi;
+    __m256i l2 = ep.bias_lo, h2 = ep.bias_hi, l3 = ep.bias_lo, h3 = ep.bias_hi;
+    for (int p = 0; p < pairs; ++p) {
+      const __m256i wl = _mm256_load_si256(w + 2 * p), wh = _mm256_load_si256(w + 2 * p + 1);
+      const int16_t* ta = taps[2 * p] + o0;
+      const int16_t* tb = taps[2 * p + 1] + o0;
+      __m256i x, y;
+      x = load16(ta), y = load16(tb);
+      l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), wl));
+      h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), wh));
+      x = load16(ta + step), y = load16(tb + step);
+      l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), wl));
+      h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), wh));
+      x = load16(ta + 2 * step), y = load16(tb + 2 * step);
+      l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), wl));
+      h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), wh));
+      x = load16(ta + 3 * step), y = load16(tb + 3 * step);
+      l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), wl));
+      h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), wh));
+      // As below: keeps the accumulator chains in registers.
+      asm("" : "+x"(l0), "+x"(h0), "+x"(l1), "+x"(h1), "+x"(l2), "+x"(h2), "+x"(l3), "+x"(h3));
+    }
+    store_tile(out + ow * out_step, finish<kSigned>(ep, l0, h0), valid);
+    store_tile(out + (ow + 1) * out_step, finish<kSigned>(ep, l1, h1), valid);
+    store_tile(out + (ow + 2) * out_step, finish<kSigned>(ep, l2, h2), valid);
+    store_tile(out + (ow + 3) * out_step, finish<kSigned>(ep, l3, h3), valid);
+  }
   for (; ow + 2 <= a.OW; ow += 2) {
     const ptrdiff_t o0 = ow * step, o1 = o0 + step;
     __m256i l0 = ep.bias_lo, h0 = ep.bias_hi, l1 = ep.bias_lo, h1 = ep.bias_hi;

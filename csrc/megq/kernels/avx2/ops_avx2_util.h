@@ -80,6 +80,10 @@ static inline __m256i widen8(__m128i bytes, bool is_signed) {
 
 static inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
 static inline void store8(uint8_t* p, __m128i v) { _mm_storel_epi64(reinterpret_cast<__m128i*>(p), v); }
+// The high 8 bytes of v to p (any alignment: _mm_storeh_pd dereferences a
+// double*, undefined behaviour for a misaligned p in C++ even though movhpd
+// itself accepts it).
+static inline void store8_high(uint8_t* p, __m128i v) { store8(p, _mm_unpackhi_epi64(v, v)); }
 
 // dst[j * ds + i] = src[i * ss + j] for an 8 x 8 block of bytes.
 static inline void transpose8x8(const uint8_t* src, ptrdiff_t ss, uint8_t* dst, ptrdiff_t ds) {
@@ -92,13 +96,13 @@ static inline void transpose8x8(const uint8_t* src, ptrdiff_t ss, uint8_t* dst, 
   const __m128i c0 = _mm_unpacklo_epi32(b0, b2), c1 = _mm_unpackhi_epi32(b0, b2);
   const __m128i c2 = _mm_unpacklo_epi32(b1, b3), c3 = _mm_unpackhi_epi32(b1, b3);
   store8(dst, c0);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + ds), _mm_castsi128_pd(c0));
+  store8_high(dst + ds, c0);
   store8(dst + 2 * ds, c1);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + 3 * ds), _mm_castsi128_pd(c1));
+  store8_high(dst + 3 * ds, c1);
   store8(dst + 4 * ds, c2);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + 5 * ds), _mm_castsi128_pd(c2));
+  store8_high(dst + 5 * ds, c2);
   store8(dst + 6 * ds, c3);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + 7 * ds), _mm_castsi128_pd(c3));
+  store8_high(dst + 7 * ds, c3);
 }
 
 // dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols; touches exactly
