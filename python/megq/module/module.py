@@ -61,6 +61,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runner = self.__dict__.get("_plan_runner")
+        if runner is not None:  # a Q model's execution plan (megq.module.quantized.plan); NotImplemented: not here
+            out = runner.run(self, args, kwargs)
+            if out is not NotImplemented:
+                return out
         for hook in list(self._forward_pre_hooks.values()):
             res = hook(self, args)
             if res is not None:

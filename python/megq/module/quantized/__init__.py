@@ -9,6 +9,7 @@ from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvBnRelu62d, ConvRelu2d, Con
 from .elemwise import Concat, Elemwise
 from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu, LinearRelu6
 from .module import QuantizedModule
+from . import plan  # noqa: E402,I001  (PlanRunner: the execution plans quantize() attaches)
 from .quant_dequant import DequantStub, QuantStub
 
 __all__ = [
