@@ -90,7 +90,10 @@ class _Trace:
         self.float_outputs: Dict[int, Tuple[int, Tensor, Tuple[int, ...]]] = {}  # id(Tensor) -> (output, ...)
         for a, x in zip(args, inputs):
             self.keep.append(a)
-            self.float_inputs[id(a)] = self.plan.add_input(*x.shape)
+            try:
+                self.float_inputs[id(a)] = self.plan.add_input(*x.shape)
+            except ValueError as e:  # the forward reports its own error for such an input
+                self.failure = f"input: {e}"
 
     # -- the tracer protocol (megq.functional.quantized.traced) --------------------------------------------------
     def __call__(self, name: str, fn: Any, args: tuple, kwargs: dict) -> Any:
@@ -406,8 +409,8 @@ class PlanRunner(Module):
         key = tuple(x.shape for x in inputs)
         entry = st.plans.get(key, False)
         if entry is False:  # not traced yet for this shape
-            if inputs[0].shape[0] == 0 or not st.lock.acquire(blocking=False):
-                return NotImplemented  # an empty batch has nothing to plan; another thread is tracing
+            if any(0 in x.shape for x in inputs) or not st.lock.acquire(blocking=False):
+                return NotImplemented  # an empty input has nothing to plan; another thread is tracing
             try:
                 return self._trace(root, args, inputs, key, st)
             finally:
