@@ -88,6 +88,20 @@ def test_zoo_plan_equals_layer_by_layer(zoo, name, batch, threads):
     assert plan_status(reference)["attached"] is False
 
 
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v2"])
+def test_every_isa_path(isa, threads, name):
+    """Weights packed and kernels run on each usable ISA (a fresh model: packing happens at the first call)."""
+    make, size = _ZOO[name]
+    qmodel = _qmodel(make(), (2, 3, 16, 16))
+    reference = _layer_by_layer(qmodel)
+    rng = np.random.default_rng(11)
+    with no_grad():
+        for _ in range(2):
+            x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+            _assert_same(qmodel(x), reference(x))
+    assert _planned(qmodel, (2, 3, 16, 16)) is not None
+
+
 def test_plan_equals_the_independent_numpy_path():
     """The planned Q model against the QFloat model's exact eval on megq.reference (numpy, no C++ kernel)."""
     qat = _calibrated(models.resnet8(num_classes=10), (2, 3, 16, 16), qconfig=Q.ema_fakequant_qconfig_quint8)

@@ -417,7 +417,10 @@ class PlanRunner(Module):
                 st.lock.release()
         if entry is None:
             return NotImplemented
-        st.plans.move_to_end(key)
+        try:
+            st.plans.move_to_end(key)  # least recently used goes first
+        except KeyError:  # dropped by another thread meanwhile; this call still runs it
+            pass
         outs = entry.plan.run(inputs)
         return _rebuild(entry.spec, outs)
 
