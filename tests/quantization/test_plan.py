@@ -88,6 +88,18 @@ def test_zoo_plan_equals_layer_by_layer(zoo, name, batch, threads):
     assert plan_status(reference)["attached"] is False
 
 
+def test_bottleneck_resnet50():
+    """Bottleneck blocks (1x1 reduce, strided 3x3, 1x1 expand, projection shortcuts)."""
+    qmodel = _qmodel(models.resnet50(num_classes=10), (2, 3, 32, 32))
+    reference = _layer_by_layer(qmodel)
+    rng = np.random.default_rng(12)
+    with no_grad():
+        for _ in range(2):
+            x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+            _assert_same(qmodel(x), reference(x))
+    assert _planned(qmodel, (2, 3, 32, 32))["steps"] > 60
+
+
 @pytest.mark.parametrize("name", ["resnet8", "mobilenet_v2"])
 def test_every_isa_path(isa, threads, name):
     """Weights packed and kernels run on each usable ISA (a fresh model: packing happens at the first call)."""
