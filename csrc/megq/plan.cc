@@ -43,7 +43,21 @@ int Plan::add_input(int n, int c, int h, int w) {
   if (n < 0 || c < 1 || h < 1 || w < 1) throw ArgumentError("shape: invalid input shape");
   check_output_size("shape", "plan", {n > 0 ? n : 1, c, h, w}, 4);
   inputs_.push_back({n, c, h, w});
+  input_tensors_.push_back(-1);
   return static_cast<int>(inputs_.size()) - 1;
+}
+
+int Plan::add_quantized_input(int t) {
+  check_tensor(t, "t");
+  const int index = num_inputs();
+  Step st{Kind::kCopyIn};
+  st.ins = {index};
+  st.out = t;
+  touch(t);
+  steps_.push_back(std::move(st));
+  inputs_.push_back({});
+  input_tensors_.push_back(t);
+  return index;
 }
 
 void Plan::check_tensor(int id, const char* what) const {
@@ -69,7 +83,9 @@ void Plan::touch(int id) {
 }
 
 void Plan::add_quantize(int input, int out, float scale, int32_t zero_point) {
-  if (input < 0 || input >= num_inputs()) throw ArgumentError("input: no such plan input");
+  if (input < 0 || input >= num_inputs() || input_tensors_[input] >= 0) {
+    throw ArgumentError("input: no such float input in this plan");
+  }
   check_tensor(out, "out");
   const TensorDesc& o = tensors_[out];
   check_scale("scale", scale);
@@ -362,18 +378,23 @@ void Plan::finalize() {
   finalized_ = true;
 }
 
-void Plan::run(const std::vector<const float*>& inputs, const std::vector<void*>& outputs) {
+void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
   if (!finalized_) throw ArgumentError("plan: not finalized");
   if (inputs.size() != inputs_.size()) throw ArgumentError("inputs: wrong number of inputs");
   if (outputs.size() != outputs_.size()) throw ArgumentError("outputs: wrong number of outputs");
   std::lock_guard<std::mutex> lock(run_mutex_);
   for (const Step& st : steps_) {
     switch (st.kind) {
+      case Kind::kCopyIn: {
+        const int64_t bytes = tensors_[st.out].bytes();
+        if (bytes > 0) std::memcpy(data(st.out), inputs[st.ins[0]], static_cast<size_t>(bytes));
+        break;
+      }
       case Kind::kQuantize: {
         const std::vector<int>& s = inputs_[st.ins[0]];
         const int N = s[0], C = s[1], H = s[2], W = s[3];
         if (N == 0) break;
-        quantize_nchw_to_nhwc(inputs[st.ins[0]], N, C, H, W, static_cast<ptrdiff_t>(C) * H * W,
+        quantize_nchw_to_nhwc(static_cast<const float*>(inputs[st.ins[0]]), N, C, H, W, static_cast<ptrdiff_t>(C) * H * W,
                               static_cast<ptrdiff_t>(H) * W, W, st.scale, st.zero_point,
                               tensors_[st.out].is_signed, data(st.out));
         break;

@@ -44,6 +44,9 @@ class Plan {
   int add_tensor(int n, int h, int w, int c, bool is_signed);
   // A float32 NCHW input of the plan (N x C x H x W); returns its input index.
   int add_input(int n, int c, int h, int w);
+  // A quantized input: its bytes (tensor `t`'s N x H x W x C, contiguous) are copied into `t` by a step added
+  // now; returns its input index.
+  int add_quantized_input(int t);
 
   // -- steps (each checks its geometry and throws ArgumentError) ----------------
   // q = clamp(round_half_away(x / s) + z): input `input` -> tensor `out` (N, H, W, C).
@@ -86,20 +89,23 @@ class Plan {
     int64_t bytes() const { return int64_t{n} * h * w * c; }
   };
   const TensorDesc& tensor(int id) const { return tensors_[id]; }
+  // N, C, H, W of a float input; empty for a quantized one.
   const std::vector<int>& input_shape(int input) const { return inputs_[input]; }
+  // The tensor a quantized input fills, -1 for a float input.
+  int input_tensor(int input) const { return input_tensors_[input]; }
   int num_inputs() const { return static_cast<int>(inputs_.size()); }
   int num_tensors() const { return static_cast<int>(tensors_.size()); }
   size_t arena_bytes() const { return arena_bytes_; }
   int num_steps() const { return static_cast<int>(steps_.size()); }
 
   // Runs every step. inputs[i]: C-contiguous float32 N x C x H x W (the shape
-  // given to add_input); outputs[j]: C-contiguous buffer of output j (float32
+  // given to add_input), or the N x H x W x C bytes of a quantized input; outputs[j]: C-contiguous buffer of output j (float32
   // N x C x H x W for a float output, the tensor's N x H x W x C bytes for a
   // quantized one). Calls from several threads run one at a time (one arena).
-  void run(const std::vector<const float*>& inputs, const std::vector<void*>& outputs);
+  void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
 
  private:
-  enum class Kind { kQuantize, kConv2d, kDepthwise, kGemm, kElementwise, kPool, kGlobalAvgPool, kConcat, kClamp,
+  enum class Kind { kCopyIn, kQuantize, kConv2d, kDepthwise, kGemm, kElementwise, kPool, kGlobalAvgPool, kConcat, kClamp,
                     kFlatten, kDequantize };
   struct Step {
     Kind kind;
@@ -126,7 +132,8 @@ class Plan {
   uint8_t* data(int id) { return arena_.as<uint8_t>() + offsets_[id]; }
 
   std::vector<TensorDesc> tensors_;
-  std::vector<std::vector<int>> inputs_;  // N, C, H, W
+  std::vector<std::vector<int>> inputs_;  // N, C, H, W (float inputs)
+  std::vector<int> input_tensors_;        // -1, or the tensor a quantized input fills
   std::vector<Step> steps_;
   std::vector<OutputSlot> outputs_;
   std::vector<int> first_use_, last_use_;  // step index range of each tensor's lifetime

@@ -33,21 +33,35 @@ class PyPlan {
       throw py::value_error("inputs: expected " + std::to_string(plan.num_inputs()) + " array(s), got " +
                             std::to_string(inputs.size()));
     }
-    std::vector<const float*> in_ptrs;
+    std::vector<const void*> in_ptrs;
     for (size_t i = 0; i < inputs.size(); ++i) {
       const py::array& x = inputs[i];
       const std::string name = "inputs[" + std::to_string(i) + "]";
-      require_dtype<float>(x, name.c_str(), "float32");
-      const std::vector<int>& s = plan.input_shape(static_cast<int>(i));
-      const bool same = x.ndim() == 4 && x.shape(0) == s[0] && x.shape(1) == s[1] && x.shape(2) == s[2] &&
-                        x.shape(3) == s[3];
+      const int tensor = plan.input_tensor(static_cast<int>(i));
+      bool same = false;
+      std::string expected;
+      if (tensor < 0) {
+        require_dtype<float>(x, name.c_str(), "float32");
+        const std::vector<int>& s = plan.input_shape(static_cast<int>(i));
+        same = x.ndim() == 4 && x.shape(0) == s[0] && x.shape(1) == s[1] && x.shape(2) == s[2] && x.shape(3) == s[3];
+        expected = "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + ", " +
+                   std::to_string(s[3]) + ")";
+      } else {
+        const megq::Plan::TensorDesc& t = plan.tensor(tensor);
+        if (quantized_dtype(x, name.c_str()) != t.is_signed) {
+          throw py::type_error(name + ": expected dtype " + (t.is_signed ? "int8" : "uint8") + ", got " +
+                               std::string(py::str(x.dtype())));
+        }
+        same = (x.ndim() == 4 && x.shape(0) == t.n && x.shape(1) == t.h && x.shape(2) == t.w && x.shape(3) == t.c) ||
+               (x.ndim() == 2 && t.h == 1 && t.w == 1 && x.shape(0) == t.n && x.shape(1) == t.c);
+        expected = "(" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) + ", " +
+                   std::to_string(t.c) + ")";
+      }
       if (!same) {
-        throw py::value_error(name + ": expected shape (" + std::to_string(s[0]) + ", " + std::to_string(s[1]) +
-                              ", " + std::to_string(s[2]) + ", " + std::to_string(s[3]) + "), got " +
-                              std::string(py::str(x.attr("shape"))));
+        throw py::value_error(name + ": expected shape " + expected + ", got " + std::string(py::str(x.attr("shape"))));
       }
       if (!(x.flags() & py::array::c_style)) throw py::value_error(name + ": expected a C-contiguous array");
-      in_ptrs.push_back(static_cast<const float*>(x.data()));
+      in_ptrs.push_back(x.data());
     }
     py::list result;
     std::vector<void*> out_ptrs;
@@ -96,6 +110,7 @@ void register_plan(py::module_& m) {
            py::arg("n"), py::arg("h"), py::arg("w"), py::arg("c"), py::arg("dtype"))
       .def("add_input", [](PyPlan& p, int n, int c, int h, int w) { return p.plan.add_input(n, c, h, w); },
            py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"))
+      .def("add_quantized_input", [](PyPlan& p, int t) { return p.plan.add_quantized_input(t); }, py::arg("t"))
       .def("add_quantize",
            [](PyPlan& p, int input, int out, float scale, int zero_point) {
              p.plan.add_quantize(input, out, scale, zero_point);

@@ -35,8 +35,8 @@ def _layer_by_layer(qmodel):
 
 
 def _planned(qmodel, shape):
-    """The plan info for input ``shape`` (None: traced, runs layer by layer; KeyError: never traced)."""
-    return plan_status(qmodel)["plans"][(tuple(shape),)]
+    """The plan info for a float input of ``shape`` (None: traced, runs layer by layer; KeyError: never traced)."""
+    return plan_status(qmodel)["plans"][(("f", tuple(shape)),)]
 
 
 def _assert_same(a, b):
@@ -85,7 +85,7 @@ def test_zoo_plan_equals_layer_by_layer(zoo, name, batch, threads):
         K.set_num_threads(previous)
     info = _planned(qmodel, shape)
     assert info is not None and info["steps"] > 10 and info["arena_bytes"] > 0
-    assert plan_status(reference)["attached"] is False
+    assert not any(plan_status(m)["attached"] for m in reference.modules())
 
 
 def test_bottleneck_resnet50():
@@ -153,15 +153,50 @@ def test_empty_batch(zoo, name):
     assert y.shape == (0, 10) and y.dtype == np.float32
 
 
-def test_float_classifier_runs_layer_by_layer():
-    """quantize_classifier=False: a float Linear after the DequantStub; the plan cannot run it."""
-    qmodel = _qmodel(models.resnet8(num_classes=10, quantize_classifier=False), (2, 3, 16, 16))
+def _qkey(x):
+    """The plan key of a QuantizedTensor input."""
+    return ("q", x.data.shape, x.dtype, float(x.scale), x.zero_point, x.qmin, x.qmax)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v2"])
+def test_float_classifier_plans_the_quantized_parts(name):
+    """quantize_classifier=False: a float Linear after the DequantStub. The whole forward cannot be a plan; the
+    children holding quantized layers (ResNet's stages, MobileNetV2's features) get plans of their own."""
+    net = getattr(models, name)(num_classes=10, quantize_classifier=False)
+    qmodel = _qmodel(net, (2, 3, 16, 16))
     reference = _layer_by_layer(qmodel)
+    rng = np.random.default_rng(0)
+    with no_grad():
+        for _ in range(3):
+            x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+            _assert_same(qmodel(x), reference(x))
+    assert plan_status(qmodel)["plans"][(("f", (2, 3, 16, 16)),)] is None
+    parts = [qmodel.layer1, qmodel.layer2, qmodel.layer3] if name == "resnet8" else [qmodel.features]
+    for part in parts:
+        (key, info), = plan_status(part)["plans"].items()
+        assert key[0][0] == "q" and info is not None and info["steps"] >= 3
+    assert not plan_status(qmodel.fc if name == "resnet8" else qmodel.classifier)["attached"]
+    assert not any(plan_status(m)["attached"] for m in reference.modules())
+
+
+def test_submodule_plan_takes_quantized_tensors():
+    qmodel = _qmodel(models.resnet8(num_classes=10, quantize_classifier=False), (2, 3, 16, 16))
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     with no_grad():
+        qmodel(x)
+        stem = qmodel.conv_bn_relu1(qmodel.quant(x))
+        reference = Q.compile(copy.deepcopy(qmodel.layer1), enabled=False)
         for _ in range(2):
-            _assert_same(qmodel(x), reference(x))
-    assert _planned(qmodel, x.shape) is None
+            got, want = qmodel.layer1(stem), reference(stem)
+            assert np.array_equal(got.data, want.data) and got.data.dtype == want.data.dtype
+            assert (got.scale, got.zero_point, got.qmin, got.qmax) == (want.scale, want.zero_point, want.qmin,
+                                                                        want.qmax)
+        assert plan_status(qmodel.layer1)["plans"][(_qkey(stem),)] is not None
+        # another input quantization is another plan
+        other = megq.qtensor.QuantizedTensor(stem.data, stem.scale * 2, stem.zero_point, stem.qmin, stem.qmax)
+        for _ in range(2):
+            assert np.array_equal(qmodel.layer1(other).data, reference(other).data)
+        assert plan_status(qmodel.layer1)["plans"][(_qkey(other),)] is not None
 
 
 def test_float_island_runs_layer_by_layer():
@@ -176,6 +211,8 @@ def test_float_island_runs_layer_by_layer():
         for _ in range(2):
             _assert_same(qmodel(x), reference(x))
     assert _planned(qmodel, x.shape) is None
+    assert plan_status(qmodel.layer2)["plans"] == {(_qkey(qmodel.layer1(qmodel.conv_bn_relu1(qmodel.quant(x)))),): None}
+    assert all(v is not None for v in plan_status(qmodel.layer3)["plans"].values())
 
 
 class _OpsNet(M.Module):
@@ -460,3 +497,28 @@ def test_kernel_plan_arena_reuses_dead_tensors():
     x = np.random.default_rng(0).standard_normal((1, 64, 16, 16)).astype(np.float32) * 20
     (got,) = plan.run([x])
     np.testing.assert_array_equal(got, np.clip(K.quantize(x, 0.1, 0), -100, 91))
+
+
+def test_kernel_plan_quantized_input():
+    plan = K.Plan()
+    t = plan.add_tensor(2, 4, 4, 8, "uint8")
+    assert plan.add_quantized_input(t) == 0
+    u = plan.add_tensor(2, 1, 1, 8, "uint8")
+    plan.add_global_avg_pool(t, u)
+    plan.add_quantized_output(u)
+    plan.add_dequantize(t, 0.25, 100)
+    plan.finalize()
+    x = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 8), dtype=np.uint8)
+    pooled, floats = plan.run([x])
+    np.testing.assert_array_equal(pooled, K.global_avg_pool2d(x))
+    np.testing.assert_array_equal(floats, K.dequantize(x, 0.25, 100))
+    with pytest.raises(TypeError, match=r"inputs\[0\]: expected dtype uint8, got int8"):
+        plan.run([x.view(np.int8)])
+    with pytest.raises(TypeError, match=r"inputs\[0\]: expected dtype int8 or uint8"):
+        plan.run([x.astype(np.float32)])
+    with pytest.raises(ValueError, match=r"inputs\[0\]: expected shape \(2, 4, 4, 8\)"):
+        plan.run([x[:1]])
+    with pytest.raises(ValueError, match=r"inputs\[0\]: expected a C-contiguous"):
+        plan.run([np.zeros((2, 4, 8, 8), np.uint8)[:, :, ::2]])
+    with pytest.raises(ValueError, match="input: no such float input"):
+        K.Plan().add_quantize(0, 0, 0.1, 0)

@@ -535,8 +535,8 @@ def compile(model: Module, enabled: bool = True) -> Module:  # noqa: A001  (megq
         raise TypeError(f"model: expected a megq Module, got {type(model).__name__}")
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+    for m in model.modules():  # a fresh start: sub-module runners (made when the whole forward was not plannable)
+        m.__dict__.pop("_plan_runner", None)
     if enabled:
         quantized.plan.attach_plan_runner(model, trusted=True)
-    else:
-        model.__dict__.pop("_plan_runner", None)
     return model

@@ -15,7 +15,10 @@ work is a large share of the forward. A :class:`PlanRunner` on the model's root 
   bit to the layer-by-layer path's.
 * **Fallback.** Anything the plan cannot express (a float layer or ``FloatIsland`` inside the forward, an op
   without a step, a tensor made outside the traced ops, a user hook, keyword arguments, an input that is not an
-  array) leaves that model (or input shape) on the layer-by-layer path: never a different answer. Automatic plans
+  array) leaves that model (or input shape) on the layer-by-layer path: never a different answer. The model's
+  direct children holding two or more quantized layers then get runners of their own (and so on down), so the
+  quantized parts of such a model (MobileNetV2's ``features`` before a float classifier) still run as plans,
+  taking and returning QuantizedTensors. Automatic plans
   are only made for models whose modules all have megq's own ``forward`` code (the zoo's ResNets and MobileNetV2,
   containers, the quantized layers): a trace records one path through ``forward``, so a user-written ``forward``
   that branches on tensor values could take another; ``megq.quantization.compile(model)`` opts such a model in.
@@ -61,9 +64,17 @@ def _pair(v: Any) -> Tuple[int, int]:
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[-1]))
 
 
-def _float_input(a: Any) -> Optional[np.ndarray]:
-    """The float32 array QuantStub would quantize for argument ``a`` (C-contiguous, 4-D: a 2-D (N, C) input is
-    viewed as (N, C, 1, 1), as megq.kernels.quantize does), or None if ``a`` is not an array or Tensor."""
+def _input(a: Any) -> Optional[Tuple[np.ndarray, tuple]]:
+    """(the array a plan takes for argument ``a``, its part of the plan key), or None if a plan cannot take it.
+
+    A float array or Tensor is converted as QuantStub converts it (float32, C-contiguous, 4-D: a 2-D (N, C) input
+    is viewed as (N, C, 1, 1), as megq.kernels.quantize does). A QuantizedTensor (the input of a sub-module's plan)
+    passes its data; its quantization is part of the key, since the layers' prepared kernels depend on it."""
+    if isinstance(a, QuantizedTensor):
+        if a.backend != "kernels" or a.data.ndim not in (2, 4):
+            return None
+        return np.ascontiguousarray(a.data), ("q", a.data.shape, a.dtype, float(a.scale), a.zero_point, a.qmin,
+                                               a.qmax)
     if isinstance(a, Tensor):
         a = a.numpy()
     elif not isinstance(a, np.ndarray):
@@ -73,7 +84,7 @@ def _float_input(a: Any) -> Optional[np.ndarray]:
         x = x[:, :, None, None]
     elif x.ndim != 4:
         return None
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x), ("f", x.shape)
 
 
 class _Trace:
@@ -91,8 +102,11 @@ class _Trace:
         for a, x in zip(args, inputs):
             self.keep.append(a)
             try:
-                self.float_inputs[id(a)] = self.plan.add_input(*x.shape)
-            except ValueError as e:  # the forward reports its own error for such an input
+                if isinstance(a, QuantizedTensor):
+                    self.plan.add_quantized_input(self._new_q(a))
+                else:
+                    self.float_inputs[id(a)] = self.plan.add_input(*x.shape)
+            except (_Unsupported, ValueError) as e:  # the forward reports its own error for such an input
                 self.failure = f"input: {e}"
 
     # -- the tracer protocol (megq.functional.quantized.traced) --------------------------------------------------
@@ -367,8 +381,6 @@ class PlanRunner(Module):
                 hooks = list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())
                 if not all(_transparent_hook(h) for h in hooks):
                     st.refusal = f"{type(m).__name__} has a forward hook"
-                elif m is not root and m.__dict__.get("_plan_runner") is not None:
-                    st.refusal = f"{type(m).__name__} has its own plan runner"
                 elif not self.trusted and not _megq_forward(type(m)):
                     st.refusal = (f"{type(m).__name__}.forward is not megq's (opt in with "
                                   f"megq.quantization.compile(model))")
@@ -393,9 +405,10 @@ class PlanRunner(Module):
         """The model's output for ``root(*args, **kwargs)`` from a plan, or NotImplemented: run layer by layer."""
         if kwargs or not args or root.training or getattr(_local, "tracing", False):
             return NotImplemented
-        inputs = [_float_input(a) for a in args]
-        if any(x is None for x in inputs):
+        converted = [_input(a) for a in args]
+        if any(c is None for c in converted):
             return NotImplemented
+        inputs = [c[0] for c in converted]
         st = self._st()
         if not (st.snapshot_valid and self._unchanged(st)):
             if not st.lock.acquire(blocking=False):
@@ -406,7 +419,7 @@ class PlanRunner(Module):
                 st.lock.release()
         if st.refusal is not None:
             return NotImplemented
-        key = tuple(x.shape for x in inputs)
+        key = tuple(c[1] for c in converted)
         entry = st.plans.get(key, False)
         if entry is False:  # not traced yet for this shape
             if any(0 in x.shape for x in inputs) or not st.lock.acquire(blocking=False):
@@ -445,13 +458,27 @@ class PlanRunner(Module):
                 logger.warning("megq plan: %s's plan did not reproduce the layer-by-layer result; running it layer "
                                "by layer", type(root).__name__)
                 entry = None
-        except (_Unsupported, TypeError, ValueError) as e:
+        except (_Unsupported, TypeError, ValueError, MemoryError) as e:
             logger.debug("megq plan: %s runs layer by layer for input shapes %s: %s", type(root).__name__, key, e)
             entry = None
         st.plans[key] = entry
         while len(st.plans) > MAX_PLANS:
             st.plans.popitem(last=False)
+        if entry is None:
+            self._plan_children(root)
         return result
+
+    def _plan_children(self, root: Module) -> None:
+        """The forward cannot be one plan (a float layer, an op without a step ...): give the direct children that
+        hold at least two quantized layers their own runners, so the quantized parts run as plans between the
+        Python parts (a child that fails in turn hands on to its children)."""
+        from .module import QuantizedModule
+
+        for _, child in root.named_children():
+            if isinstance(child, QuantizedModule) or child.__dict__.get("_plan_runner") is not None:
+                continue
+            if sum(isinstance(m, QuantizedModule) for m in child.modules()) >= 2:
+                child.__dict__["_plan_runner"] = PlanRunner(self.trusted)
 
 
 def attach_plan_runner(model: Module, trusted: bool = False) -> Module:
