@@ -2,6 +2,7 @@
 #include "megq/plan.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -378,12 +379,41 @@ void Plan::finalize() {
   finalized_ = true;
 }
 
-void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs) {
+const char* Plan::step_name(int i) const {
+  const Step& st = steps_.at(static_cast<size_t>(i));
+  switch (st.kind) {
+    case Kind::kCopyIn: return "copy_in";
+    case Kind::kQuantize: return "quantize";
+    case Kind::kConv2d: return "conv2d";
+    case Kind::kDepthwise: return "depthwise";
+    case Kind::kGemm: return "gemm";
+    case Kind::kElementwise: return st.kind_arg == 2 ? "mul" : (st.kind_arg == 1 ? "fuse_add_relu" : "add");
+    case Kind::kPool: return st.pool.mode == PoolMode::kMax ? "max_pool" : "avg_pool";
+    case Kind::kGlobalAvgPool: return "global_avg_pool";
+    case Kind::kConcat: return "concat";
+    case Kind::kClamp: return "clamp";
+    case Kind::kFlatten: return "flatten";
+    case Kind::kDequantize: return "dequantize";
+  }
+  return "?";
+}
+
+void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               std::vector<double>* step_seconds) {
   if (!finalized_) throw ArgumentError("plan: not finalized");
   if (inputs.size() != inputs_.size()) throw ArgumentError("inputs: wrong number of inputs");
   if (outputs.size() != outputs_.size()) throw ArgumentError("outputs: wrong number of outputs");
   std::lock_guard<std::mutex> lock(run_mutex_);
-  for (const Step& st : steps_) {
+  if (step_seconds != nullptr) step_seconds->assign(steps_.size(), 0.0);
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point t0 = Clock::now();
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const Step& st = steps_[i];
+    if (step_seconds != nullptr && i > 0) {
+      const Clock::time_point t1 = Clock::now();
+      (*step_seconds)[i - 1] = std::chrono::duration<double>(t1 - t0).count();
+      t0 = t1;
+    }
     switch (st.kind) {
       case Kind::kCopyIn: {
         const int64_t bytes = tensors_[st.out].bytes();
@@ -495,6 +525,9 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
         break;
       }
     }
+  }
+  if (step_seconds != nullptr && !steps_.empty()) {
+    step_seconds->back() = std::chrono::duration<double>(Clock::now() - t0).count();
   }
   for (size_t j = 0; j < outputs_.size(); ++j) {
     if (outputs_[j].is_float) continue;

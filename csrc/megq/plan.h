@@ -102,7 +102,11 @@ class Plan {
   // given to add_input), or the N x H x W x C bytes of a quantized input; outputs[j]: C-contiguous buffer of output j (float32
   // N x C x H x W for a float output, the tensor's N x H x W x C bytes for a
   // quantized one). Calls from several threads run one at a time (one arena).
-  void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs);
+  // step_seconds (optional): receives each step's wall time (for profiling; the outputs are the same).
+  void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+           std::vector<double>* step_seconds = nullptr);
+  // A short name of step i's op ("conv2d", "depthwise", "add", ...).
+  const char* step_name(int i) const;
 
  private:
   enum class Kind { kCopyIn, kQuantize, kConv2d, kDepthwise, kGemm, kElementwise, kPool, kGlobalAvgPool, kConcat, kClamp,

@@ -27,7 +27,7 @@ class PyPlan {
   }
   void keep(py::object o) { keep_alive_.push_back(std::move(o)); }
 
-  py::list run(const std::vector<py::array>& inputs) {
+  py::object run(const std::vector<py::array>& inputs, bool profile) {
     if (!finalized_) throw py::value_error("plan: call finalize() before run()");
     if (static_cast<int>(inputs.size()) != plan.num_inputs()) {
       throw py::value_error("inputs: expected " + std::to_string(plan.num_inputs()) + " array(s), got " +
@@ -72,11 +72,17 @@ class PyPlan {
       out_ptrs.push_back(a.mutable_data());
       result.append(a);
     }
+    std::vector<double> seconds;
     {
       py::gil_scoped_release release;
-      plan.run(in_ptrs, out_ptrs);
+      plan.run(in_ptrs, out_ptrs, profile ? &seconds : nullptr);
     }
-    return result;
+    if (!profile) return std::move(result);
+    py::list steps;
+    for (size_t i = 0; i < seconds.size(); ++i) {
+      steps.append(py::make_tuple(plan.step_name(static_cast<int>(i)), seconds[i]));
+    }
+    return py::make_tuple(result, steps);
   }
 
   void finalize() {
@@ -220,9 +226,9 @@ void register_plan(py::module_& m) {
            py::arg("q"), py::arg("scale"), py::arg("zero_point"))
       .def("add_quantized_output", [](PyPlan& p, int t) { return p.plan.add_quantized_output(t); }, py::arg("t"))
       .def("finalize", &PyPlan::finalize)
-      .def("run", &PyPlan::run, py::arg("inputs"),
+      .def("run", &PyPlan::run, py::arg("inputs"), py::arg("profile") = false,
            "Runs every step (GIL released); returns the outputs: float32 NCHW arrays for dequantized outputs, "
-           "NHWC int8/uint8 arrays for quantized ones.")
+           "NHWC int8/uint8 arrays for quantized ones. profile=True returns (outputs, [(step name, seconds)]).")
       .def_property_readonly("arena_bytes", [](const PyPlan& p) { return p.plan.arena_bytes(); })
       .def_property_readonly("num_steps", [](const PyPlan& p) { return p.plan.num_steps(); })
       .def_property_readonly("num_tensors", [](const PyPlan& p) { return p.plan.num_tensors(); });

@@ -447,6 +447,10 @@ def test_kernel_plan_matches_the_kernels():
     plan.finalize()
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
     got_q, got_f = plan.run([x])
+    (again_q, again_f), steps = plan.run([x], profile=True)
+    assert np.array_equal(again_q, got_q) and np.array_equal(again_f, got_f)
+    assert [name for name, _ in steps] == ["quantize", "conv2d", "clamp", "dequantize"]
+    assert all(seconds >= 0 for _, seconds in steps)
     xq = K.quantize(x, 0.05, 0)
     yq = K.conv2d(xq, packed, padding=1, out_zero_point=3, out_min=-5, out_max=100)
     np.testing.assert_array_equal(got_q, np.clip(yq, -2, 50))
