@@ -347,7 +347,12 @@ def test_model_changes_invalidate_plans():
         handle = qmodel.layer1.register_forward_hook(lambda m, i, o: seen.append(o))
         qmodel(x)
         assert len(seen) == 1  # a user hook sees the layer: layer by layer
+        assert "hook" in plan_status(qmodel)["refusal"]
         handle.remove()
+        _assert_same(qmodel(x), _layer_by_layer(qmodel)(x))
+        _assert_same(qmodel(x), _layer_by_layer(qmodel)(x))
+        assert plan_status(qmodel)["refusal"] is None and _planned(qmodel, x.shape) is not None  # planned again
+        assert len(seen) == 1
         qmodel.fc = other.fc  # a replaced layer is used
         expected = _layer_by_layer(qmodel)(x)
         for _ in range(2):

@@ -301,7 +301,8 @@ def _note_quantized_input(module: Module, inputs: tuple) -> None:
     if isinstance(x, QuantizedTensor) or (
             (getattr(x, "qparams", None) is not None or qat.module.in_quantized_region(x))
             and not qat.quant_dequant.was_dequantized(x)):
-        module._saw_quantized_input = True
+        if not module.__dict__.get("_saw_quantized_input"):  # assign once: an assignment invalidates plans' checks
+            module._saw_quantized_input = True
     return None
 
 

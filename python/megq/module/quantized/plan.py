@@ -22,8 +22,9 @@ work is a large share of the forward. A :class:`PlanRunner` on the model's root 
   are only made for models whose modules all have megq's own ``forward`` code (the zoo's ResNets and MobileNetV2,
   containers, the quantized layers): a trace records one path through ``forward``, so a user-written ``forward``
   that branches on tensor values could take another; ``megq.quantization.compile(model)`` opts such a model in.
-* **Invalidation.** Each call checks (a few microseconds) that no module of the tree was replaced, got a hook or
-  left eval mode since the capture; if one did, the plans are dropped and rebuilt on demand. In-place edits of a
+* **Invalidation.** Each call checks that no module of the tree was replaced, got or lost a hook or left eval mode
+  since the capture (one comparison of :func:`megq.module.module.tree_version` while no module attribute was
+  assigned anywhere, else a walk over the tree's links); if one did, the plans are dropped and rebuilt on demand. In-place edits of a
   layer's integer parameters are not seen (nor by the layers' own prepared-kernel caches).
 
 Plans are transient: the runner is saved with the model (so ``megq.load`` gives a model that plans again), its plans
@@ -41,7 +42,7 @@ import numpy as np
 from ...functional import quantized as QF
 from ...qtensor import QuantizedTensor
 from ...tensor import Tensor
-from ..module import Module
+from ..module import Module, tree_version
 
 __all__ = ["PlanRunner", "attach_plan_runner", "plan_status"]
 
@@ -327,8 +328,10 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.plans: "OrderedDict[tuple, Optional[_Plan]]" = OrderedDict()
-        self.links: List[Tuple[dict, str, Any]] = []
-        self.counters: List[Tuple[Module, int]] = []
+        self.links: List[Tuple[Any, Any, Any]] = []  # (container, key, child): container[key] is child
+        self.list_links: List[Tuple[Any, Any, Any]] = []  # the same for items of list attributes
+        self.counters: List[Tuple[Module, int, int]] = []  # (module, hook counter, number of hooks)
+        self.version = -1  # tree_version() when the tree was last seen unchanged
         self.snapshot_valid = False
         self.refusal: Optional[str] = None  # why the whole model stays layer by layer
 
@@ -365,9 +368,10 @@ class PlanRunner(Module):
     # -- the module-tree snapshot ---------------------------------------------------------------------------------
     def _snapshot(self, root: Module, st: _State) -> None:
         """Record the tree (parent -> child links, hook counters) and decide whether it may be planned."""
-        st.links, st.counters, st.refusal = [], [], None
+        st.links, st.list_links, st.counters, st.refusal = [], [], [], None
+        st.version = tree_version()
         for _, m in root.named_modules():
-            st.counters.append((m, m._hook_counter))
+            st.counters.append((m, m._hook_counter, len(m._forward_hooks) + len(m._forward_pre_hooks)))
             for key, value in vars(m).items():
                 if key.startswith("_"):
                     continue
@@ -375,8 +379,8 @@ class PlanRunner(Module):
                     st.links.append((m.__dict__, key, value))
                 elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
                     st.links.append((m.__dict__, key, value))
-                    if isinstance(value, list):  # a list can change in place: check its items too
-                        st.links.extend((value, i, v) for i, v in enumerate(value))
+                    if isinstance(value, list):  # a list changes in place, unseen by tree_version()
+                        st.list_links.extend((value, i, v) for i, v in enumerate(value))
             if st.refusal is None:
                 hooks = list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())
                 if not all(_transparent_hook(h) for h in hooks):
@@ -389,15 +393,21 @@ class PlanRunner(Module):
 
     @staticmethod
     def _unchanged(st: _State) -> bool:
+        """True if the tree is as at the snapshot: one comparison when no module attribute was assigned and no hook
+        added or removed anywhere since the last check, else a walk over the recorded links and hooks."""
+        for container, key, child in st.list_links:
+            if key >= len(container) or container[key] is not child:
+                return False
+        version = tree_version()
+        if version == st.version:
+            return True
         for container, key, child in st.links:
-            try:
-                if container[key] is not child:
-                    return False
-            except (KeyError, IndexError):
+            if container.get(key) is not child:
                 return False
-        for m, counter in st.counters:
-            if m._hook_counter != counter or m.training:
+        for m, counter, hooks in st.counters:
+            if m._hook_counter != counter or len(m._forward_hooks) + len(m._forward_pre_hooks) != hooks or m.training:
                 return False
+        st.version = version
         return True
 
     # -- calls ------------------------------------------------------------------------------------------------------
