@@ -323,6 +323,21 @@ def test_save_load_plans_again(zoo, tmp_path):
     assert _planned(loaded, x.shape) is not None
 
 
+def test_save_load_keeps_submodule_runners(tmp_path):
+    qmodel = _qmodel(models.mobilenet_v2(num_classes=10, quantize_classifier=False), (2, 3, 16, 16))
+    x = np.random.default_rng(13).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    with no_grad():
+        expected = _layer_by_layer(qmodel)(x)
+        qmodel(x)
+        assert plan_status(qmodel.features)["attached"]
+        megq.save(qmodel, tmp_path / "q.megq")
+        loaded = megq.load(tmp_path / "q.megq").eval()
+        for _ in range(3):
+            _assert_same(loaded(x), expected)
+    (info,) = plan_status(loaded.features)["plans"].values()
+    assert info is not None
+
+
 def test_deepcopy_gets_its_own_plans(zoo):
     qmodel, size = zoo("resnet8")
     x = np.random.default_rng(6).standard_normal((1, 3, size, size)).astype(np.float32)
