@@ -424,7 +424,8 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
         const std::vector<int>& s = inputs_[st.ins[0]];
         const int N = s[0], C = s[1], H = s[2], W = s[3];
         if (N == 0) break;
-        quantize_nchw_to_nhwc(static_cast<const float*>(inputs[st.ins[0]]), N, C, H, W, static_cast<ptrdiff_t>(C) * H * W,
+        quantize_nchw_to_nhwc(static_cast<const float*>(inputs[st.ins[0]]), N, C, H, W,
+                              static_cast<ptrdiff_t>(C) * H * W,
                               static_cast<ptrdiff_t>(H) * W, W, st.scale, st.zero_point,
                               tensors_[st.out].is_signed, data(st.out));
         break;

@@ -99,7 +99,8 @@ class Plan {
   int num_steps() const { return static_cast<int>(steps_.size()); }
 
   // Runs every step. inputs[i]: C-contiguous float32 N x C x H x W (the shape
-  // given to add_input), or the N x H x W x C bytes of a quantized input; outputs[j]: C-contiguous buffer of output j (float32
+  // given to add_input), or the N x H x W x C bytes of a quantized input;
+  // outputs[j]: C-contiguous buffer of output j (float32
   // N x C x H x W for a float output, the tensor's N x H x W x C bytes for a
   // quantized one). Calls from several threads run one at a time (one arena).
   // step_seconds (optional): receives each step's wall time (for profiling; the outputs are the same).
@@ -109,8 +110,8 @@ class Plan {
   const char* step_name(int i) const;
 
  private:
-  enum class Kind { kCopyIn, kQuantize, kConv2d, kDepthwise, kGemm, kElementwise, kPool, kGlobalAvgPool, kConcat, kClamp,
-                    kFlatten, kDequantize };
+  enum class Kind { kCopyIn, kQuantize, kConv2d, kDepthwise, kGemm, kElementwise, kPool, kGlobalAvgPool,
+                    kConcat, kClamp, kFlatten, kDequantize };
   struct Step {
     Kind kind;
     std::vector<int> ins;  // tensor ids (input index for kQuantize)

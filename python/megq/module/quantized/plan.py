@@ -24,8 +24,8 @@ work is a large share of the forward. A :class:`PlanRunner` on the model's root 
   that branches on tensor values could take another; ``megq.quantization.compile(model)`` opts such a model in.
 * **Invalidation.** Each call checks that no module of the tree was replaced, got or lost a hook or left eval mode
   since the capture (one comparison of :func:`megq.module.module.tree_version` while no module attribute was
-  assigned anywhere, else a walk over the tree's links); if one did, the plans are dropped and rebuilt on demand. In-place edits of a
-  layer's integer parameters are not seen (nor by the layers' own prepared-kernel caches).
+  assigned anywhere, else a walk over the tree's links); if one did, the plans are dropped and rebuilt on demand.
+  In-place edits of a layer's integer parameters are not seen (nor by the layers' own prepared-kernel caches).
 
 Plans are transient: the runner is saved with the model (so ``megq.load`` gives a model that plans again), its plans
 are not (``_transient_attrs``); a deep copy gets a fresh runner.
