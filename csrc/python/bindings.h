@@ -92,6 +92,7 @@ void register_pooling(py::module_& m);
 void register_concat(py::module_& m);
 void register_depthwise(py::module_& m);
 void register_conv(py::module_& m);
+void register_plan(py::module_& m);
 
 }  // namespace megq_python
 

@@ -19,6 +19,7 @@ PYBIND11_MODULE(_C, m) {
   megq_python::register_concat(m);
   megq_python::register_depthwise(m);
   megq_python::register_conv(m);
+  megq_python::register_plan(m);
   // Read MEGQ_ISA and MEGQ_NUM_THREADS now, so that a bad value fails the
   // import (ImportError with the variable's name and what it accepts)
   // instead of the first kernel call.

@@ -13,21 +13,44 @@ pooling rounds ``sum / count`` half away from zero.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from types import ModuleType
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
 import numpy as np
 
 from ..qtensor import QuantizedTensor
 
 __all__ = ["ELEMWISE_METHODS", "adaptive_avg_pool2d", "avg_pool2d", "backend_library", "concat", "elemwise",
-           "expect_quantized", "flatten", "max_pool2d", "relu", "requantize", "reshape"]
+           "expect_quantized", "flatten", "max_pool2d", "relu", "requantize", "reshape", "traced"]
 
 #: Elemwise modes with an int8 kernel (other MegEngine modes stay float: ``disable_quantize()``).
 ELEMWISE_METHODS = ("ADD", "FUSE_ADD_RELU", "MUL")
 
 # NCHW axis -> axis of the NHWC storage of a 4-D QuantizedTensor.
 _NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+# -- tracing -------------------------------------------------------------------------------------------------------
+
+# While a thread records a Q model's forward (megq.module.quantized.plan builds an execution plan from it), its
+# tracer sees every op below and every quantized layer's forward: ``tracer(name, fn, args, kwargs)`` calls ``fn``
+# and returns its result. Other threads, and this one when not tracing, pay one attribute lookup per op.
+_tracing = threading.local()
+
+
+def traced(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: report calls of the decorated op as ``name`` to the current thread's tracer, if any."""
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def op(*args: Any, **kwargs: Any) -> Any:
+            tracer = getattr(_tracing, "tracer", None)
+            if tracer is None:
+                return fn(*args, **kwargs)
+            return tracer(name, fn, args, kwargs)
+        return op
+    return decorate
 
 
 # -- backend choice ------------------------------------------------------------------------------------------------
@@ -104,6 +127,7 @@ def _narrow(data: np.ndarray, qmin: int, qmax: int, dtype: str) -> np.ndarray:
 
 # -- weightless ops ------------------------------------------------------------------------------------------------
 
+@traced("max_pool2d")
 def max_pool2d(x: QuantizedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> QuantizedTensor:
     """Max pooling; scale and zero point unchanged."""
     _nhwc(x, "max_pool2d")
@@ -112,6 +136,7 @@ def max_pool2d(x: QuantizedTensor, kernel_size: Any, stride: Any = None, padding
                           x.zero_point))
 
 
+@traced("avg_pool2d")
 def avg_pool2d(x: QuantizedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                mode: str = "average_count_exclude_padding") -> QuantizedTensor:
     """Average pooling (``sum / count`` rounded half away from zero); scale and zero point unchanged."""
@@ -121,6 +146,7 @@ def avg_pool2d(x: QuantizedTensor, kernel_size: Any, stride: Any = None, padding
                           x.zero_point))
 
 
+@traced("adaptive_avg_pool2d")
 def adaptive_avg_pool2d(x: QuantizedTensor, oshp: Any) -> QuantizedTensor:
     """Average pooling to ``oshp``; the output size must divide the input size (uniform windows)."""
     _nhwc(x, "adaptive_avg_pool2d")
@@ -134,6 +160,7 @@ def adaptive_avg_pool2d(x: QuantizedTensor, oshp: Any) -> QuantizedTensor:
     return avg_pool2d(x, (h // oh, w // ow))
 
 
+@traced("flatten")
 def flatten(x: QuantizedTensor, start_axis: int = 0, end_axis: int = -1) -> QuantizedTensor:
     """Flattens in the logical (NCHW) order, so a following Linear sees the float model's feature order."""
     data = np.ascontiguousarray(x.int_repr_nchw())
@@ -143,6 +170,7 @@ def flatten(x: QuantizedTensor, start_axis: int = 0, end_axis: int = -1) -> Quan
     return x.like(_store(data.reshape(new_shape)))
 
 
+@traced("reshape")
 def reshape(x: QuantizedTensor, shape: Sequence[int]) -> QuantizedTensor:
     """Reshapes the logical (NCHW-ordered) values."""
     data = np.ascontiguousarray(x.int_repr_nchw()).reshape(tuple(shape))
@@ -166,11 +194,13 @@ def activation_bounds(scale: Any, zero_point: int, qmin: int, qmax: int, activat
     return max(int(qmin), lo), min(int(qmax), hi)
 
 
+@traced("relu")
 def relu(x: QuantizedTensor) -> QuantizedTensor:
     """``max(q, z)``: the quantized zero is the zero point."""
     return x.like(np.maximum(x.data, np.asarray(max(x.zero_point, x.qmin), x.data.dtype)))
 
 
+@traced("relu6")
 def relu6(x: QuantizedTensor) -> QuantizedTensor:
     """``clip(q, lo, hi)`` with :func:`activation_bounds`' ReLU6 bounds; scale and zero point unchanged."""
     lo, hi = activation_bounds(x.scale, x.zero_point, x.qmin, x.qmax, "relu6")
@@ -179,6 +209,7 @@ def relu6(x: QuantizedTensor) -> QuantizedTensor:
 
 # -- ops with output qparams ---------------------------------------------------------------------------------------
 
+@traced("elemwise")
 def elemwise(method: str, a: QuantizedTensor, b: QuantizedTensor, out_scale: np.float32, out_zero_point: int,
              qmin: int, qmax: int, out_dtype: str, owner: str) -> QuantizedTensor:
     """``method`` (one of :data:`ELEMWISE_METHODS`) of two quantized tensors, requantized to the output qparams
@@ -195,6 +226,7 @@ def elemwise(method: str, a: QuantizedTensor, b: QuantizedTensor, out_scale: np.
     return QuantizedTensor(_narrow(data, qmin, qmax, out_dtype), out_scale, out_zero_point, qmin, qmax, a.backend)
 
 
+@traced("concat")
 def concat(inputs: Sequence[QuantizedTensor], axis: int, out_scale: np.float32, out_zero_point: int, qmin: int,
            qmax: int, out_dtype: str, owner: str) -> QuantizedTensor:
     """Concatenate along a logical (NCHW) axis, each input requantized to the output qparams."""

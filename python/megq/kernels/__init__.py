@@ -7,7 +7,8 @@ One module per kernel family; everything public is re-exported here:
 * :mod:`megq.kernels.gemm` -- int8 GEMM with int32 accumulation and requantization;
 * :mod:`megq.kernels.conv` -- int8 conv2d (NHWC) on the GEMM engine;
 * :mod:`megq.kernels.prepare` -- ``prepare_gemm`` / ``prepare_conv2d`` / ``prepare_depthwise_conv2d``: arguments
-  checked once, then a cheap call per input.
+  checked once, then a cheap call per input;
+* :mod:`megq.kernels.plan` -- ``Plan``: a whole forward's kernel calls, replayed by one call.
 
 Every kernel has a numpy twin in :mod:`megq.reference` that defines its result bit for bit.
 """
@@ -17,6 +18,7 @@ from .conv import PackedConv2dWeights, conv2d, pack_conv2d_weights
 from .depthwise import PackedDepthwiseWeights, depthwise_conv2d, pack_depthwise_weights
 from .elementwise import add, fuse_add_relu, mul
 from .gemm import MAX_SAFE_K, PackedGemmWeights, gemm, pack_gemm_weights, relu_bounds
+from .plan import Plan
 from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from .prepare import prepare_conv2d, prepare_depthwise_conv2d, prepare_gemm
 from .quantize import dequantize, quantize, requantize
@@ -44,4 +46,6 @@ __all__ = [
     # the other int8 ops
     "quantize", "dequantize", "requantize", "add", "fuse_add_relu", "mul", "max_pool2d", "avg_pool2d",
     "global_avg_pool2d", "concat",
+    # prepared execution plans of whole Q models
+    "Plan",
 ]

@@ -14,7 +14,16 @@ import numpy as np
 
 from ..tensor import Parameter, Tensor
 
-__all__ = ["Module", "HookHandle"]
+__all__ = ["Module", "HookHandle", "tree_version"]
+
+# Bumped by every attribute assignment on a module and every hook registration or removal, so a cache derived
+# from a module tree (megq.module.quantized.plan) can tell in one comparison that no tree changed since it was made.
+_tree_version = [0]
+
+
+def tree_version() -> int:
+    """A number that changes whenever an attribute of any module is assigned or a hook is added or removed."""
+    return _tree_version[0]
 
 
 class HookHandle:
@@ -25,6 +34,7 @@ class HookHandle:
 
     def remove(self) -> None:
         self._hooks.pop(self._key, None)
+        _tree_version[0] += 1
 
 
 class Module:
@@ -57,10 +67,19 @@ class Module:
         self._forward_pre_hooks: Dict[int, Callable] = OrderedDict()
         self._hook_counter = 0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        _tree_version[0] += 1
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runner = self.__dict__.get("_plan_runner")
+        if runner is not None:  # a Q model's execution plan (megq.module.quantized.plan); NotImplemented: not here
+            out = runner.run(self, args, kwargs)
+            if out is not NotImplemented:
+                return out
         for hook in list(self._forward_pre_hooks.values()):
             res = hook(self, args)
             if res is not None:

@@ -71,6 +71,7 @@ from .qconfig import (
 )
 from .quantize import (
     apply_easy_quant,
+    compile,
     disable_fake_quant,
     disable_observer,
     enable_fake_quant,
@@ -107,7 +108,7 @@ __all__ = [
     "IntegerLayer", "act_qparams", "quantize_weight",
     "compare", "CompareReport", "LayerError", "ptq",
     "calibrate", "freeze_calibration", "PTQ_OPTIONS", "register_ptq_option", "set_integer_eval_backend",
-    "get_integer_eval_backend",
+    "get_integer_eval_backend", "compile",
 ]
 
 

@@ -25,7 +25,7 @@ from .qconfig import QConfig, ema_fakequant_qconfig
 
 __all__ = ["quantize_qat", "quantize", "propagate_qconfig", "reset_qconfig", "enable_fake_quant", "disable_fake_quant",
            "enable_observer", "disable_observer", "apply_easy_quant", "hook_qat_module",
-           "QPARAMS_PASSTHROUGH_TYPES", "FloatIsland"]
+           "QPARAMS_PASSTHROUGH_TYPES", "FloatIsland", "compile"]
 
 logger = logging.getLogger("megq.quantization")
 
@@ -301,9 +301,13 @@ def _note_quantized_input(module: Module, inputs: tuple) -> None:
     if isinstance(x, QuantizedTensor) or (
             (getattr(x, "qparams", None) is not None or qat.module.in_quantized_region(x))
             and not qat.quant_dequant.was_dequantized(x)):
-        module._saw_quantized_input = True
+        if not module.__dict__.get("_saw_quantized_input"):  # assign once: an assignment invalidates plans' checks
+            module._saw_quantized_input = True
     return None
 
+
+# Never changes a QuantizedTensor: a Q model's execution plan may run past it (megq.module.quantized.plan).
+_note_quantized_input.plan_transparent = True  # type: ignore[attr-defined]
 
 QPARAMS_PASSTHROUGH_TYPES = _passthrough_types
 
@@ -315,6 +319,9 @@ def _pass_qparams(module: Module, inputs: tuple, output: Any) -> None:
     elif isinstance(output, Tensor) and inputs and qat.module.in_quantized_region(inputs[0]):
         qat.module.mark_quantized_region(output)
     return None
+
+
+_pass_qparams.plan_transparent = True  # type: ignore[attr-defined]  # float Tensors only (see above)
 
 
 def _install_qparams_passthrough(module: Module) -> None:
@@ -503,4 +510,34 @@ def quantize(module: Module, inplace: bool = True, mapping: Optional[Dict[type, 
         # a float layer with weights left in the Q model: its BLAS calls follow megq's thread setting
         if not isinstance(m, (qat.QATModule, quantized.QuantizedModule)) and any(True for _ in m.parameters(False)):
             m._blas_threads_as_megq = True
+    if not isinstance(module, quantized.QuantizedModule):
+        quantized.plan.attach_plan_runner(module)  # one C++ call per forward where the model allows (see compile)
     return module
+
+
+def compile(model: Module, enabled: bool = True) -> Module:  # noqa: A001  (megq.quantization.compile)
+    """Run the Q model ``model`` through prepared execution plans (``enabled=True``) or always layer by layer
+    (``enabled=False``); returns ``model``.
+
+    A plan is one C++ call per forward: at the first eval call for an input shape the forward is traced layer by
+    layer, its kernel calls become a :class:`megq.kernels.Plan` (activations in one arena allocated once), and
+    later calls with that shape run the plan with the GIL released, bit for bit equal to the layer-by-layer path.
+    Anything the plan cannot express (a float layer, an op without a plan step, a user hook, keyword arguments)
+    keeps the model on the layer-by-layer path; see :mod:`megq.module.quantized.plan`.
+
+    ``quantize()`` already gives its result a runner that plans models whose modules all run megq's own
+    ``forward`` code (the zoo's ResNets and MobileNetV2 ...). ``compile(model)`` also plans models with a
+    user-written ``forward``, on the user's word that it takes the same path for every input of a shape (a trace
+    records one path); it drops existing plans, which are rebuilt on demand. Plans are never saved: a model loaded
+    with ``megq.load`` plans again (its runner is saved), and a file written before plans existed needs
+    ``compile(model)``.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model: expected a megq Module, got {type(model).__name__}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+    for m in model.modules():  # a fresh start: sub-module runners (made when the whole forward was not plannable)
+        m.__dict__.pop("_plan_runner", None)
+    if enabled:
+        quantized.plan.attach_plan_runner(model, trusted=True)
+    return model

@@ -5,6 +5,7 @@ Layers exchange :class:`~megq.qtensor.QuantizedTensor` (int8/uint8 NHWC + scale 
 weightless ops are :mod:`megq.functional.quantized`'s and their integer parameters
 :class:`megq.quantization.IntegerLayer`.
 """
+from . import plan as plan  # PlanRunner: the execution plans quantize() attaches
 from .conv import Conv2d, ConvBn2d, ConvBnRelu2d, ConvBnRelu62d, ConvRelu2d, ConvRelu62d
 from .elemwise import Concat, Elemwise
 from .linear import Linear, LinearBn1d, LinearBnRelu1d, LinearRelu, LinearRelu6

@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 
+from ...functional.quantized import traced
 from ...qtensor import QuantizedTensor
 from ...quantization.integer_layer import IntegerLayer
 from .module import QuantizedModule, expect_quantized
@@ -60,13 +61,16 @@ class Conv2d(QuantizedModule):
                 packed = kernels.pack_depthwise_weights(self.layer.weight_q, bias_q, multiplier,
                                                         in_channels=self.groups, **pack_args)
                 kernel = kernels.prepare_depthwise_conv2d(packed, **bound)
+                kernel.plan_args = ("depthwise", packed, bound)  # read by execution plans (quantized.plan)
             else:
                 packed = kernels.pack_conv2d_weights(self.layer.weight_q, bias_q, multiplier, groups=self.groups,
                                                      **pack_args)
                 kernel = kernels.prepare_conv2d(packed, **bound)
+                kernel.plan_args = ("conv2d", packed, bound)
             cache[key] = kernel
         return kernel
 
+    @traced("conv2d")
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
         x = expect_quantized(x, type(self).__name__)
         return self.layer.output(self.kernel_for(x)(x.data), "kernels")

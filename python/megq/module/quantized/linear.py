@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 
+from ...functional.quantized import traced
 from ...qtensor import QuantizedTensor
 from ...quantization.integer_layer import IntegerLayer
 from .module import QuantizedModule, expect_quantized
@@ -41,11 +42,14 @@ class Linear(QuantizedModule):
             packed = kernels.pack_gemm_weights(weight_kn, bias_q, multiplier, input_dtype=x.dtype,
                                                input_zero_point=x.zero_point,
                                                narrow_range=bool(self.layer.weight_q.min() > -128))
-            kernel = kernels.prepare_gemm(packed, out_dtype=self.layer.out_dtype,
-                                          out_zero_point=self.layer.out_zero_point, out_min=lo, out_max=hi)
+            bound = dict(out_dtype=self.layer.out_dtype, out_zero_point=self.layer.out_zero_point, out_min=lo,
+                         out_max=hi)
+            kernel = kernels.prepare_gemm(packed, **bound)
+            kernel.plan_args = ("gemm", packed, bound)  # read by execution plans (quantized.plan)
             cache[key] = kernel
         return kernel
 
+    @traced("linear")
     def forward(self, x: QuantizedTensor) -> QuantizedTensor:
         x = expect_quantized(x, type(self).__name__)
         if x.ndim != 2:

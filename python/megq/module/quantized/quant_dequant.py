@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ...functional.quantized import traced
 from ...qtensor import QuantizedTensor
 from ...quantization.integer_layer import act_qparams
 from ...tensor import Tensor
@@ -24,6 +25,7 @@ class QuantStub(QuantizedModule):
         s, z, qmin, qmax, dtype = act_qparams(qat_module.get_activation_qparams(), type(qat_module).__name__)
         return cls(s, z, qmin, qmax, dtype)
 
+    @traced("quant_stub")
     def forward(self, x: Any) -> QuantizedTensor:
         from ... import kernels
 
@@ -41,6 +43,7 @@ class DequantStub(QuantizedModule):
     def from_qat_module(cls, qat_module: Any) -> "DequantStub":
         return cls()
 
+    @traced("dequant_stub")
     def forward(self, x: Any) -> Tensor:
         from ... import kernels
 
