@@ -6,6 +6,7 @@
 #include <string>
 
 #include "megq/dcheck.h"
+#include "megq/kernels/conv_kernels.h"
 #include "megq/limits.h"
 #include "megq/thread_pool.h"
 
@@ -20,6 +21,18 @@ constexpr size_t kIm2colTileBytes = 48 * 1024;
 constexpr int kMaxTilePixels = 256;
 
 size_t output_bytes(OutputType t) { return t == OutputType::kInt32 ? 4 : 1; }
+
+// The ISA's gatherer that writes patches straight into its GEMM kernel's
+// packed A form (kernels/conv_kernels.h), or null: then patches are gathered
+// as plain bytes here and the kernel converts them itself.
+using PackedIm2col = void (*)(const Im2colArgs&, int, int, uint8_t*);
+PackedIm2col packed_im2col(Isa isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+  if (isa == Isa::kAvx512Vnni) return avx512vnni::im2col_packed;
+#endif
+  (void)isa;
+  return nullptr;
+}
 
 }  // namespace
 
@@ -170,11 +183,47 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   }
   const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, tiles)));
   const int panels_per_block = ceil_div(panels, n_blocks);
-  const size_t im2col_bytes = static_cast<size_t>(tile) * k;
   const size_t scratch_bytes = gemm_scratch_bytes(first);
   const uint8_t pad_byte = static_cast<uint8_t>(first.input_zero_point);
   const bool row_taps_contiguous = groups == 1 && c.dilation_w == 1 && x.stride_w == x.channels;
 
+  if (const PackedIm2col gather = packed_im2col(first.isa)) {
+    // Rows of Kp bytes, sign bit flipped for a signed input (the VNNI
+    // kernel's unsigned operand, AInput::kUnsigned); 64 bytes of slack for
+    // the gatherer's whole-vector stores.
+    const int kp = first.Kp;
+    const uint8_t flip = first.input_signed ? 0x80 : 0;
+    const size_t packed_bytes = static_cast<size_t>(tile) * kp + 64;
+    Im2colArgs args{};
+    args.x = x.data;
+    args.stride_n = x.stride_n, args.stride_h = x.stride_h, args.stride_w = x.stride_w;
+    args.height = x.height, args.width = x.width, args.channels = cin_g;
+    args.kernel_h = p.kernel_h, args.kernel_w = p.kernel_w;
+    args.stride_y = c.stride_h, args.stride_x = c.stride_w, args.pad_y = c.pad_h, args.pad_x = c.pad_w;
+    args.dilation_y = c.dilation_h, args.dilation_x = c.dilation_w;
+    args.out_h = oh, args.out_w = ow;
+    args.pad_value = static_cast<uint8_t>(pad_byte ^ flip), args.flip = flip;
+    args.K = k, args.Kp = kp;
+    parallel_for(tiles * n_blocks * groups, [&](int task) {
+      thread_local AlignedBuffer patches;
+      patches.reserve(packed_bytes);
+      const int g = task % groups, nb = (task / groups) % n_blocks, t = task / groups / n_blocks;
+      const int p_begin = t * tile, count = std::min(tile, pixels - p_begin);
+      Im2colArgs a = args;
+      a.x = x.data + g * cin_g;
+      uint8_t* rows = patches.as<uint8_t>();
+      gather(a, p_begin, count, rows);
+      const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 < p1) {
+        gemm_rows_packed(*p.group_weights[g], rows, count, out,
+                         y + static_cast<ptrdiff_t>(p_begin) * y_pixel_stride + g * cout_g * elem, y_pixel_stride,
+                         p0, p1);
+      }
+    });
+    return;
+  }
+
+  const size_t im2col_bytes = static_cast<size_t>(tile) * k;
   parallel_for(tiles * n_blocks * groups, [&](int task) {
     thread_local AlignedBuffer patches, scratch;
     patches.reserve(im2col_bytes);

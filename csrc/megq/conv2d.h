@@ -13,7 +13,9 @@
 //     turns into a row stride of s pixels, one output row at a time.
 //   * otherwise: tiles of output pixels are gathered (im2col) into a per-thread
 //     buffer sized to stay in cache, then multiplied; the full im2col matrix
-//     is never built.
+//     is never built. Where the ISA has a gatherer (kernels/conv_kernels.h),
+//     it writes the tile directly in the GEMM kernel's packed A form, so the
+//     kernel does not copy it again.
 #ifndef MEGQ_CONV2D_H_
 #define MEGQ_CONV2D_H_
 

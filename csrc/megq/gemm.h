@@ -94,6 +94,14 @@ void gemm_rows(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrd
                const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end,
                uint8_t* scratch);
 
+// Like gemm_rows, for rows already in the ISA kernel's packed A form
+// (GemmArgs::a_packed; for the byte layouts, rows of Kp bytes converted as
+// the kernel's AInput says and zero beyond K), row r at a_packed + r * Kp.
+// Used by conv2d, whose patch gatherer writes that form directly.
+void gemm_rows_packed(const PackedGemmWeights& packed, const uint8_t* a_packed, int rows,
+                      const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin,
+                      int panel_end);
+
 // Runs the ISA's peak instruction loop `iterations` times; returns the ops
 // (2 per multiply-add) it executed, or 0 if the ISA has no such loop.
 int64_t run_peak_loop(Isa isa, int64_t iterations);

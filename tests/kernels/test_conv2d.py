@@ -111,11 +111,25 @@ def test_extreme_values(isa):
 def test_offset_and_strided_input_views(isa, threads):
     rng = np.random.default_rng(15)
     big = rng.integers(-128, 128, (2, 20, 30, 24)).astype(np.int8)
-    for view in (big[:, 3:14, 5:17, 4:12], big[:, ::2, ::3, :8], big[1:, ::-1, 2:9, 16:]):
+    for view in (big[:, 3:14, 5:17, 4:12], big[:, ::2, ::3, :8], big[1:, ::-1, 2:9, 16:], big[:, 2:9, ::-1, :8],
+                 big[:, :, -7:, -3:]):
         assert not view.flags.c_contiguous
         check(rng, *view.shape, 9, 3, 3, 1, 1, x=view)
         check(rng, *view.shape, 9, 1, 1, 1, 0, x=view)
         check(rng, *view.shape, 9, 1, 1, 2, 0, x=view)
+
+
+@pytest.mark.parametrize("out_dtype,zy", [("int8", -3), ("uint8", 128), ("int32", 0)])
+def test_whole_k_groups_and_tails(isa, threads, out_dtype, zy):
+    """K a multiple of 4 or not, uint8 (read in place when whole) and int8 inputs, Cout around the 16/32/64
+    column tiles, pixel counts around the row tiles, stride 1 and 2 with padding, tiny images."""
+    rng = np.random.default_rng(17)
+    shapes = [(4, 33, 3, 5), (8, 64, 3, 9), (16, 96, 1, 11), (24, 31, 1, 7), (12, 65, 1, 3), (3, 64, 7, 12),
+              (3, 17, 7, 3), (64, 64, 3, 6), (20, 48, 1, 1), (2, 1, 3, 2)]
+    for cin, cout, k, hw in shapes:
+        for (a_dtype, zx), stride in itertools.product((("uint8", 128), ("int8", 5)), (1, 2)):
+            check(rng, 1, hw, hw + 1, cin, cout, k, k, stride, k // 2, a_dtype=a_dtype, zx=zx,
+                  out_dtype=out_dtype, zy=zy)
 
 
 def test_resnet_and_mobilenet_shapes(isa):

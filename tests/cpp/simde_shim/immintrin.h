@@ -50,6 +50,18 @@ static inline simde__m512i megq_shim_mm512_cvtps_epi32(simde__m512 a) {
   return simde__m512i_from_private(r_);
 }
 
+// vcvttps2dq: float32 -> int32 truncating toward zero; NaN and out-of-range
+// lanes give the "integer indefinite" value INT32_MIN.
+static inline simde__m512i megq_shim_mm512_cvttps_epi32(simde__m512 a) {
+  simde__m512_private a_ = megq_shim_f(a);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) {
+    const float x = a_.f32[i];
+    r_.i32[i] = (x > -2147483904.0f && x < 2147483648.0f) ? (int32_t)x : INT32_MIN;
+  }
+  return simde__m512i_from_private(r_);
+}
+
 // vmovdqu8 zmm{k}{z}, m512: masked-off bytes are zero and are not read.
 static inline simde__m512i megq_shim_mm512_maskz_loadu_epi8(simde__mmask64 k, const void* p) {
   const uint8_t* src = (const uint8_t*)p;
@@ -64,6 +76,15 @@ static inline void megq_shim_mm512_mask_storeu_epi8(void* p, simde__mmask64 k, s
   uint8_t* dst = (uint8_t*)p;
   for (int i = 0; i < 64; ++i)
     if ((k >> i) & 1) dst[i] = a_.u8[i];
+}
+
+// vmovdqu8 m256{k}, ymm: only selected bytes are written.
+static inline void megq_shim_mm256_mask_storeu_epi8(void* p, uint32_t k, __m256i a) {
+  uint8_t bytes[32];
+  memcpy(bytes, &a, 32);
+  uint8_t* dst = (uint8_t*)p;
+  for (int i = 0; i < 32; ++i)
+    if ((k >> i) & 1) dst[i] = bytes[i];
 }
 
 // vmovdqu32 m512{k}, zmm: only selected dwords are written.
@@ -105,11 +126,17 @@ static inline int32_t megq_shim_mm512_reduce_add_epi32(simde__m512i a) {
 #ifndef _mm512_cvtps_epi32
 #define _mm512_cvtps_epi32(a) megq_shim_mm512_cvtps_epi32(a)
 #endif
+#ifndef _mm512_cvttps_epi32
+#define _mm512_cvttps_epi32(a) megq_shim_mm512_cvttps_epi32(a)
+#endif
 #ifndef _mm512_maskz_loadu_epi8
 #define _mm512_maskz_loadu_epi8(k, p) megq_shim_mm512_maskz_loadu_epi8(k, p)
 #endif
 #ifndef _mm512_mask_storeu_epi8
 #define _mm512_mask_storeu_epi8(p, k, a) megq_shim_mm512_mask_storeu_epi8(p, k, a)
+#endif
+#ifndef _mm256_mask_storeu_epi8
+#define _mm256_mask_storeu_epi8(p, k, a) megq_shim_mm256_mask_storeu_epi8(p, k, a)
 #endif
 #ifndef _mm512_mask_storeu_epi32
 #define _mm512_mask_storeu_epi32(p, k, a) megq_shim_mm512_mask_storeu_epi32(p, k, a)

@@ -195,9 +195,10 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
-  MEGQ_DCHECK(scratch != nullptr && MEGQ_ALIGNED(scratch, 64));
   const Epilogue e = make_epilogue(g);
   const bool in_place = reads_a_in_place(g);
+  // Scratch is only needed when rows must be converted here.
+  MEGQ_DCHECK(in_place || g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));
   for (int m = m_begin; m < m_end; m += kMR) {
     const int rows = m_end - m < kMR ? m_end - m : kMR;
     const uint8_t* a;
