@@ -53,28 +53,35 @@ void pack_a_rows(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 // inside each store, they would be reloaded from GemmArgs after every byte
 // store, which the compiler must assume may alias them.)
 struct Epilogue {
-  __m512 lo, hi;   // clamp bounds minus the zero point, as floats
+  __m512 hi;       // upper clamp bound minus the zero point, as a float
   __m512 half;     // the largest float below 0.5
   __m512i sign;    // float sign bit
+  __m512i lo16;    // lower clamp bound minus the zero point, in every int16 lane
   __m512i zp16;    // the output zero point in every int16 lane
   __m512i order;   // dword permutation undoing the in-lane packs
 };
 
 inline Epilogue make_epilogue(const GemmArgs& g) {
   Epilogue e;
-  e.lo = _mm512_set1_ps(static_cast<float>(g.out_min - g.out_zero_point));
   e.hi = _mm512_set1_ps(static_cast<float>(g.out_max - g.out_zero_point));
   e.half = _mm512_set1_ps(0.49999997f);
   e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  e.lo16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_min - g.out_zero_point));
   e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_zero_point));
   e.order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   return e;
 }
 
-// float32(acc) * M, clamped to [lo - z, hi - z], rounded half away from zero
-// (csrc/megq/requantize.h), as int32 without the zero point.
-// Rounding: for |v| <= 255 (the clamped range: lo and hi are output values,
-// -128 <= lo - z, hi - z <= 255 in magnitude), truncating v + copysign(h, v)
+// The requantization of csrc/megq/requantize.h, with lo' = lo - z and
+// hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
+//   v = min(float32(acc) * M, hi')            (float, here)
+//   q = round_half_away(v), as int32          (here; see below)
+//   y = max(q, lo') + z, as bytes             (int16 lanes, in store32)
+// Clamping below after rounding equals clamping before (lo' is an integer and
+// rounding is monotone), and any q at or below lo' gives lo': a v below lo'
+// may round to anything <= lo', or convert to INT32_MIN out of range, which
+// the int16 pack saturates to -32768.
+// Rounding: for lo' <= v <= hi' (|v| <= 255), truncating v + copysign(h, v)
 // with h = 0.49999997f (the float just below 0.5) is round half away from
 // zero: the float sum is rounded to nearest even, and an exact 0.5 fraction
 // sums to 1 - 2^-25 above the floor, a tie of the two floats around it that
@@ -83,21 +90,19 @@ inline Epilogue make_epilogue(const GemmArgs& g) {
 // with |v| <= 256. (Adding 0.5 instead is wrong for 0.49999997f.)
 inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multiplier) {
   __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(multiplier));
-  v = _mm512_min_ps(_mm512_max_ps(v, e.lo), e.hi);
+  v = _mm512_min_ps(v, e.hi);
   // copysign(half, v) = (v & sign) | half
   const __m512 h = _mm512_castsi512_ps(
       _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
-  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));  // integral and in range: exact
+  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
 }
 
 // Writes 32 columns of one row from two vectors of 16 accumulators (bias
-// not yet added): bias, multiplier and c point at the first column; `valid`
-// of the 32 columns are inside N.
-inline void store32(const Epilogue& e, OutputType type, const int32_t* bias, const float* multiplier,
-                    __m512i acc0, __m512i acc1, uint8_t* c, int valid) {
+// included): multiplier and c point at the first column; `valid` of the 32
+// columns are inside N.
+inline void store32(const Epilogue& e, OutputType type, const float* multiplier, __m512i acc0, __m512i acc1,
+                    uint8_t* c, int valid) {
   if (valid <= 0) return;
-  acc0 = _mm512_add_epi32(acc0, _mm512_loadu_si512(bias));
-  acc1 = _mm512_add_epi32(acc1, _mm512_loadu_si512(bias + 16));
   if (type == OutputType::kInt32) {
     int32_t* c32 = reinterpret_cast<int32_t*>(c);
     const uint32_t bits = valid >= 32 ? ~0u : (1u << valid) - 1;
@@ -107,10 +112,12 @@ inline void store32(const Epilogue& e, OutputType type, const int32_t* bias, con
   }
   const __m512i q0 = requantize16(e, acc0, multiplier);
   const __m512i q1 = requantize16(e, acc1, multiplier + 16);
-  // |q| <= 255: the int16 pack is exact, and q + z is an output value, so the
-  // byte pack (signed or unsigned per the output type) is exact too. The packs
-  // work within 128-bit lanes; `order` gathers the bytes back in column order.
-  const __m512i w = _mm512_add_epi16(_mm512_packs_epi32(q0, q1), e.zp16);
+  // The int16 pack saturates (see requantize16); after the lower clamp and
+  // the zero point every lane is an output value, so the byte pack (signed or
+  // unsigned per the output type) is exact. The packs work within 128-bit
+  // lanes; `order` gathers the bytes back in column order.
+  __m512i w = _mm512_max_epi16(_mm512_packs_epi32(q0, q1), e.lo16);
+  w = _mm512_add_epi16(w, e.zp16);
   const __m512i b = type == OutputType::kUint8 ? _mm512_packus_epi16(w, w) : _mm512_packs_epi16(w, w);
   const __m256i out = _mm512_castsi512_si256(_mm512_permutexvar_epi32(e.order, b));
   if (valid >= 32) {
@@ -124,11 +131,16 @@ inline void store32(const Epilogue& e, OutputType type, const int32_t* bias, con
 // a + r * a_stride (Kp bytes, or K when K == Kp).
 template <int ROWS, int NP>
 void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel) {
+  // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
+  // either way, so adding it first gives the same int32.
   __m512i acc[ROWS][2 * NP];
+  const int32_t* bias = g.bias + panel * kNR;
 #pragma GCC unroll 8
-  for (int r = 0; r < ROWS; ++r)
+  for (int j = 0; j < 2 * NP; ++j) acc[0][j] = _mm512_loadu_si512(bias + 16 * j);
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (int r = 1; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = acc[0][j];
 
   const uint8_t* b = g.packed + panel * g.panel_bytes;
   const int groups = g.Kp / kKR;
@@ -154,7 +166,6 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
   const int col0 = panel * kNR, n_left = g.N - col0;
   const OutputType type = g.out_type;
   const ptrdiff_t c_stride = g.c_stride;
-  const int32_t* bias = g.bias + col0;
   const float* multiplier = g.multiplier + col0;
   uint8_t* c = g.c + static_cast<ptrdiff_t>(row0) * c_stride + col0 * (type == OutputType::kInt32 ? 4 : 1);
   const int elem = type == OutputType::kInt32 ? 4 : 1;
@@ -162,7 +173,7 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
-      store32(e, type, bias + 32 * p, multiplier + 32 * p, acc[r][2 * p], acc[r][2 * p + 1],
+      store32(e, type, multiplier + 32 * p, acc[r][2 * p], acc[r][2 * p + 1],
               c + r * c_stride + 32 * p * elem, n_left - 32 * p);
 }
 
