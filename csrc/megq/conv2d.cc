@@ -30,6 +30,9 @@ PackedIm2col packed_im2col(Isa isa) {
 #ifdef MEGQ_BUILT_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return avx512vnni::im2col_packed;
 #endif
+#ifdef MEGQ_BUILT_AVX2
+  if (isa == Isa::kAvx2) return avx2::im2col_packed;
+#endif
   (void)isa;
   return nullptr;
 }
@@ -188,12 +191,13 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   const bool row_taps_contiguous = groups == 1 && c.dilation_w == 1 && x.stride_w == x.channels;
 
   if (const PackedIm2col gather = packed_im2col(first.isa)) {
-    // Rows of Kp bytes, sign bit flipped for a signed input (the VNNI
-    // kernel's unsigned operand, AInput::kUnsigned); 64 bytes of slack for
-    // the gatherer's whole-vector stores.
+    // Rows of Kp elements in the kernel's form (conv_kernels.h); 64 bytes of
+    // slack for the gatherer's whole-vector stores. The flip turns a signed
+    // input into the VNNI kernel's unsigned operand (AInput::kUnsigned).
     const int kp = first.Kp;
     const uint8_t flip = first.input_signed ? 0x80 : 0;
-    const size_t packed_bytes = static_cast<size_t>(tile) * kp + 64;
+    const size_t packed_bytes =
+        static_cast<size_t>(tile) * kp * static_cast<size_t>(first.layout.scratch_bytes_per_k_row) + 64;
     Im2colArgs args{};
     args.x = x.data;
     args.stride_n = x.stride_n, args.stride_h = x.stride_h, args.stride_w = x.stride_w;
@@ -203,6 +207,7 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
     args.dilation_y = c.dilation_h, args.dilation_x = c.dilation_w;
     args.out_h = oh, args.out_w = ow;
     args.pad_value = static_cast<uint8_t>(pad_byte ^ flip), args.flip = flip;
+    args.input_signed = first.input_signed, args.zero_point = first.input_zero_point;
     args.K = k, args.Kp = kp;
     parallel_for(tiles * n_blocks * groups, [&](int task) {
       thread_local AlignedBuffer patches;

@@ -234,8 +234,9 @@ void gemm_rows(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t
 void gemm_rows_packed(const PackedGemmWeights& p, const uint8_t* a_packed, int rows, const GemmOutput& out,
                       uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end) {
   check_output(p, out);
-  MEGQ_DCHECK(p.layout.scratch_bytes_per_k_row == 1);
-  GemmArgs g = make_args(p, a_packed, p.Kp, out, c, c_row_stride);
+  MEGQ_DCHECK(p.layout.scratch_bytes_per_k_row > 0);
+  GemmArgs g = make_args(p, a_packed, static_cast<ptrdiff_t>(p.Kp) * p.layout.scratch_bytes_per_k_row, out, c,
+                         c_row_stride);
   g.a_packed = a_packed;
   g.a_packed_row0 = 0;
   gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);

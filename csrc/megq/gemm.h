@@ -95,8 +95,8 @@ void gemm_rows(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrd
                uint8_t* scratch);
 
 // Like gemm_rows, for rows already in the ISA kernel's packed A form
-// (GemmArgs::a_packed; for the byte layouts, rows of Kp bytes converted as
-// the kernel's AInput says and zero beyond K), row r at a_packed + r * Kp.
+// (GemmArgs::a_packed: rows of Kp elements of layout.scratch_bytes_per_k_row
+// bytes, converted as the kernel's AInput says and zero beyond K).
 // Used by conv2d, whose patch gatherer writes that form directly.
 void gemm_rows_packed(const PackedGemmWeights& packed, const uint8_t* a_packed, int rows,
                       const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin,

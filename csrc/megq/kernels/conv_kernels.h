@@ -4,11 +4,14 @@
 // im2col_packed writes, for each of `count` output pixels starting at flat
 // index pixel_begin (n * out_h * out_w + oy * out_w + ox), one row of the
 // GEMM's A already in the form the ISA's GEMM kernel reads (GemmArgs::a_packed:
-// Kp bytes per row, K ordered (ky, kx, ci) like the packed weights):
-//   byte (ky*kernel_w + kx)*channels + ci = x[n, iy, ix, ci] ^ flip, or
-//   pad_value (the input zero point ^ flip) where (iy, ix) is in the padding;
-//   bytes [K, Kp) = 0 (the weights are 0 there too).
-// dst must hold count * Kp bytes plus 64 bytes of slack (a kernel may store
+// Kp elements per row, K ordered (ky, kx, ci) like the packed weights):
+//   avx512vnni (bytes, AInput::kUnsigned): element (ky*kernel_w + kx)*channels
+//     + ci = x[n, iy, ix, ci] ^ flip, or pad_value (the input zero point ^
+//     flip) where (iy, ix) is in the padding;
+//   avx2 (int16, AInput::kSubtractZeroPoint): x[n, iy, ix, ci] - zero_point
+//     (x read as int8 or uint8 per input_signed), or 0 in the padding;
+//   elements [K, Kp) = 0 (the weights are 0 there too).
+// dst must hold count * Kp elements plus 64 bytes of slack (a kernel may store
 // whole vectors past a row's end before the next row overwrites them). No byte
 // outside the image is read.
 #ifndef MEGQ_KERNELS_CONV_KERNELS_H_
@@ -25,11 +28,16 @@ struct Im2colArgs {
   int height, width, channels;             // channels: bytes per tap (of the group)
   int kernel_h, kernel_w, stride_y, stride_x, pad_y, pad_x, dilation_y, dilation_x;
   int out_h, out_w;
-  uint8_t pad_value, flip;
+  uint8_t pad_value, flip;  // avx512vnni
+  bool input_signed;        // avx2
+  int32_t zero_point;       // avx2
   int K, Kp;
 };
 
 namespace avx512vnni {
+void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);
+}
+namespace avx2 {
 void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);
 }
 

@@ -230,7 +230,7 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
-  MEGQ_DCHECK(scratch != nullptr && MEGQ_ALIGNED(scratch, 64));
+  MEGQ_DCHECK(g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));  // scratch: only to convert rows
   auto run_tile = [&](auto rows, const int16_t* a, int row0) {
     row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
   };
