@@ -190,6 +190,47 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   const uint8_t pad_byte = static_cast<uint8_t>(first.input_zero_point);
   const bool row_taps_contiguous = groups == 1 && c.dilation_w == 1 && x.stride_w == x.channels;
 
+#ifdef MEGQ_BUILT_AVX512VNNI
+  // Stride 1 along x (the 3x3 layers): consecutive output pixels read the
+  // same input rows shifted by one pixel, so instead of one gathered row of K
+  // bytes per pixel, each output row gets the kernel_h input rows it reads
+  // (flipped for the unsigned operand, padded), and the kernel reads every
+  // pixel's taps in place from them (a third of the bytes for 3x3).
+  if (first.isa == Isa::kAvx512Vnni && groups == 1 && c.stride_w == 1 && c.dilation_w == 1 &&
+      x.stride_w == x.channels && cin_g % 4 == 0 && ow >= 2 * mr) {
+    const uint8_t flip = first.input_signed ? 0x80 : 0;
+    const ptrdiff_t band_row_bytes = static_cast<ptrdiff_t>(ow + p.kernel_w - 1) * cin_g;
+    const size_t band_bytes = static_cast<size_t>(band_row_bytes) * p.kernel_h + 64;
+    Im2colArgs args{};
+    args.x = x.data;
+    args.stride_n = x.stride_n, args.stride_h = x.stride_h, args.stride_w = x.stride_w;
+    args.height = x.height, args.width = x.width, args.channels = cin_g;
+    args.kernel_h = p.kernel_h, args.kernel_w = p.kernel_w;
+    args.stride_y = c.stride_h, args.stride_x = 1, args.pad_y = c.pad_h, args.pad_x = c.pad_w;
+    args.dilation_y = c.dilation_h, args.dilation_x = 1;
+    args.out_h = oh, args.out_w = ow;
+    args.pad_value = static_cast<uint8_t>(static_cast<uint8_t>(first.input_zero_point) ^ flip), args.flip = flip;
+    args.K = first.K, args.Kp = first.Kp;
+    const int rows = x.batch * oh;
+    const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, rows)));
+    const int panels_per_block = ceil_div(panels, n_blocks);
+    parallel_for(rows * n_blocks, [&](int task) {
+      thread_local AlignedBuffer band;
+      band.reserve(band_bytes);
+      const int nb = task % n_blocks, row = task / n_blocks;
+      const int n = row / oh, oy = row % oh;
+      uint8_t* b = band.as<uint8_t>();
+      avx512vnni::band_rows(args, n, oy, b, band_row_bytes);
+      const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 < p1) {
+        gemm_rows_segmented(first, b, ow, cin_g, p.kernel_h, band_row_bytes, out,
+                            y + static_cast<ptrdiff_t>(row) * ow * y_pixel_stride, y_pixel_stride, p0, p1);
+      }
+    });
+    return;
+  }
+#endif
+
   if (const PackedIm2col gather = packed_im2col(first.isa)) {
     // Rows of Kp elements in the kernel's form (conv_kernels.h); 64 bytes of
     // slack for the gatherer's whole-vector stores. The flip turns a signed

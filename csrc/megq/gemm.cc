@@ -242,6 +242,17 @@ void gemm_rows_packed(const PackedGemmWeights& p, const uint8_t* a_packed, int r
   gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);
 }
 
+void gemm_rows_segmented(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t a_row_stride,
+                         int segments, ptrdiff_t segment_stride, const GemmOutput& out, uint8_t* c,
+                         ptrdiff_t c_row_stride, int panel_begin, int panel_end) {
+  check_output(p, out);
+  MEGQ_DCHECK(p.isa == Isa::kAvx512Vnni && segments > 0 && p.K == p.Kp && p.K % (4 * segments) == 0);
+  GemmArgs g = make_args(p, a, a_row_stride, out, c, c_row_stride);
+  g.a_segments = segments;
+  g.a_segment_stride = segment_stride;
+  gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);
+}
+
 void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_stride, const GemmOutput& out,
           uint8_t* c, ptrdiff_t c_row_stride) {
   if (M < 1) return;

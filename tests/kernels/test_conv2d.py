@@ -132,6 +132,19 @@ def test_whole_k_groups_and_tails(isa, threads, out_dtype, zy):
                   out_dtype=out_dtype, zy=zy)
 
 
+@pytest.mark.parametrize("a_dtype,zx", [("uint8", 128), ("int8", 0), ("int8", -7)])
+def test_wide_rows_at_unit_x_stride(isa, threads, a_dtype, zx):
+    """Output rows of 16+ pixels at x stride 1 (read in place from each output row's input rows on AVX-512 VNNI
+    when Cin is a multiple of 4), with y strides, dilations and paddings around them, and a strided view."""
+    rng = np.random.default_rng(18)
+    for cin, cout, kh, kw, stride, padding, dilation in [
+            (8, 33, 3, 3, 1, 1, 1), (4, 64, 3, 3, (2, 1), 1, 1), (12, 17, 5, 3, 1, (2, 1), (2, 1)),
+            (16, 70, 1, 3, 1, (0, 1), 1), (8, 9, 3, 1, 1, 0, 1), (64, 64, 3, 3, 1, 1, 1), (6, 20, 3, 3, 1, 1, 1)]:
+        check(rng, 2, 7, 21, cin, cout, kh, kw, stride, padding, dilation, a_dtype=a_dtype, zx=zx)
+    big = rng.integers(-128, 128, (1, 9, 40, 24)).astype(a_dtype)
+    check(rng, *big[:, ::2, 3:37, 4:12].shape, 9, 3, 3, 1, 1, a_dtype=a_dtype, zx=zx, x=big[:, ::2, 3:37, 4:12])
+
+
 def test_resnet_and_mobilenet_shapes(isa):
     rng = np.random.default_rng(16)
     check(rng, 1, 32, 32, 3, 16, 7, 7, 2, 3)     # stem

@@ -34,8 +34,17 @@ struct Im2colArgs {
   int K, Kp;
 };
 
+// band_rows (avx512vnni; stride_x == 1, dilation_x == 1, pixels contiguous):
+// for output row oy of image n, the kernel_h input rows its taps read, each as
+// out_w + kernel_w - 1 pixels of `channels` bytes starting at input column
+// -pad_x, x ^ flip, pad_value outside the image; row ky at
+// dst + ky * band_row_bytes. Output pixel ox's taps of row ky are then the
+// kernel_w * channels bytes at dst + ky * band_row_bytes + ox * channels: the
+// GEMM reads them in place as kernel_h segments (GemmArgs::a_segments)
+// instead of one gathered row per pixel. dst needs 64 bytes of slack.
 namespace avx512vnni {
 void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);
+void band_rows(const Im2colArgs& args, int n, int oy, uint8_t* dst, ptrdiff_t band_row_bytes);
 }
 namespace avx2 {
 void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);

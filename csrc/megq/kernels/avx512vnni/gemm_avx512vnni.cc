@@ -128,9 +128,11 @@ inline void store32(const Epilogue& e, OutputType type, const float* multiplier,
 }
 
 // rows x (NP panels) register tile over the whole K; row r of A at
-// a + r * a_stride (Kp bytes, or K when K == Kp).
+// a + r * a_stride (Kp bytes, or K when K == Kp), in `segments` pieces of
+// Kp / segments bytes, piece s at a + s * segment_stride (GemmArgs::a_segments).
 template <int ROWS, int NP>
-void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel) {
+void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel,
+          int segments, ptrdiff_t segment_stride) {
   // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
   // either way, so adding it first gives the same int32.
   __m512i acc[ROWS][2 * NP];
@@ -143,21 +145,23 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
     for (int j = 0; j < 2 * NP; ++j) acc[r][j] = acc[0][j];
 
   const uint8_t* b = g.packed + panel * g.panel_bytes;
-  const int groups = g.Kp / kKR;
-  for (int q = 0; q < groups; ++q) {
-    __m512i w[2 * NP];
+  const int groups = g.Kp / kKR / segments;
+  for (int s = 0; s < segments; ++s, a += segment_stride, b += groups * (kNR * kKR)) {
+    for (int q = 0; q < groups; ++q) {
+      __m512i w[2 * NP];
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) {
-      w[2 * p] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR));
-      w[2 * p + 1] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR) + 64);
-    }
+      for (int p = 0; p < NP; ++p) {
+        w[2 * p] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR));
+        w[2 * p + 1] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR) + 64);
+      }
 #pragma GCC unroll 8
-    for (int r = 0; r < ROWS; ++r) {
-      int32_t a4;
-      __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
+      for (int r = 0; r < ROWS; ++r) {
+        int32_t a4;
+        __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 8
-      for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+        for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+      }
     }
   }
 
@@ -179,15 +183,15 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
 
 template <int ROWS>
 void row_tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0,
-              int panel_begin, int panel_end) {
+              int panel_begin, int panel_end, int segments, ptrdiff_t segment_stride) {
   int p = panel_begin;
   if constexpr (ROWS <= 2) {
-    for (; p + 4 <= panel_end; p += 4) tile<ROWS, 4>(g, e, a, a_stride, row0, p);
+    for (; p + 4 <= panel_end; p += 4) tile<ROWS, 4>(g, e, a, a_stride, row0, p, segments, segment_stride);
   }
   if constexpr (ROWS <= 4) {
-    for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, e, a, a_stride, row0, p);
+    for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, e, a, a_stride, row0, p, segments, segment_stride);
   }
-  for (; p < panel_end; ++p) tile<ROWS, 1>(g, e, a, a_stride, row0, p);
+  for (; p < panel_end; ++p) tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
 }
 
 // Unsigned A whose K is a whole number of 4-byte groups is read in place: the
@@ -207,7 +211,11 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
   const Epilogue e = make_epilogue(g);
-  const bool in_place = reads_a_in_place(g);
+  const bool segmented = g.a_segments > 0;
+  const bool in_place = segmented || reads_a_in_place(g);
+  const int segments = segmented ? g.a_segments : 1;
+  const ptrdiff_t segment_stride = segmented ? g.a_segment_stride : 0;
+  MEGQ_DCHECK(!segmented || (g.K == g.Kp && g.K % (kKR * segments) == 0));
   // Scratch is only needed when rows must be converted here.
   MEGQ_DCHECK(in_place || g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));
   for (int m = m_begin; m < m_end; m += kMR) {
@@ -224,7 +232,7 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
       a = scratch;
     }
     with_row_count<kMR>(rows, [&](auto count) {
-      row_tile<decltype(count)::value>(g, e, a, a_stride, m, panel_begin, panel_end);
+      row_tile<decltype(count)::value>(g, e, a, a_stride, m, panel_begin, panel_end, segments, segment_stride);
     });
   }
 }

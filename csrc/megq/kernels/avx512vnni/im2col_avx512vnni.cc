@@ -126,5 +126,36 @@ void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* 
   }
 }
 
+void band_rows(const Im2colArgs& args, int n, int oy, uint8_t* dst, ptrdiff_t band_row_bytes) {
+  const Im2colArgs g = args;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.flip));
+  const __m512i pad = _mm512_set1_epi8(static_cast<char>(g.pad_value));
+  const int cin = g.channels;
+  const int band_w = g.out_w + g.kernel_w - 1;  // pixels, from input column -pad_x
+  const int left = g.pad_x < band_w ? g.pad_x : band_w;  // pixels left of the image
+  const int inside_end = g.width + g.pad_x < band_w ? g.width + g.pad_x : band_w;
+  const int inside = inside_end > left ? inside_end - left : 0;
+  const uint8_t* image = g.x + n * g.stride_n;
+  for (int ky = 0; ky < g.kernel_h; ++ky) {
+    uint8_t* d = dst + ky * band_row_bytes;
+    const int iy = oy * g.stride_y - g.pad_y + ky * g.dilation_y;
+    if (iy < 0 || iy >= g.height) {
+      fill(d, band_w * cin, pad);
+      continue;
+    }
+    // Left padding, the row (whole vectors inside it, masked at its end),
+    // right padding; each store may spill into the next part, written after.
+    fill(d, left * cin, pad);
+    const uint8_t* src = image + iy * g.stride_h;
+    uint8_t* m = d + left * cin;
+    int len = inside * cin;
+    for (; len >= 64; len -= 64, src += 64, m += 64) {
+      _mm512_storeu_si512(m, _mm512_xor_si512(_mm512_loadu_si512(src), flip));
+    }
+    if (len > 0) _mm512_storeu_si512(m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(first_bytes(len), src), flip));
+    fill(d + (left + inside) * cin, (band_w - left - inside) * cin, pad);
+  }
+}
+
 }  // namespace avx512vnni
 }  // namespace megq
