@@ -99,7 +99,8 @@ inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multipl
 
 // Writes 32 columns of one row from two vectors of 16 accumulators (bias
 // included): multiplier and c point at the first column; `valid` of the 32
-// columns are inside N.
+// columns are inside N. HALF: valid <= 16 and acc1 is not computed.
+template <bool HALF>
 inline void store32(const Epilogue& e, OutputType type, const float* multiplier, __m512i acc0, __m512i acc1,
                     uint8_t* c, int valid) {
   if (valid <= 0) return;
@@ -111,7 +112,7 @@ inline void store32(const Epilogue& e, OutputType type, const float* multiplier,
     return;
   }
   const __m512i q0 = requantize16(e, acc0, multiplier);
-  const __m512i q1 = requantize16(e, acc1, multiplier + 16);
+  const __m512i q1 = HALF ? q0 : requantize16(e, acc1, multiplier + 16);
   // The int16 pack saturates (see requantize16); after the lower clamp and
   // the zero point every lane is an output value, so the byte pack (signed or
   // unsigned per the output type) is exact. The packs work within 128-bit
@@ -130,19 +131,23 @@ inline void store32(const Epilogue& e, OutputType type, const float* multiplier,
 // rows x (NP panels) register tile over the whole K; row r of A at
 // a + r * a_stride (Kp bytes, or K when K == Kp), in `segments` pieces of
 // Kp / segments bytes, piece s at a + s * segment_stride (GemmArgs::a_segments).
-template <int ROWS, int NP>
+// HALF (NP == 1): the panel's last 16 columns are all beyond N, so only the
+// first 16 are computed (N = 16, or the tail of N).
+template <int ROWS, int NP, bool HALF = false>
 void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel,
           int segments, ptrdiff_t segment_stride) {
   // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
   // either way, so adding it first gives the same int32.
+  static_assert(!HALF || NP == 1, "HALF tiles are one panel wide");
+  constexpr int kVectors = HALF ? 1 : 2 * NP;  // accumulator vectors per row
   __m512i acc[ROWS][2 * NP];
   const int32_t* bias = g.bias + panel * kNR;
 #pragma GCC unroll 8
-  for (int j = 0; j < 2 * NP; ++j) acc[0][j] = _mm512_loadu_si512(bias + 16 * j);
+  for (int j = 0; j < kVectors; ++j) acc[0][j] = _mm512_loadu_si512(bias + 16 * j);
 #pragma GCC unroll 8
   for (int r = 1; r < ROWS; ++r)
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = acc[0][j];
+    for (int j = 0; j < kVectors; ++j) acc[r][j] = acc[0][j];
 
   const uint8_t* b = g.packed + panel * g.panel_bytes;
   const int groups = g.Kp / kKR / segments;
@@ -150,9 +155,8 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
     for (int q = 0; q < groups; ++q) {
       __m512i w[2 * NP];
 #pragma GCC unroll 8
-      for (int p = 0; p < NP; ++p) {
-        w[2 * p] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR));
-        w[2 * p + 1] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR) + 64);
+      for (int j = 0; j < kVectors; ++j) {
+        w[j] = _mm512_loadu_si512(b + (j / 2) * g.panel_bytes + q * (kNR * kKR) + 64 * (j % 2));
       }
 #pragma GCC unroll 8
       for (int r = 0; r < ROWS; ++r) {
@@ -160,7 +164,7 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
         __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
         const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 8
-        for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+        for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
       }
     }
   }
@@ -177,7 +181,7 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
-      store32(e, type, multiplier + 32 * p, acc[r][2 * p], acc[r][2 * p + 1],
+      store32<HALF>(e, type, multiplier + 32 * p, acc[r][2 * p], acc[r][HALF ? 0 : 2 * p + 1],
               c + r * c_stride + 32 * p * elem, n_left - 32 * p);
 }
 
@@ -191,7 +195,13 @@ void row_tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t 
   if constexpr (ROWS <= 4) {
     for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, e, a, a_stride, row0, p, segments, segment_stride);
   }
-  for (; p < panel_end; ++p) tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
+  for (; p < panel_end; ++p) {
+    if (g.N - p * kNR <= 16) {
+      tile<ROWS, 1, true>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    } else {
+      tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    }
+  }
 }
 
 // Unsigned A whose K is a whole number of 4-byte groups is read in place: the
