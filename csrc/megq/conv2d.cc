@@ -6,6 +6,7 @@
 #include <string>
 
 #include "megq/dcheck.h"
+#include "megq/kernels/conv_kernels.h"
 #include "megq/limits.h"
 #include "megq/thread_pool.h"
 
@@ -20,6 +21,21 @@ constexpr size_t kIm2colTileBytes = 48 * 1024;
 constexpr int kMaxTilePixels = 256;
 
 size_t output_bytes(OutputType t) { return t == OutputType::kInt32 ? 4 : 1; }
+
+// The ISA's gatherer that writes patches straight into its GEMM kernel's
+// packed A form (kernels/conv_kernels.h), or null: then patches are gathered
+// as plain bytes here and the kernel converts them itself.
+using PackedIm2col = void (*)(const Im2colArgs&, int, int, uint8_t*);
+PackedIm2col packed_im2col(Isa isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+  if (isa == Isa::kAvx512Vnni) return avx512vnni::im2col_packed;
+#endif
+#ifdef MEGQ_BUILT_AVX2
+  if (isa == Isa::kAvx2) return avx2::im2col_packed;
+#endif
+  (void)isa;
+  return nullptr;
+}
 
 }  // namespace
 
@@ -170,11 +186,90 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
   }
   const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, tiles)));
   const int panels_per_block = ceil_div(panels, n_blocks);
-  const size_t im2col_bytes = static_cast<size_t>(tile) * k;
   const size_t scratch_bytes = gemm_scratch_bytes(first);
   const uint8_t pad_byte = static_cast<uint8_t>(first.input_zero_point);
   const bool row_taps_contiguous = groups == 1 && c.dilation_w == 1 && x.stride_w == x.channels;
 
+#ifdef MEGQ_BUILT_AVX512VNNI
+  // Stride 1 along x (the 3x3 layers): consecutive output pixels read the
+  // same input rows shifted by one pixel, so instead of one gathered row of K
+  // bytes per pixel, each output row gets the kernel_h input rows it reads
+  // (flipped for the unsigned operand, padded), and the kernel reads every
+  // pixel's taps in place from them (a third of the bytes for 3x3).
+  if (first.isa == Isa::kAvx512Vnni && groups == 1 && c.stride_w == 1 && c.dilation_w == 1 &&
+      x.stride_w == x.channels && cin_g % 4 == 0 && ow >= 2 * mr) {
+    const uint8_t flip = first.input_signed ? 0x80 : 0;
+    const ptrdiff_t band_row_bytes = static_cast<ptrdiff_t>(ow + p.kernel_w - 1) * cin_g;
+    const size_t band_bytes = static_cast<size_t>(band_row_bytes) * p.kernel_h + 64;
+    Im2colArgs args{};
+    args.x = x.data;
+    args.stride_n = x.stride_n, args.stride_h = x.stride_h, args.stride_w = x.stride_w;
+    args.height = x.height, args.width = x.width, args.channels = cin_g;
+    args.kernel_h = p.kernel_h, args.kernel_w = p.kernel_w;
+    args.stride_y = c.stride_h, args.stride_x = 1, args.pad_y = c.pad_h, args.pad_x = c.pad_w;
+    args.dilation_y = c.dilation_h, args.dilation_x = 1;
+    args.out_h = oh, args.out_w = ow;
+    args.pad_value = static_cast<uint8_t>(static_cast<uint8_t>(first.input_zero_point) ^ flip), args.flip = flip;
+    args.K = first.K, args.Kp = first.Kp;
+    const int rows = x.batch * oh;
+    const int n_blocks = std::min(panels, std::max(1, ceil_div(wanted, rows)));
+    const int panels_per_block = ceil_div(panels, n_blocks);
+    parallel_for(rows * n_blocks, [&](int task) {
+      thread_local AlignedBuffer band;
+      band.reserve(band_bytes);
+      const int nb = task % n_blocks, row = task / n_blocks;
+      const int n = row / oh, oy = row % oh;
+      uint8_t* b = band.as<uint8_t>();
+      avx512vnni::band_rows(args, n, oy, b, band_row_bytes);
+      const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 < p1) {
+        gemm_rows_segmented(first, b, ow, cin_g, p.kernel_h, band_row_bytes, out,
+                            y + static_cast<ptrdiff_t>(row) * ow * y_pixel_stride, y_pixel_stride, p0, p1);
+      }
+    });
+    return;
+  }
+#endif
+
+  if (const PackedIm2col gather = packed_im2col(first.isa)) {
+    // Rows of Kp elements in the kernel's form (conv_kernels.h); 64 bytes of
+    // slack for the gatherer's whole-vector stores. The flip turns a signed
+    // input into the VNNI kernel's unsigned operand (AInput::kUnsigned).
+    const int kp = first.Kp;
+    const uint8_t flip = first.input_signed ? 0x80 : 0;
+    const size_t packed_bytes =
+        static_cast<size_t>(tile) * kp * static_cast<size_t>(first.layout.scratch_bytes_per_k_row) + 64;
+    Im2colArgs args{};
+    args.x = x.data;
+    args.stride_n = x.stride_n, args.stride_h = x.stride_h, args.stride_w = x.stride_w;
+    args.height = x.height, args.width = x.width, args.channels = cin_g;
+    args.kernel_h = p.kernel_h, args.kernel_w = p.kernel_w;
+    args.stride_y = c.stride_h, args.stride_x = c.stride_w, args.pad_y = c.pad_h, args.pad_x = c.pad_w;
+    args.dilation_y = c.dilation_h, args.dilation_x = c.dilation_w;
+    args.out_h = oh, args.out_w = ow;
+    args.pad_value = static_cast<uint8_t>(pad_byte ^ flip), args.flip = flip;
+    args.input_signed = first.input_signed, args.zero_point = first.input_zero_point;
+    args.K = k, args.Kp = kp;
+    parallel_for(tiles * n_blocks * groups, [&](int task) {
+      thread_local AlignedBuffer patches;
+      patches.reserve(packed_bytes);
+      const int g = task % groups, nb = (task / groups) % n_blocks, t = task / groups / n_blocks;
+      const int p_begin = t * tile, count = std::min(tile, pixels - p_begin);
+      Im2colArgs a = args;
+      a.x = x.data + g * cin_g;
+      uint8_t* rows = patches.as<uint8_t>();
+      gather(a, p_begin, count, rows);
+      const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
+      if (p0 < p1) {
+        gemm_rows_packed(*p.group_weights[g], rows, count, out,
+                         y + static_cast<ptrdiff_t>(p_begin) * y_pixel_stride + g * cout_g * elem, y_pixel_stride,
+                         p0, p1);
+      }
+    });
+    return;
+  }
+
+  const size_t im2col_bytes = static_cast<size_t>(tile) * k;
   parallel_for(tiles * n_blocks * groups, [&](int task) {
     thread_local AlignedBuffer patches, scratch;
     patches.reserve(im2col_bytes);

@@ -13,7 +13,13 @@
 //     turns into a row stride of s pixels, one output row at a time.
 //   * otherwise: tiles of output pixels are gathered (im2col) into a per-thread
 //     buffer sized to stay in cache, then multiplied; the full im2col matrix
-//     is never built.
+//     is never built. Where the ISA has a gatherer (kernels/conv_kernels.h),
+//     it writes the tile directly in the GEMM kernel's packed A form, so the
+//     kernel does not copy it again.
+//   * AVX-512 VNNI, x stride 1, Cin a multiple of 4, output rows of 16+
+//     pixels (the 3x3 layers): per output row, the kernel_h input rows it
+//     reads are copied once (padded, sign-flipped for the kernel) and the
+//     kernel reads every pixel's taps in place from them (GemmArgs::a_segments).
 #ifndef MEGQ_CONV2D_H_
 #define MEGQ_CONV2D_H_
 

@@ -231,6 +231,28 @@ void gemm_rows(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t
   gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, scratch);
 }
 
+void gemm_rows_packed(const PackedGemmWeights& p, const uint8_t* a_packed, int rows, const GemmOutput& out,
+                      uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end) {
+  check_output(p, out);
+  MEGQ_DCHECK(p.layout.scratch_bytes_per_k_row > 0);
+  GemmArgs g = make_args(p, a_packed, static_cast<ptrdiff_t>(p.Kp) * p.layout.scratch_bytes_per_k_row, out, c,
+                         c_row_stride);
+  g.a_packed = a_packed;
+  g.a_packed_row0 = 0;
+  gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);
+}
+
+void gemm_rows_segmented(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t a_row_stride,
+                         int segments, ptrdiff_t segment_stride, const GemmOutput& out, uint8_t* c,
+                         ptrdiff_t c_row_stride, int panel_begin, int panel_end) {
+  check_output(p, out);
+  MEGQ_DCHECK(p.isa == Isa::kAvx512Vnni && segments > 0 && p.K == p.Kp && p.K % (4 * segments) == 0);
+  GemmArgs g = make_args(p, a, a_row_stride, out, c, c_row_stride);
+  g.a_segments = segments;
+  g.a_segment_stride = segment_stride;
+  gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);
+}
+
 void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_stride, const GemmOutput& out,
           uint8_t* c, ptrdiff_t c_row_stride) {
   if (M < 1) return;

@@ -94,6 +94,22 @@ void gemm_rows(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrd
                const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end,
                uint8_t* scratch);
 
+// Like gemm_rows, for rows already in the ISA kernel's packed A form
+// (GemmArgs::a_packed: rows of Kp elements of layout.scratch_bytes_per_k_row
+// bytes, converted as the kernel's AInput says and zero beyond K).
+// Used by conv2d, whose patch gatherer writes that form directly.
+void gemm_rows_packed(const PackedGemmWeights& packed, const uint8_t* a_packed, int rows,
+                      const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin,
+                      int panel_end);
+
+// Like gemm_rows, for A already in the kernel's form and read in place as
+// `segments` pieces per row (GemmArgs::a_segments: piece s of row r at
+// a + s * segment_stride + r * a_row_stride). avx512vnni weights only, with
+// K a multiple of 4 * segments. Used by conv2d's row bands.
+void gemm_rows_segmented(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrdiff_t a_row_stride,
+                         int segments, ptrdiff_t segment_stride, const GemmOutput& output, uint8_t* c,
+                         ptrdiff_t c_row_stride, int panel_begin, int panel_end);
+
 // Runs the ISA's peak instruction loop `iterations` times; returns the ops
 // (2 per multiply-add) it executed, or 0 if the ISA has no such loop.
 int64_t run_peak_loop(Isa isa, int64_t iterations);

@@ -331,6 +331,27 @@ void conv_random(Runner& run, int cases) {
   }
 }
 
+// Wide rows at stride 1 along x (the AVX-512 VNNI row-band path: each output
+// row's input rows read in place, from 16 output pixels per row on, channel
+// counts a multiple of 4), and their neighbours that take the other paths.
+void conv_wide_rows(Runner& run, int cases) {
+  for (int i = 0; i < cases; ++i) {
+    Rng rng(0xBA7Dull + 6151ull * i);
+    ConvCase c;
+    c.name = "wide";
+    random_geometry(c, rng, 9);
+    c.stride_w = 1;
+    c.dil_w = rng.coin(85) ? 1 : 2;
+    c.W = rng.irange(12, 40);
+    c.groups = rng.coin(85) ? 1 : 2;
+    c.cin_g = rng.coin(75) ? 4 * rng.irange(1, 12) : rng.irange(1, 20);
+    c.cout_g = rng.irange(1, 70);
+    fill(c, rng);
+    c.threads = rng.coin(25) ? rng.irange(2, 4) : 1;
+    run.run(c, rng);
+  }
+}
+
 // 1x1 kernels: the zero-copy GEMM path (dense input, stride 1) and the
 // row-by-row path (stride, groups or strided pixels).
 void conv_pointwise(Runner& run, int cases) {
@@ -507,6 +528,7 @@ int main(int argc, char** argv) {
   const Section sections[] = {
       {"conv2d", [](Runner& r, int n) { conv_random(r, n); }},
       {"conv1x1", [](Runner& r, int n) { conv_pointwise(r, n / 2); }},
+      {"conv-wide", [](Runner& r, int n) { conv_wide_rows(r, n / 2); }},
       {"conv-large", [](Runner& r, int) { conv_large(r); }},
       {"depthwise", [](Runner& r, int n) { depthwise_random(r, n); }},
       {"dw-large", [](Runner& r, int) { depthwise_large(r); }},

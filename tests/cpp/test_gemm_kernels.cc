@@ -253,6 +253,8 @@ class Runner {
   }
 
   const Stats& stats() const { return stats_; }
+  // Records the outcome of a check that is not a GEMM case.
+  void count(bool ok) { ok ? ++stats_.passed : ++stats_.failed; }
 
   static std::string describe(const Case& c) {
     char buf[400];
@@ -457,6 +459,42 @@ void rounding_cases(Runner& run) {
   }
 }
 
+// The AVX-512 VNNI epilogue rounds a clamped float v (|v| <= 255) half away
+// from zero by truncating v + copysign(0.49999997f, v) (the float below 0.5;
+// the argument is in kernels/avx512vnni/gemm_avx512vnni.cc). Checked here for
+// every float with |v| <= 256, both signs, against std::round (sampled when the
+// test runs under an emulator, where the full sweep takes minutes).
+void rounding_identity(Runner& run) {
+#if defined(__x86_64__)
+  const uint32_t step = 1;
+#else
+  const uint32_t step = 4099;
+#endif
+  const uint32_t last = 0x43800000u;  // bits of 256.0f
+  const float h = std::nextafter(0.5f, 0.0f);
+  long bad = 0;
+  uint32_t first_bad = 0;
+  for (uint32_t bits = 0; bits <= last; bits += step) {
+    float v;
+    std::memcpy(&v, &bits, 4);
+    for (int s = 0; s < 2; ++s, v = -v) {
+      const int32_t fast = static_cast<int32_t>(v + std::copysign(h, v));  // vaddps, then vcvttps2dq
+      // Reference: truncate, then step away from zero when the dropped
+      // fraction (exact: |v| < 2^24) is at least one half.
+      const int32_t t = static_cast<int32_t>(v);
+      const float frac = v - static_cast<float>(t);
+      const int32_t expect = t + (frac >= 0.5f) - (frac <= -0.5f);
+      if (fast != expect && bad++ == 0) first_bad = bits;
+    }
+  }
+  if (bad != 0) {
+    float v;
+    std::memcpy(&v, &first_bad, 4);
+    std::printf("FAIL rounding identity: %ld floats round differently, first %.9g\n", bad, v);
+  }
+  run.count(bad == 0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -494,6 +532,7 @@ int main(int argc, char** argv) {
       {"large", [](Runner& r, int) { large_cases(r); }},
       {"extreme", [](Runner& r, int) { extreme_cases(r); }},
       {"rounding", [](Runner& r, int) { rounding_cases(r); }},
+      {"round-id", [](Runner& r, int) { rounding_identity(r); }},
   };
   for (const Section& s : sections) {
     const auto t0 = std::chrono::steady_clock::now();

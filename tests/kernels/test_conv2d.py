@@ -111,11 +111,38 @@ def test_extreme_values(isa):
 def test_offset_and_strided_input_views(isa, threads):
     rng = np.random.default_rng(15)
     big = rng.integers(-128, 128, (2, 20, 30, 24)).astype(np.int8)
-    for view in (big[:, 3:14, 5:17, 4:12], big[:, ::2, ::3, :8], big[1:, ::-1, 2:9, 16:]):
+    for view in (big[:, 3:14, 5:17, 4:12], big[:, ::2, ::3, :8], big[1:, ::-1, 2:9, 16:], big[:, 2:9, ::-1, :8],
+                 big[:, :, -7:, -3:]):
         assert not view.flags.c_contiguous
         check(rng, *view.shape, 9, 3, 3, 1, 1, x=view)
         check(rng, *view.shape, 9, 1, 1, 1, 0, x=view)
         check(rng, *view.shape, 9, 1, 1, 2, 0, x=view)
+
+
+@pytest.mark.parametrize("out_dtype,zy", [("int8", -3), ("uint8", 128), ("int32", 0)])
+def test_whole_k_groups_and_tails(isa, threads, out_dtype, zy):
+    """K a multiple of 4 or not, uint8 (read in place when whole) and int8 inputs, Cout around the 16/32/64
+    column tiles, pixel counts around the row tiles, stride 1 and 2 with padding, tiny images."""
+    rng = np.random.default_rng(17)
+    shapes = [(4, 33, 3, 5), (8, 64, 3, 9), (16, 96, 1, 11), (24, 31, 1, 7), (12, 65, 1, 3), (3, 64, 7, 12),
+              (3, 17, 7, 3), (64, 64, 3, 6), (20, 48, 1, 1), (2, 1, 3, 2)]
+    for cin, cout, k, hw in shapes:
+        for (a_dtype, zx), stride in itertools.product((("uint8", 128), ("int8", 5)), (1, 2)):
+            check(rng, 1, hw, hw + 1, cin, cout, k, k, stride, k // 2, a_dtype=a_dtype, zx=zx,
+                  out_dtype=out_dtype, zy=zy)
+
+
+@pytest.mark.parametrize("a_dtype,zx", [("uint8", 128), ("int8", 0), ("int8", -7)])
+def test_wide_rows_at_unit_x_stride(isa, threads, a_dtype, zx):
+    """Output rows of 16+ pixels at x stride 1 (read in place from each output row's input rows on AVX-512 VNNI
+    when Cin is a multiple of 4), with y strides, dilations and paddings around them, and a strided view."""
+    rng = np.random.default_rng(18)
+    for cin, cout, kh, kw, stride, padding, dilation in [
+            (8, 33, 3, 3, 1, 1, 1), (4, 64, 3, 3, (2, 1), 1, 1), (12, 17, 5, 3, 1, (2, 1), (2, 1)),
+            (16, 70, 1, 3, 1, (0, 1), 1), (8, 9, 3, 1, 1, 0, 1), (64, 64, 3, 3, 1, 1, 1), (6, 20, 3, 3, 1, 1, 1)]:
+        check(rng, 2, 7, 21, cin, cout, kh, kw, stride, padding, dilation, a_dtype=a_dtype, zx=zx)
+    big = rng.integers(-128, 128, (1, 9, 40, 24)).astype(a_dtype)
+    check(rng, *big[:, ::2, 3:37, 4:12].shape, 9, 3, 3, 1, 1, a_dtype=a_dtype, zx=zx, x=big[:, ::2, 3:37, 4:12])
 
 
 def test_resnet_and_mobilenet_shapes(isa):

@@ -139,6 +139,10 @@ def test_rounding_ties_and_multiplier_extremes(isa):
     for mult in [0.5, 0.25, 1.5, 0.49999997, 0.50000006, 1e-30, 1e30, 3.4e38, 1.4e-45]:
         run_and_check(a, w, None, np.float32(mult))
         run_and_check(a, w, None, np.float32(mult), out_dtype="uint8", out_zero_point=128)
+        # Clamp bounds inside the range, hit from far outside it (including -inf and +inf products).
+        run_and_check(a, w, None, np.float32(mult), out_zero_point=3, out_min=-5, out_max=7)
+        run_and_check(a, w, None, np.float32(mult), out_dtype="uint8", out_zero_point=128, out_min=130,
+                      out_max=200)
     # acc = 1 with M = 0.49999997f gives 0.49999997, which rounds to 0 (not 1).
     got = K.gemm(np.ones((1, 1), np.int8), K.pack_gemm_weights(np.ones((1, 1), np.int8), None,
                                                                  np.float32(0.49999997)))

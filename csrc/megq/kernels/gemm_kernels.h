@@ -68,6 +68,13 @@ struct GemmArgs {
   // driver packs a task's rows once and reuses them for every panel block.
   const uint8_t* a_packed = nullptr;
   int a_packed_row0 = 0;
+  // Optional, honoured by the avx512vnni kernel only (conv2d's row bands):
+  // when a_segments > 0, A is already in the kernel's form (unsigned bytes,
+  // K == Kp) and is read in place as a_segments segments of K / a_segments
+  // bytes (a multiple of kr): segment s of row r starts at
+  // a + s * a_segment_stride + r * a_stride.
+  int a_segments = 0;
+  ptrdiff_t a_segment_stride = 0;
 };
 
 // Each ISA namespace provides:

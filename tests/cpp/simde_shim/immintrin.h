@@ -97,6 +97,25 @@ static inline void megq_shim_mm512_mask_storeu_epi8(void* p, simde__mmask64 k, s
     if ((k >> i) & 1) dst[i] = a_.u8[i];
 }
 
+// vmovdqu8 ymm{k}{z}, m256: masked-off bytes are zero and are not read.
+static inline __m256i megq_shim_mm256_maskz_loadu_epi8(uint32_t k, const void* p) {
+  const uint8_t* src = (const uint8_t*)p;
+  uint8_t bytes[32];
+  for (int i = 0; i < 32; ++i) bytes[i] = ((k >> i) & 1) ? src[i] : 0;
+  __m256i r;
+  memcpy(&r, bytes, 32);
+  return r;
+}
+
+// vmovdqu8 m256{k}, ymm: only selected bytes are written.
+static inline void megq_shim_mm256_mask_storeu_epi8(void* p, uint32_t k, __m256i a) {
+  uint8_t bytes[32];
+  memcpy(bytes, &a, 32);
+  uint8_t* dst = (uint8_t*)p;
+  for (int i = 0; i < 32; ++i)
+    if ((k >> i) & 1) dst[i] = bytes[i];
+}
+
 // vmovdqu32 m512{k}, zmm: only selected dwords are written.
 static inline void megq_shim_mm512_mask_storeu_epi32(void* p, simde__mmask16 k, simde__m512i a) {
   simde__m512i_private a_ = megq_shim_i(a);
@@ -150,6 +169,12 @@ static inline int32_t megq_shim_mm512_reduce_add_epi32(simde__m512i a) {
 #endif
 #ifndef _mm512_mask_storeu_epi8
 #define _mm512_mask_storeu_epi8(p, k, a) megq_shim_mm512_mask_storeu_epi8(p, k, a)
+#endif
+#ifndef _mm256_maskz_loadu_epi8
+#define _mm256_maskz_loadu_epi8(k, p) megq_shim_mm256_maskz_loadu_epi8(k, p)
+#endif
+#ifndef _mm256_mask_storeu_epi8
+#define _mm256_mask_storeu_epi8(p, k, a) megq_shim_mm256_mask_storeu_epi8(p, k, a)
 #endif
 #ifndef _mm512_mask_storeu_epi32
 #define _mm512_mask_storeu_epi32(p, k, a) megq_shim_mm512_mask_storeu_epi32(p, k, a)

@@ -56,11 +56,39 @@ inline __m256i round_half_away_to_int(__m256 v) {
   return _mm256_cvttps_epi32(_mm256_add_ps(v, nudge));
 }
 
-inline void store8(const GemmArgs& g, __m256i acc, int row, int col, int valid) {
+// What the stores need, read from GemmArgs once per tile into locals: read
+// inside each store, the fields would be reloaded after every byte store,
+// which the compiler must assume may alias them.
+struct Epilogue {
+  __m256 lo, hi;  // clamp bounds minus the zero point, as floats
+  __m256i zp;     // the output zero point
+  OutputType type;
+  const int32_t* bias;
+  const float* multiplier;
+  uint8_t* c;
+  ptrdiff_t c_stride;
+  int N;
+};
+
+inline Epilogue make_epilogue(const GemmArgs& g) {
+  Epilogue e;
+  e.lo = _mm256_set1_ps(static_cast<float>(g.out_min - g.out_zero_point));
+  e.hi = _mm256_set1_ps(static_cast<float>(g.out_max - g.out_zero_point));
+  e.zp = _mm256_set1_epi32(g.out_zero_point);
+  e.type = g.out_type;
+  e.bias = g.bias;
+  e.multiplier = g.multiplier;
+  e.c = g.c;
+  e.c_stride = g.c_stride;
+  e.N = g.N;
+  return e;
+}
+
+inline void store8(const Epilogue& e, __m256i acc, int row, int col, int valid) {
   if (valid <= 0) return;
-  acc = _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.bias + col)));
-  uint8_t* c = g.c + row * g.c_stride;
-  if (g.out_type == OutputType::kInt32) {
+  acc = _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.bias + col)));
+  uint8_t* c = e.c + row * e.c_stride;
+  if (e.type == OutputType::kInt32) {
     int32_t* dst = reinterpret_cast<int32_t*>(c) + col;
     if (valid >= 8) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), acc);
@@ -71,16 +99,13 @@ inline void store8(const GemmArgs& g, __m256i acc, int row, int col, int valid) 
     }
     return;
   }
-  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(g.multiplier + col));
-  v = _mm256_max_ps(v, _mm256_set1_ps(static_cast<float>(g.out_min - g.out_zero_point)));
-  v = _mm256_min_ps(v, _mm256_set1_ps(static_cast<float>(g.out_max - g.out_zero_point)));
-  __m256i q = round_half_away_to_int(v);
-  q = _mm256_add_epi32(q, _mm256_set1_epi32(g.out_zero_point));
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(e.multiplier + col));
+  v = _mm256_min_ps(_mm256_max_ps(v, e.lo), e.hi);
+  const __m256i q = _mm256_add_epi32(round_half_away_to_int(v), e.zp);
   // Values are inside the output type's range, so the saturating packs keep
   // them; the two 128-bit lanes each end up with four bytes in their low dword.
   const __m256i w16 = _mm256_packs_epi32(q, q);
-  const __m256i b8 = g.out_type == OutputType::kInt8 ? _mm256_packs_epi16(w16, w16)
-                                                     : _mm256_packus_epi16(w16, w16);
+  const __m256i b8 = e.type == OutputType::kInt8 ? _mm256_packs_epi16(w16, w16) : _mm256_packus_epi16(w16, w16);
   const __m128i bytes = _mm_unpacklo_epi32(_mm256_castsi256_si128(b8), _mm256_extracti128_si256(b8, 1));
   if (valid >= 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(c + col), bytes);
@@ -119,11 +144,12 @@ void tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel) {
     }
   }
 
+  const Epilogue e = make_epilogue(g);
   const int col0 = panel * kNR;
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * NP; ++j) store8(g, acc[r][j], row0 + r, col0 + 8 * j, g.N - col0 - 8 * j);
+    for (int j = 0; j < 2 * NP; ++j) store8(e, acc[r][j], row0 + r, col0 + 8 * j, e.N - col0 - 8 * j);
 }
 
 // The full 6-row x 16-column tile. Its K loop is written in assembly: with
@@ -168,13 +194,14 @@ void tile6(const GemmArgs& g, const int16_t* a_packed, int row0, int panel) {
         [c50] "+x"(c50), [c51] "+x"(c51), [b] "+r"(b), [a] "+r"(a)
       : [rb] "r"(row_bytes), [b_end] "r"(b_end)
       : "r11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  const Epilogue e = make_epilogue(g);
   const int col0 = panel * kNR, left = g.N - col0;
-  store8(g, c00, row0 + 0, col0, left); store8(g, c01, row0 + 0, col0 + 8, left - 8);
-  store8(g, c10, row0 + 1, col0, left); store8(g, c11, row0 + 1, col0 + 8, left - 8);
-  store8(g, c20, row0 + 2, col0, left); store8(g, c21, row0 + 2, col0 + 8, left - 8);
-  store8(g, c30, row0 + 3, col0, left); store8(g, c31, row0 + 3, col0 + 8, left - 8);
-  store8(g, c40, row0 + 4, col0, left); store8(g, c41, row0 + 4, col0 + 8, left - 8);
-  store8(g, c50, row0 + 5, col0, left); store8(g, c51, row0 + 5, col0 + 8, left - 8);
+  store8(e, c00, row0 + 0, col0, left); store8(e, c01, row0 + 0, col0 + 8, left - 8);
+  store8(e, c10, row0 + 1, col0, left); store8(e, c11, row0 + 1, col0 + 8, left - 8);
+  store8(e, c20, row0 + 2, col0, left); store8(e, c21, row0 + 2, col0 + 8, left - 8);
+  store8(e, c30, row0 + 3, col0, left); store8(e, c31, row0 + 3, col0 + 8, left - 8);
+  store8(e, c40, row0 + 4, col0, left); store8(e, c41, row0 + 4, col0 + 8, left - 8);
+  store8(e, c50, row0 + 5, col0, left); store8(e, c51, row0 + 5, col0 + 8, left - 8);
 }
 
 template <int ROWS>
@@ -203,7 +230,7 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
-  MEGQ_DCHECK(scratch != nullptr && MEGQ_ALIGNED(scratch, 64));
+  MEGQ_DCHECK(g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));  // scratch: only to convert rows
   auto run_tile = [&](auto rows, const int16_t* a, int row0) {
     row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
   };

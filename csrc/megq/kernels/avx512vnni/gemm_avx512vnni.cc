@@ -8,13 +8,15 @@
 // Signed activations are turned into unsigned ones by flipping the sign bit
 // (a ^ 0x80 == a + 128) while each row tile is copied into scratch; the copy
 // also zero-fills the K tail, so no byte beyond a caller's row is read.
+// Unsigned activations with K a multiple of 4 need neither and are read in
+// place (reads_a_in_place).
 //
 // Layout: nr = 32 (two zmm of 16 columns), kr = 4. Register tile: up to 8 rows
 // x 1 panel (16 accumulators); few-row tiles take 2 or 4 panels at once so
 // that enough independent accumulators hide the instruction latency (GEMV).
 // Epilogue: bias add, then requantization exactly as csrc/megq/requantize.h
-// (float multiply, clamp, round half away from zero, zero point), with masked
-// stores for the N tail.
+// (float multiply, clamp, round half away from zero, zero point), 32 columns
+// at a time packed to bytes in registers, with masked stores for the N tail.
 #include <immintrin.h>
 
 #include "megq/kernels/gemm_block_loop.h"
@@ -47,100 +49,202 @@ void pack_a_rows(const GemmArgs& g, int m, int rows, uint8_t* dst) {
   }
 }
 
-// Round half away from zero of a float vector holding integers' neighbours:
-// truncate, then step one away from zero where the dropped fraction is >= 0.5.
-// (Adding +-0.5 before truncating is wrong for 0.49999997f, which rounds up.)
-inline __m512 round_half_away(__m512 v) {
-  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m512 frac = _mm512_sub_ps(v, t);  // exact
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __mmask16 up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-  const __mmask16 down = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(-0.5f), _CMP_LE_OQ);
-  __m512 r = _mm512_mask_add_ps(t, up, t, one);
-  return _mm512_mask_sub_ps(r, down, r, one);
+// The epilogue's per-call constants, built once per tile in registers. (Built
+// inside each store, they would be reloaded from GemmArgs after every byte
+// store, which the compiler must assume may alias them.)
+struct Epilogue {
+  __m512 hi;       // upper clamp bound minus the zero point, as a float
+  __m512 half;     // the largest float below 0.5
+  __m512i sign;    // float sign bit
+  __m512i lo16;    // lower clamp bound minus the zero point, in every int16 lane
+  __m512i zp16;    // the output zero point in every int16 lane
+  __m512i order;   // dword permutation undoing the in-lane packs
+};
+
+inline Epilogue make_epilogue(const GemmArgs& g) {
+  Epilogue e;
+  e.hi = _mm512_set1_ps(static_cast<float>(g.out_max - g.out_zero_point));
+  e.half = _mm512_set1_ps(0.49999997f);
+  e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  e.lo16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_min - g.out_zero_point));
+  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_zero_point));
+  e.order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return e;
 }
 
-inline void store16(const GemmArgs& g, __m512i acc, int row, int col, int valid) {
+// The requantization of csrc/megq/requantize.h, with lo' = lo - z and
+// hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
+//   v = min(float32(acc) * M, hi')            (float, here)
+//   q = round_half_away(v), as int32          (here; see below)
+//   y = max(q, lo') + z, as bytes             (int16 lanes, in store32)
+// Clamping below after rounding equals clamping before (lo' is an integer and
+// rounding is monotone), and any q at or below lo' gives lo': a v below lo'
+// may round to anything <= lo', or convert to INT32_MIN out of range, which
+// the int16 pack saturates to -32768.
+// Rounding: for lo' <= v <= hi' (|v| <= 255), truncating v + copysign(h, v)
+// with h = 0.49999997f (the float just below 0.5) is round half away from
+// zero: the float sum is rounded to nearest even, and an exact 0.5 fraction
+// sums to 1 - 2^-25 above the floor, a tie of the two floats around it that
+// goes to the even one, floor + 1; any smaller fraction stays below floor + 1
+// after rounding. tests/cpp/test_gemm_kernels.cc checks it for every float
+// with |v| <= 256. (Adding 0.5 instead is wrong for 0.49999997f.)
+inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multiplier) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(multiplier));
+  v = _mm512_min_ps(v, e.hi);
+  // copysign(half, v) = (v & sign) | half
+  const __m512 h = _mm512_castsi512_ps(
+      _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
+  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
+}
+
+// Writes 32 columns of one row from two vectors of 16 accumulators (bias
+// included): multiplier and c point at the first column; `valid` of the 32
+// columns are inside N. HALF: valid <= 16 and acc1 is not computed.
+template <bool HALF>
+inline void store32(const Epilogue& e, OutputType type, const float* multiplier, __m512i acc0, __m512i acc1,
+                    uint8_t* c, int valid) {
   if (valid <= 0) return;
-  const __mmask16 mask = valid >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                     : static_cast<__mmask16>((1u << valid) - 1);
-  acc = _mm512_add_epi32(acc, _mm512_loadu_si512(g.bias + col));
-  uint8_t* c = g.c + row * g.c_stride;
-  if (g.out_type == OutputType::kInt32) {
-    _mm512_mask_storeu_epi32(c + 4 * static_cast<ptrdiff_t>(col), mask, acc);
+  if (type == OutputType::kInt32) {
+    int32_t* c32 = reinterpret_cast<int32_t*>(c);
+    const uint32_t bits = valid >= 32 ? ~0u : (1u << valid) - 1;
+    _mm512_mask_storeu_epi32(c32, static_cast<__mmask16>(bits), acc0);
+    _mm512_mask_storeu_epi32(c32 + 16, static_cast<__mmask16>(bits >> 16), acc1);
     return;
   }
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(g.multiplier + col));
-  v = _mm512_max_ps(v, _mm512_set1_ps(static_cast<float>(g.out_min - g.out_zero_point)));
-  v = _mm512_min_ps(v, _mm512_set1_ps(static_cast<float>(g.out_max - g.out_zero_point)));
-  __m512i q = _mm512_cvtps_epi32(round_half_away(v));  // already integral: exact
-  q = _mm512_add_epi32(q, _mm512_set1_epi32(g.out_zero_point));
-  // In range for the output type, so truncating to bytes keeps the value
-  // (int8 two's complement, or uint8).
-  _mm512_mask_cvtepi32_storeu_epi8(c + col, mask, q);
+  const __m512i q0 = requantize16(e, acc0, multiplier);
+  const __m512i q1 = HALF ? q0 : requantize16(e, acc1, multiplier + 16);
+  // The int16 pack saturates (see requantize16); after the lower clamp and
+  // the zero point every lane is an output value, so the byte pack (signed or
+  // unsigned per the output type) is exact. The packs work within 128-bit
+  // lanes; `order` gathers the bytes back in column order.
+  __m512i w = _mm512_max_epi16(_mm512_packs_epi32(q0, q1), e.lo16);
+  w = _mm512_add_epi16(w, e.zp16);
+  const __m512i b = type == OutputType::kUint8 ? _mm512_packus_epi16(w, w) : _mm512_packs_epi16(w, w);
+  const __m256i out = _mm512_castsi512_si256(_mm512_permutexvar_epi32(e.order, b));
+  if (valid >= 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c), out);
+  } else {
+    _mm256_mask_storeu_epi8(c, static_cast<__mmask32>((1u << valid) - 1), out);
+  }
 }
 
-// rows x (NP panels) register tile over the whole K.
-template <int ROWS, int NP>
-void tile(const GemmArgs& g, const uint8_t* a_packed, int row0, int panel) {
+// rows x (NP panels) register tile over the whole K; row r of A at
+// a + r * a_stride (Kp bytes, or K when K == Kp), in `segments` pieces of
+// Kp / segments bytes, piece s at a + s * segment_stride (GemmArgs::a_segments).
+// HALF (NP == 1): the panel's last 16 columns are all beyond N, so only the
+// first 16 are computed (N = 16, or the tail of N).
+template <int ROWS, int NP, bool HALF = false>
+void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel,
+          int segments, ptrdiff_t segment_stride) {
+  // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
+  // either way, so adding it first gives the same int32.
+  static_assert(!HALF || NP == 1, "HALF tiles are one panel wide");
+  constexpr int kVectors = HALF ? 1 : 2 * NP;  // accumulator vectors per row
   __m512i acc[ROWS][2 * NP];
+  const int32_t* bias = g.bias + panel * kNR;
 #pragma GCC unroll 8
-  for (int r = 0; r < ROWS; ++r)
+  for (int j = 0; j < kVectors; ++j) acc[0][j] = _mm512_loadu_si512(bias + 16 * j);
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (int r = 1; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[r][j] = acc[0][j];
 
   const uint8_t* b = g.packed + panel * g.panel_bytes;
-  const int groups = g.Kp / kKR;
-  for (int q = 0; q < groups; ++q) {
-    __m512i w[2 * NP];
+  const int groups = g.Kp / kKR / segments;
+  for (int s = 0; s < segments; ++s, a += segment_stride, b += groups * (kNR * kKR)) {
+    for (int q = 0; q < groups; ++q) {
+      __m512i w[2 * NP];
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) {
-      w[2 * p] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR));
-      w[2 * p + 1] = _mm512_loadu_si512(b + p * g.panel_bytes + q * (kNR * kKR) + 64);
-    }
+      for (int j = 0; j < kVectors; ++j) {
+        w[j] = _mm512_loadu_si512(b + (j / 2) * g.panel_bytes + q * (kNR * kKR) + 64 * (j % 2));
+      }
 #pragma GCC unroll 8
-    for (int r = 0; r < ROWS; ++r) {
-      int32_t a4;
-      __builtin_memcpy(&a4, a_packed + r * g.Kp + q * kKR, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
+      for (int r = 0; r < ROWS; ++r) {
+        int32_t a4;
+        __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 8
-      for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+        for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+      }
     }
   }
 
-  const int col0 = panel * kNR;
+  // Everything the stores need, read before the first store (a byte store
+  // may alias GemmArgs as far as the compiler knows).
+  const int col0 = panel * kNR, n_left = g.N - col0;
+  const OutputType type = g.out_type;
+  const ptrdiff_t c_stride = g.c_stride;
+  const float* multiplier = g.multiplier + col0;
+  uint8_t* c = g.c + static_cast<ptrdiff_t>(row0) * c_stride + col0 * (type == OutputType::kInt32 ? 4 : 1);
+  const int elem = type == OutputType::kInt32 ? 4 : 1;
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * NP; ++j) store16(g, acc[r][j], row0 + r, col0 + 16 * j, g.N - col0 - 16 * j);
+    for (int p = 0; p < NP; ++p)
+      store32<HALF>(e, type, multiplier + 32 * p, acc[r][2 * p], acc[r][HALF ? 0 : 2 * p + 1],
+              c + r * c_stride + 32 * p * elem, n_left - 32 * p);
 }
 
 template <int ROWS>
-void row_tile(const GemmArgs& g, const uint8_t* a_packed, int row0, int panel_begin, int panel_end) {
+void row_tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0,
+              int panel_begin, int panel_end, int segments, ptrdiff_t segment_stride) {
   int p = panel_begin;
   if constexpr (ROWS <= 2) {
-    for (; p + 4 <= panel_end; p += 4) tile<ROWS, 4>(g, a_packed, row0, p);
+    for (; p + 4 <= panel_end; p += 4) tile<ROWS, 4>(g, e, a, a_stride, row0, p, segments, segment_stride);
   }
   if constexpr (ROWS <= 4) {
-    for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, a_packed, row0, p);
+    for (; p + 2 <= panel_end; p += 2) tile<ROWS, 2>(g, e, a, a_stride, row0, p, segments, segment_stride);
   }
-  for (; p < panel_end; ++p) tile<ROWS, 1>(g, a_packed, row0, p);
+  for (; p < panel_end; ++p) {
+    if (g.N - p * kNR <= 16) {
+      tile<ROWS, 1, true>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    } else {
+      tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    }
+  }
 }
+
+// Unsigned A whose K is a whole number of 4-byte groups is read in place: the
+// kernel would copy it unchanged (no sign flip, no K tail to fill), and never
+// reads beyond byte K of a row.
+inline bool reads_a_in_place(const GemmArgs& g) { return !g.a_signed && g.K == g.Kp; }
 
 }  // namespace
 
 GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, kKR, 1, AInput::kUnsigned, 1}; }
 
-void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) { pack_a_rows(g, m, rows, dst); }
+void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
+  if (!reads_a_in_place(g)) pack_a_rows(g, m, rows, dst);
+}
 
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
-  MEGQ_DCHECK(scratch != nullptr && MEGQ_ALIGNED(scratch, 64));
-  auto run_tile = [&](auto rows, const uint8_t* a, int row0) {
-    row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
-  };
-  for_each_row_tile<kMR, uint8_t>(g, m_begin, m_end, scratch, pack_a_rows, run_tile);
+  const Epilogue e = make_epilogue(g);
+  const bool segmented = g.a_segments > 0;
+  const bool in_place = segmented || reads_a_in_place(g);
+  const int segments = segmented ? g.a_segments : 1;
+  const ptrdiff_t segment_stride = segmented ? g.a_segment_stride : 0;
+  MEGQ_DCHECK(!segmented || (g.K == g.Kp && g.K % (kKR * segments) == 0));
+  // Scratch is only needed when rows must be converted here.
+  MEGQ_DCHECK(in_place || g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));
+  for (int m = m_begin; m < m_end; m += kMR) {
+    const int rows = m_end - m < kMR ? m_end - m : kMR;
+    const uint8_t* a;
+    ptrdiff_t a_stride = g.Kp;
+    if (in_place) {
+      a = g.a + static_cast<ptrdiff_t>(m) * g.a_stride;
+      a_stride = g.a_stride;
+    } else if (g.a_packed != nullptr) {
+      a = g.a_packed + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp;
+    } else {
+      pack_a_rows(g, m, rows, scratch);
+      a = scratch;
+    }
+    with_row_count<kMR>(rows, [&](auto count) {
+      row_tile<decltype(count)::value>(g, e, a, a_stride, m, panel_begin, panel_end, segments, segment_stride);
+    });
+  }
 }
 
 // 16 independent zmm vpdpbusd chains: 16 * 64 multiply-adds = 2048 ops.
