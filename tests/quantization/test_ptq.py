@@ -162,7 +162,8 @@ def test_bias_correction_removes_a_planted_mean_error():
 @pytest.mark.parametrize("options", [{"equalize": True}, {"bias_correction": True},
                                      {"equalize": True, "bias_correction": True}, {"range_search": True},
                                      {"weight_rounding": True},
-                                     {"range_search": True, "weight_rounding": True, "bias_correction": True}])
+                                     {"range_search": True, "weight_rounding": True, "bias_correction": True},
+                                     {"equalize_activations": True, "weight_rounding": True}])
 def test_qfloat_equals_q_after_every_option(preset, options):
     rng = np.random.default_rng(4)
     net = separable_net(rng)

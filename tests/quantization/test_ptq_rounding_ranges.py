@@ -4,6 +4,7 @@ range search on raw samples; the mean-of-per-sample min/max observer; QFloat == 
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
@@ -278,3 +279,63 @@ def test_new_option_arguments():
     with pytest.raises(ValueError, match="no QAT conv/linear layer"):
         ptq.round_weights(net, [x])
     assert {"range_search", "weight_rounding"} <= set(Q.PTQ_OPTIONS)
+
+
+# -- activation range equalization -------------------------------------------------------------------------------
+
+def relu6_depthwise_net(rng):
+    """conv+BN+ReLU6 whose output channels span two orders of magnitude -> depthwise conv+BN whose BN scales them
+    back to one size (so the small channels' rounding noise is amplified, as in MobileNetV2) -> 1x1 conv."""
+    net = M.Sequential(M.QuantStub(), M.ConvBnRelu62d(3, 6, 3, padding=1), M.ConvBn2d(6, 6, 3, padding=1, groups=6),
+                       M.ConvBn2d(6, 4, 1), M.DequantStub())
+    for m in net.modules():
+        if isinstance(m, M.BatchNorm2d):
+            c = m.running_mean.shape[0]
+            m.running_mean.set_value(np.zeros(c, np.float32))
+            m.running_var.set_value(np.ones(c, np.float32))
+            m.bias.set_value(np.zeros(c, np.float32))
+    spread = np.logspace(-2, 0, 6).astype(np.float32)
+    net[1].bn.weight.set_value(spread)  # channel ranges 100x apart, all below 6
+    net[2].bn.weight.set_value((1.0 / spread).astype(np.float32))
+    return net.eval()
+
+
+def test_equalize_activations_spreads_channels_and_keeps_the_function_on_calibration_data():
+    rng = np.random.default_rng(10)
+    net = relu6_depthwise_net(rng)
+    x = (rng.standard_normal((8, 3, 6, 6)) * 0.5).astype(np.float32)
+    y0 = run(net, x)
+    with no_grad():
+        before = net[1](net[0](megq.Tensor(x))).numpy().max(axis=(0, 2, 3))
+    done = ptq.equalize_activations(net, [x], max_factor=1000.0)
+    assert list(done) == [("1", "2")]  # the pair into the 1x1 conv (not depthwise) is left alone by default
+    c = done[("1", "2")]
+    np.testing.assert_allclose(c, before.max() / before, rtol=1e-6)  # the oracle: each channel to the widest
+    with no_grad():
+        after = net[1](net[0](megq.Tensor(x))).numpy().max(axis=(0, 2, 3))
+    np.testing.assert_allclose(after, np.full(6, before.max()), rtol=1e-5)
+    np.testing.assert_allclose(run(net, x), y0, rtol=0, atol=1e-5 * np.abs(y0).max())
+    # the factor is capped
+    net2 = relu6_depthwise_net(rng)
+    done = ptq.equalize_activations(net2, [x], max_factor=4.0, depthwise_only=False)
+    assert set(done) == {("1", "2")} and done[("1", "2")].max() == 4.0  # ConvBn2d 2 has no ReLU: not a pair here
+
+
+def test_equalize_activations_lowers_activation_error_and_keeps_qfloat_equal_q():
+    rng = np.random.default_rng(11)
+    net = relu6_depthwise_net(rng)
+    x = (rng.standard_normal((8, 3, 6, 6)) * 0.5).astype(np.float32)
+    y = run(net, x)
+    qc = Q.QConfig(partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow"),
+                   partial(Q.MinMaxObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8"), None, None)
+    errs = []
+    for on in (False, True):
+        qat = Q.quantize_qat(net, inplace=False, qconfig=qc)
+        Q.calibrate(qat, [x], progress=False, equalize_activations=on)
+        errs.append(np.abs(run(qat, x) - y).mean())
+        assert_qfloat_equals_q(qat, megq.Tensor(x))
+    assert errs[1] < 0.5 * errs[0]
+    with pytest.raises(ValueError, match="max_factor"):
+        ptq.equalize_activations(net, [x], max_factor=0.5)
+    with pytest.raises(TypeError, match="depthwise_only"):
+        ptq.equalize_activations(net, [x], depthwise_only=1)

@@ -188,6 +188,7 @@ def calibrate(qat_model: Module, batches: Iterable[Any], num_batches: Optional[i
     if chosen:  # the algorithms see the batches again: keep them
         source = list(source)
 
+    chosen.sort(key=lambda c: PTQ_ORDER.get(c[0], 0))  # each phase in its registered order (see PTQ_ORDER)
     for _name, (phase, fn), value in chosen:
         if phase == "before":
             fn(qat_model, source, value)
@@ -210,9 +211,8 @@ def calibrate(qat_model: Module, batches: Iterable[Any], num_batches: Optional[i
     freeze_calibration(qat_model)
     qat_model.eval()
 
-    # "after" algorithms in their registered order (weights rounded before biases are corrected), whatever the
-    # order of the keyword arguments
-    for _name, (phase, fn), value in sorted(chosen, key=lambda c: PTQ_ORDER.get(c[0], 0)):
+    # "after" algorithms in their registered order too (weights rounded before biases are corrected)
+    for _name, (phase, fn), value in chosen:
         if phase == "after":
             fn(qat_model, source, value)
     return qat_model

@@ -2,6 +2,7 @@
 (``calibrate(qat_model, batches, equalize=True, bias_correction=True)``) and callable alone:
 
 * :func:`equalize`: cross-layer equalization of conv pairs (before the observers see data);
+* :func:`equalize_activations`: per-channel activation range equalization of ReLU/ReLU6 -> conv pairs (before);
 * :func:`search_ranges`: sequential per-tensor activation range search (after, first);
 * :func:`round_weights`: data-aware rounding of the int8 weights (GPTQ's solver for AdaRound's layer-wise objective;
   after, before bias correction);
@@ -19,12 +20,13 @@ import numpy as np
 from ...module.module import Module
 from ..calibrate import register_ptq_option
 from ._common import ensure_fake_quant
+from .act_equalize import equalize_activations
 from .bias_correction import bias_correct
 from .equalize import equalize
 from .range_search import search_ranges
 from .weight_rounding import round_weights
 
-__all__ = ["equalize", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
+__all__ = ["equalize", "equalize_activations", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
 
 
 def _flag(name: str, value: Any) -> dict:
@@ -56,6 +58,12 @@ def _weight_rounding_option(model: Module, batches: List[np.ndarray], value: Any
         round_weights(model, batches, **kw)
 
 
+def _equalize_activations_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    kw = _flag("equalize_activations", value)
+    if kw.pop("_on", False):
+        equalize_activations(model, batches, **kw)
+
+
 def _range_search_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
     kw = _flag("range_search", value)
     if kw.pop("_on", False):
@@ -63,6 +71,7 @@ def _range_search_option(model: Module, batches: List[np.ndarray], value: Any) -
 
 
 register_ptq_option("equalize", "before", _equalize_option)
+register_ptq_option("equalize_activations", "before", _equalize_activations_option, order=1)
 register_ptq_option("range_search", "after", _range_search_option, order=5)
 register_ptq_option("weight_rounding", "after", _weight_rounding_option, order=10)
 register_ptq_option("bias_correction", "after", _bias_correction_option, order=20)

@@ -93,10 +93,10 @@ def _apply(a: Module, b: Module, s: np.ndarray) -> None:
     _scale(conv_b.weight, s, 1, conv_b.groups)
 
 
-def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
+def _trace_pairs(model: Module, example: np.ndarray, acts: tuple = _LINEAR_ACTS) -> List[Tuple[str, str]]:
     """(A, B) names: B's input is A's output (possibly through ReLU / Identity / Dropout modules), A's output has
-    no other consumer module, A is a conv (BN folded) with no or a ReLU activation, B a conv whose input channels
-    are A's output channels."""
+    no other consumer module, A is a conv (BN folded) whose fused activation is in ``acts`` (default: none or
+    ReLU), B a conv whose input channels are A's output channels."""
     produced: Dict[int, str] = {}
     consumers: Dict[str, List[str]] = {}
     keep: List[Any] = []  # keeps traced tensors alive so their ids stay unique during the pass
@@ -119,7 +119,7 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
         name = names[id(mod)]
         if isinstance(mod, passthrough) and inputs and id(inputs[0]) in produced:
             src = produced[id(inputs[0])]
-            if isinstance(mod, M.ReLU) and _act(table[src]) not in _LINEAR_ACTS:
+            if isinstance(mod, M.ReLU) and _act(table[src]) not in _LINEAR_ACTS:  # a ReLU module after A
                 consumers.setdefault(src, []).append(name)
                 return None
             produced[id(out)] = src
@@ -146,7 +146,7 @@ def _trace_pairs(model: Module, example: np.ndarray) -> List[Tuple[str, str]]:
     pairs = []
     for a, cons in consumers.items():
         real = [c for c in cons if not c.startswith("<")]
-        if len(real) != 1 or _act(table[a]) not in _LINEAR_ACTS:
+        if len(real) != 1 or _act(table[a]) not in acts:
             continue
         b = real[0]
         if not _conv_like(table[b]) or _out_scale_params(table[a])[0] is None:  # a BN without affine weight
