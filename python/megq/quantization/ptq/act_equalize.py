@@ -53,8 +53,9 @@ def equalize_activations(model: Module, batches: Any, *, max_factor: float = 16.
     trace the pairs); ``max_factor``: the largest factor applied (channels that are nearly always zero would
     otherwise get huge ones); ``depthwise_only``: only pairs whose B is a depthwise conv, where a per-channel weight
     grid absorbs the factor for free (a full conv B shares one weight scale per output channel across its input
-    channels, whose small columns would lose levels: measured worse on MobileNetV2); ``tolerance``: the model's output on every batch must stay within this relative
-    max difference, else the pair is undone exactly. The train/eval mode and quantization flags are restored.
+    channels, whose small columns would lose levels: measured worse on MobileNetV2); ``tolerance``: the model's
+    output on every batch must stay within this relative max difference, else the pair is undone exactly. The
+    train/eval mode and quantization flags are restored.
     """
     if not isinstance(model, Module):
         raise TypeError(f"equalize_activations: model must be a megq Module, got {type(model).__name__}")
