@@ -1,13 +1,19 @@
 #include "megq/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include "megq/gemm.h"  // ArgumentError
 #include "megq/limits.h"
@@ -42,6 +48,60 @@ int default_num_threads() {
   return hw > static_cast<unsigned>(kMaxThreads) ? kMaxThreads : static_cast<int>(hw);
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Polling versus sleeping. A thread woken through a futex starts tens of
+// microseconds later (an interrupt to its core, which may first have to leave
+// a low-power state), while the kernel calls of a network come 10-100 us
+// apart: on idle cores, a worker that polls for the next job is what lets
+// two threads beat one on layers of a few hundred microseconds. On contended
+// cores polling does harm in two places, and both are avoided:
+// - A worker polling on the core the caller runs on (the scheduler often
+//   puts a woken thread on its waker's core once every core is busy) keeps
+//   the caller from running until the poll ends: the next layer starts up to
+//   a whole poll late, so two threads end up slower than one. Such a worker
+//   sleeps at once; the next job wakes it and the scheduler places it anew.
+// - A caller waiting for a worker that lost its core in the middle of a
+//   task may wait milliseconds; polling or yielding all that time takes CPU
+//   time from that worker and everyone else. The caller polls briefly (a
+//   worker with a core finishes its last task within microseconds), then
+//   sleeps until the last worker wakes it.
+// kWorkerPoll: how long a worker polls for the next job after finishing one.
+// kCallerPoll: how long the caller polls for workers still in their last task.
+constexpr Clock::duration kWorkerPoll = std::chrono::microseconds(200);
+constexpr Clock::duration kCallerPoll = std::chrono::microseconds(50);
+
+// Tells the core this is a polling loop (lower power, yields the pipeline to
+// a hyperthread sibling). Baseline instructions on both architectures.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// The CPU the calling thread runs on, or -1 where unknown.
+inline int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// Polls until done() or for `budget` (wall time: a poller that loses its
+// core comes back past the deadline and stops); returns done().
+template <class Done>
+bool poll_for(Clock::duration budget, Done done) {
+  const Clock::time_point until = Clock::now() + budget;
+  for (;;) {
+    if (done()) return true;
+    if (Clock::now() >= until) return done();
+    cpu_relax();
+  }
+}
+
 thread_local bool t_inside_task = false;
 
 class Pool {
@@ -61,6 +121,7 @@ class Pool {
       return;
     }
     grow_workers(threads - 1);
+    caller_cpu_.store(current_cpu(), std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
@@ -80,7 +141,10 @@ class Pool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_open_ = false;
     }
-    while (active_workers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    wait_for_workers();
+    // Where the next job's caller most likely runs: workers finishing now
+    // check it before polling.
+    caller_cpu_.store(current_cpu(), std::memory_order_relaxed);
     job_ = nullptr;
   }
 
@@ -102,15 +166,27 @@ class Pool {
     t_inside_task = false;
   }
 
+  void wait_for_workers() {
+    if (poll_for(kCallerPoll, [&] { return active_workers_.load(std::memory_order_acquire) == 0; })) return;
+    // The flag and the counter are sequentially consistent: either the last
+    // worker's decrement comes first and the predicate sees zero, or that
+    // worker sees the flag and notifies under done_mutex_, which the
+    // predicate is checked under.
+    caller_waiting_.store(true);
+    {
+      std::unique_lock<std::mutex> lock(done_mutex_);
+      done_.wait(lock, [&] { return active_workers_.load() == 0; });
+    }
+    caller_waiting_.store(false, std::memory_order_relaxed);
+  }
+
   // `seen` is the generation at creation: a worker that starts running only
   // after the first job was posted must still take that job.
   void worker_loop(int index, unsigned long long seen) {
     for (;;) {
-      // Spin for a short while before sleeping: back-to-back layer calls then
-      // start without a futex wake-up.
-      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-      while (generation_.load(std::memory_order_acquire) == seen &&
-             std::chrono::steady_clock::now() < spin_until) {
+      const int cpu = current_cpu();
+      if (cpu < 0 || cpu != caller_cpu_.load(std::memory_order_relaxed)) {
+        poll_for(kWorkerPoll, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       }
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -120,7 +196,10 @@ class Pool {
         active_workers_.fetch_add(1, std::memory_order_relaxed);
       }
       work();
-      active_workers_.fetch_sub(1, std::memory_order_release);
+      if (active_workers_.fetch_sub(1) == 1 && caller_waiting_.load()) {
+        std::lock_guard<std::mutex> lock(done_mutex_);
+        done_.notify_one();
+      }
     }
   }
 
@@ -139,12 +218,18 @@ class Pool {
   std::condition_variable wake_;
   std::vector<std::thread> workers_;
   std::atomic<unsigned long long> generation_{0};
-  int participating_ = 0;
+  int participating_ = 0;  // guarded by mutex_
   bool job_open_ = false;  // guarded by mutex_
   const std::function<void(int)>* job_ = nullptr;
   int job_size_ = 0;
   std::atomic<int> next_task_{0};
   std::atomic<int> active_workers_{0};
+  // The caller's CPU at its last job post or return (-1: unknown).
+  std::atomic<int> caller_cpu_{-1};
+  // Sleeping caller: see wait_for_workers().
+  std::mutex done_mutex_;
+  std::condition_variable done_;
+  std::atomic<bool> caller_waiting_{false};
 };
 
 Pool& pool() {

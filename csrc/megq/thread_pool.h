@@ -2,10 +2,13 @@
 //
 // parallel_for(n, fn) runs fn(0..n-1) on the pool's threads plus the calling
 // thread, claiming task ids from one atomic counter, and returns when all are
-// done. Workers spin briefly after a job (kernel calls in a network come in
-// quick succession) and then sleep on a condition variable, so an idle pool
-// costs no CPU. Kernels split work over output tiles with full-K accumulation,
-// so results never depend on the thread count.
+// done. Workers poll briefly after a job (kernel calls in a network come in
+// quick succession), unless they run on the caller's core, and then sleep on
+// a condition variable, so an idle pool costs no CPU. A job posted while a
+// worker has no core does not wait for it: the caller claims the remaining
+// tasks, and waits (polling briefly, then asleep) only for workers that
+// started a task. Kernels split work over output tiles with full-K
+// accumulation, so results never depend on the thread count.
 #ifndef MEGQ_THREAD_POOL_H_
 #define MEGQ_THREAD_POOL_H_
 

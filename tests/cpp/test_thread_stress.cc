@@ -6,11 +6,15 @@
 // (megq::set_num_threads). One pool serves the whole process: a call that
 // finds it busy runs serially on its own thread, and results never depend on
 // the thread count. So every result must equal the one computed up front on
-// one thread, byte for byte.
+// one thread, byte for byte. Then parallel_for itself: a worker stalled in
+// the middle of a task (shorter and far longer than the caller polls) is
+// waited for, and with every thread pinned to one CPU (a child process) jobs
+// still finish with the right results.
 //
 // Usage: test_thread_stress [--rounds=N]   (default 30 calls per thread and op)
 // The last line is "N passed, M failed"; the exit code is 1 on any failure.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +23,12 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 #include "megq/conv2d.h"
 #include "megq/depthwise.h"
@@ -73,18 +83,8 @@ std::vector<uint8_t> run_dw(const Problem& p) {
   return y;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  int rounds = 30;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--rounds=", 9) == 0) {
-      rounds = std::atoi(argv[i] + 9);
-    } else {
-      std::fprintf(stderr, "usage: %s [--rounds=N]\n", argv[0]);
-      return 2;
-    }
-  }
+// The problems and their one-thread results.
+Problem make_problem() {
   megq_test::Rng rng(0x5757ull);
   Problem p;
   p.x.resize(kXBytes);
@@ -112,9 +112,94 @@ int main(int argc, char** argv) {
   p.expect_gemm = run_gemm(p);
   p.expect_conv = run_conv(p);
   p.expect_dw = run_dw(p);
+  return p;
+}
+
+// A worker that stalls in the middle of a task (as when the OS takes its core
+// away) must be waited for, whether it comes back within the caller's short
+// poll or long after it (the caller then sleeps until the worker wakes it):
+// every task runs exactly once and has finished when parallel_for returns.
+// The caller's first task holds the job open until a worker has started a
+// task, so the stalled-worker path is taken every time.
+bool stalled_worker_round(int delay_us, int n) {
+  std::vector<std::atomic<int>> runs(static_cast<size_t>(n));
+  for (auto& r : runs) r.store(0);
+  std::atomic<bool> worker_started{false}, stalled{false};
+  const std::thread::id caller = std::this_thread::get_id();
+  megq::parallel_for(n, [&](int i) {
+    if (std::this_thread::get_id() == caller) {
+      while (!worker_started.load()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    } else {
+      worker_started.store(true);
+      if (!stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    }
+    runs[static_cast<size_t>(i)].fetch_add(1);
+  });
+  for (auto& r : runs) {
+    if (r.load() != 1) return false;
+  }
+  return true;
+}
+
+// Every thread on one CPU: workers never poll there (they would keep the
+// caller from running), so every job goes through the sleeping paths. Runs
+// in a child process pinned to one CPU; returns the number of failures, or
+// -1 if this platform cannot pin.
+int one_cpu_checks() {
+#if defined(__linux__)
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) _exit(100);
+    Problem p = make_problem();
+    int failures = 0;
+    megq::set_num_threads(2);
+    for (int r = 0; r < 20; ++r) {
+      if (run_gemm(p) != p.expect_gemm || run_conv(p) != p.expect_conv || run_dw(p) != p.expect_dw) ++failures;
+      if (!stalled_worker_round(r % 2 == 0 ? 10 : 300, 8)) ++failures;
+    }
+    _exit(failures > 99 ? 99 : failures);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
+  const int code = WEXITSTATUS(status);
+  return code == 100 ? -1 : code;
+#else
+  return -1;
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 30;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--rounds=", 9) == 0) {
+      rounds = std::atoi(argv[i] + 9);
+    } else {
+      std::fprintf(stderr, "usage: %s [--rounds=N]\n", argv[0]);
+      return 2;
+    }
+  }
+  // First, while this process has no threads yet (it forks).
+  const int one_cpu_failures = one_cpu_checks();
+  Problem p = make_problem();
+  const megq::Isa isa = megq::active_isa();
   std::printf("megq thread-pool stress test (isa %s, %d rounds)\n", megq::isa_name(isa), rounds);
 
   std::atomic<long> passed{0}, failed{0};
+  if (one_cpu_failures < 0) {
+    std::printf("(one-CPU checks skipped: cannot pin a process to one CPU here)\n");
+  } else if (one_cpu_failures == 0) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAIL one CPU: %d wrong results or unfinished tasks\n", one_cpu_failures);
+  }
   std::atomic<bool> done{false};
   // Changes the pool size while the others compute.
   std::thread changer([&] {
@@ -150,6 +235,18 @@ int main(int argc, char** argv) {
       const bool ok = run_gemm(p) == p.expect_gemm && run_conv(p) == p.expect_conv && run_dw(p) == p.expect_dw;
       ok ? ++passed : ++failed;
       if (!ok) std::printf("FAIL %d threads: a result differs from the single-thread one\n", threads);
+    }
+  }
+  // A worker stalled mid-task, for less and for much longer than the
+  // caller's poll.
+  for (int threads : {2, 3}) {
+    megq::set_num_threads(threads);
+    for (int delay_us : {0, 10, 200, 3000, 20000}) {
+      for (int r = 0; r < 3; ++r) {
+        const bool ok = stalled_worker_round(delay_us, 16);
+        ok ? ++passed : ++failed;
+        if (!ok) std::printf("FAIL %d threads, worker stalled %d us: a task ran != 1 times\n", threads, delay_us);
+      }
     }
   }
   std::printf("%ld passed, %ld failed\n", passed.load(), failed.load());
