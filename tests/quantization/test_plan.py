@@ -595,7 +595,7 @@ def test_batch_split_equals_one_image_at_a_time(name):
             with no_grad():
                 qmodel(x[:n])  # traces the batch-n plan
             plan = _kernel_plan(qmodel, (n, 3, size, size))
-            assert plan.splittable
+            assert plan.splittable and _planned(qmodel, (n, 3, size, size))["splittable"]
             for threads in (1, 2, 3):
                 K.set_num_threads(threads)
                 for split, chunk in (("auto", 0), ("layer", 0), ("batch", 0), ("batch", 1), ("layer", 2),
@@ -689,3 +689,36 @@ def test_kernel_plan_mixed_batches_do_not_split():
             np.testing.assert_array_equal(gb, K.quantize(xb, 0.2, 1))
     finally:
         K.set_num_threads(previous)
+
+
+def test_batch_split_concurrent_plans():
+    """Two plans of one model (two batch sizes) run from several Python threads at once, each splitting its batch
+    (one of them gets the pool, the other runs its slices serially): every result stays exact."""
+    qmodel = _qmodel(models.mobilenet_v2(num_classes=10), (2, 3, 16, 16))
+    rng = np.random.default_rng(10)
+    xs = [rng.standard_normal((n, 3, 16, 16)).astype(np.float32) for n in (2, 3, 4, 5)]
+    expected = [_one_by_one(qmodel, x).reshape(len(x), -1) for x in xs]
+    errors = []
+    previous = K.get_num_threads()
+    K.set_num_threads(2)
+
+    def work(i):
+        try:
+            with no_grad():
+                for _ in range(4):
+                    for x, e in zip(xs[i % 2::2], expected[i % 2::2]):
+                        if not np.array_equal(qmodel(x).numpy(), e):
+                            errors.append(i)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        K.set_num_threads(previous)
+    assert errors == []
+    assert all(_planned(qmodel, x.shape)["splittable"] for x in xs)
