@@ -18,6 +18,12 @@ namespace megq {
 namespace {
 
 constexpr int64_t kArenaAlign = 64;  // every tensor starts on a cache line
+// A thread running whole images takes as many at a time as fit this arena size (at least one, at most its
+// slice). Measured at 224x224 on a Zen 4 (1 MB L2 per core, 32 MB shared L3), batch 8, 1 thread: MobileNetV2
+// (1.5 MB of activations per image) spent ~5 % less CPU time in chunks of 2 images than in one pass of 8;
+// ResNet-18 (1.0 MB per image) the same in chunks of 2 or 4 as in one pass, 2 % more in chunks of 1 (its GEMMs
+// then reuse each weight panel over fewer rows). Small inputs keep their slice whole.
+constexpr size_t kChunkArenaBytes = size_t{4} << 20;
 
 std::string shape_str(int n, int h, int w, int c) {
   return "(" + std::to_string(n) + ", " + std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) +
@@ -444,18 +450,28 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
     return;
   }
   const int N = batch_, threads = get_num_threads();
-  if (split == Split::kAuto) split = threads > 1 && N >= threads ? Split::kBatch : Split::kLayer;
-  if (split == Split::kLayer || threads == 1) {
+  if (split == Split::kAuto) split = threads == 1 || N >= threads ? Split::kBatch : Split::kLayer;
+  if (split == Split::kLayer) {
     const int c = chunk > 0 ? std::min(chunk, N) : N;
     layout_for(c);
     run_chunks(inputs, outputs, 0, N, c, *arenas_[0]);
     return;
   }
-  // kBatch: `workers` slices of `per` whole images, one task each; the rest runs layer-split afterwards.
+  // kBatch: `workers` slices of `per` whole images, one task each; the rest runs layer-split afterwards. A
+  // slice runs `slice_chunk` images at a time: as many as keep the chunk's arena within kChunkArenaBytes.
   const int workers = std::min(threads, N), per = N / workers, rest = N - per * workers;
-  const int slice_chunk = chunk > 0 ? std::min(chunk, per) : per;
-  while (static_cast<int>(arenas_.size()) < workers) arenas_.push_back(std::make_unique<AlignedBuffer>());
+  int slice_chunk = chunk;
+  if (slice_chunk == 0) {
+    const size_t image_arena = std::max<size_t>(1, layout_for(1).bytes);
+    slice_chunk = static_cast<int>(std::min<size_t>(static_cast<size_t>(per), kChunkArenaBytes / image_arena));
+  }
+  slice_chunk = std::max(1, std::min(slice_chunk, per));
   layout_for(slice_chunk);  // placed here, not concurrently by the tasks
+  if (workers == 1) {  // one slice: no pool job (its kernels may still split their layers)
+    run_chunks(inputs, outputs, 0, N, slice_chunk, *arenas_[0]);
+    return;
+  }
+  while (static_cast<int>(arenas_.size()) < workers) arenas_.push_back(std::make_unique<AlignedBuffer>());
   if (rest > 0) layout_for(chunk > 0 ? std::min(chunk, rest) : rest);
   std::mutex error_mutex;
   std::exception_ptr error;

@@ -31,7 +31,9 @@
 // per-thread arena laid out for the slice: no synchronisation between layers.
 // The N % T images left over then run with each layer split over the threads,
 // as a batch smaller than T always does (a layer split is what keeps all
-// threads busy on one image).
+// threads busy on one image). A thread (or a single thread's whole batch)
+// takes its images a few at a time, as many as fit a 4 MB arena
+// (kChunkArenaBytes in plan.cc, measured there).
 #ifndef MEGQ_PLAN_H_
 #define MEGQ_PLAN_H_
 
@@ -130,7 +132,8 @@ class Plan {
   // step_seconds (optional): receives each step's wall time (for profiling; the outputs are the same); a
   // profiled run splits layers (one timeline).
   // chunk > 0: a thread runs its images `chunk` at a time through all the
-  // steps (a smaller arena that may stay in cache); 0 picks.
+  // steps (a smaller arena that may stay in cache); 0 picks (kLayer: the
+  // whole batch at once; otherwise by the arena budget above).
   void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
            std::vector<double>* step_seconds = nullptr, Split split = Split::kAuto, int chunk = 0);
   // A short name of step i's op ("conv2d", "depthwise", "add", ...).

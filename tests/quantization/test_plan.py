@@ -721,4 +721,29 @@ def test_batch_split_concurrent_plans():
     finally:
         K.set_num_threads(previous)
     assert errors == []
+    with no_grad():  # a shape whose every call met another thread tracing ran layer by layer: trace it now
+        for x, e in zip(xs, expected):
+            assert np.array_equal(qmodel(x).numpy(), e)
     assert all(_planned(qmodel, x.shape)["splittable"] for x in xs)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v2"])
+def test_batch_split_every_isa_path(isa, name):
+    """The batch split on each usable ISA's kernels (weights packed for it: a fresh model per ISA)."""
+    make, _ = _SPLIT_ZOO[name]
+    qmodel = _qmodel(make(), (2, 3, 16, 16))
+    x = np.random.default_rng(13).standard_normal((5, 3, 16, 16)).astype(np.float32) * 2
+    want = _one_by_one(qmodel, x)
+    previous = K.get_num_threads()
+    try:
+        for n in (2, 3, 5):
+            with no_grad():
+                qmodel(x[:n])
+            plan = _kernel_plan(qmodel, (n, 3, 16, 16))
+            for threads in (2, 3):
+                K.set_num_threads(threads)
+                for split, chunk in (("layer", 0), ("batch", 0), ("batch", 1)):
+                    (got,) = plan.run([x[:n]], split=split, chunk=chunk)
+                    assert np.array_equal(got.view(np.uint32), want[:n].view(np.uint32)), (n, threads, split)
+    finally:
+        K.set_num_threads(previous)
