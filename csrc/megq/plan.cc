@@ -367,7 +367,7 @@ void Plan::finalize() {
   const int whole = batch_ > 0 ? batch_ : 1;
   const Layout& layout = layout_for(whole);
   arena_bytes_ = layout.bytes;
-  arenas_.push_back(std::make_unique<AlignedBuffer>(arena_bytes_));
+  arenas_.push_back(std::make_unique<AlignedBuffer>());  // sized by the first run: a run by slices needs less
   finalized_ = true;
 }
 

@@ -3,8 +3,9 @@
 //
 // A plan is a list of steps over tensors. Every activation is an NHWC int8 /
 // uint8 tensor (a 2-D (N, C) activation is N x 1 x 1 x C) at a fixed offset of
-// one arena, allocated once when the plan is finalized; tensors whose lifetimes
-// do not overlap share bytes (greedy placement, largest first). The plan's
+// an arena, placed when the plan is finalized and allocated by the first run
+// (kept for the next ones); tensors whose lifetimes do not overlap share bytes
+// (greedy placement, largest first). The plan's
 // inputs are float32 NCHW arrays (read by Quantize steps) and its outputs are
 // either float32 NCHW arrays (written by Dequantize steps) or quantized tensors
 // copied out of the arena at the end.
@@ -113,6 +114,8 @@ class Plan {
   int input_tensor(int input) const { return input_tensors_[input]; }
   int num_inputs() const { return static_cast<int>(inputs_.size()); }
   int num_tensors() const { return static_cast<int>(tensors_.size()); }
+  // The arena of the whole batch run in one pass (a run by slices uses one
+  // arena per thread, each laid out for the images it holds at a time).
   size_t arena_bytes() const { return arena_bytes_; }
   int num_steps() const { return static_cast<int>(steps_.size()); }
 
