@@ -4,18 +4,26 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <numeric>
 #include <string>
 
 #include "megq/limits.h"
 #include "megq/qparams.h"
 #include "megq/quantize.h"
+#include "megq/thread_pool.h"
 
 namespace megq {
 
 namespace {
 
 constexpr int64_t kArenaAlign = 64;  // every tensor starts on a cache line
+// A thread running whole images takes as many at a time as fit this arena size (at least one, at most its
+// slice). Measured at 224x224 on a Zen 4 (1 MB L2 per core, 32 MB shared L3), batch 8, 1 thread: MobileNetV2
+// (1.5 MB of activations per image) spent ~5 % less CPU time in chunks of 2 images than in one pass of 8;
+// ResNet-18 (1.0 MB per image) the same in chunks of 2 or 4 as in one pass, 2 % more in chunks of 1 (its GEMMs
+// then reuse each weight panel over fewer rows). Small inputs keep their slice whole.
+constexpr size_t kChunkArenaBytes = size_t{4} << 20;
 
 std::string shape_str(int n, int h, int w, int c) {
   return "(" + std::to_string(n) + ", " + std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) +
@@ -346,37 +354,66 @@ void Plan::finalize() {
   for (int t = 0; t < count; ++t) {
     if (first_use_[t] < 0) first_use_[t] = last_use_[t] = n_steps;  // unused: placed, never touched
   }
-  // Greedy placement, largest tensor first: each goes to the lowest aligned offset that does not overlap a
-  // placed tensor alive at the same time (lifetimes are closed step ranges [first_use, last_use]).
+  // The batch splits only when every tensor and float input has the same N (a step's tensors always do; an
+  // unrelated tensor or input of another N would not slice the same way).
+  batch_ = count > 0 ? tensors_[0].n : -1;
+  for (const TensorDesc& t : tensors_) {
+    if (t.n != batch_) batch_ = -1;
+  }
+  for (const std::vector<int>& s : inputs_) {
+    if (!s.empty() && s[0] != batch_) batch_ = -1;
+  }
+  if (batch_ < 1) batch_ = -1;
+  const int whole = batch_ > 0 ? batch_ : 1;
+  const Layout& layout = layout_for(whole);
+  arena_bytes_ = layout.bytes;
+  arenas_.push_back(std::make_unique<AlignedBuffer>());  // sized by the first run: a run by slices needs less
+  finalized_ = true;
+}
+
+// Greedy placement, largest tensor first: each goes to the lowest aligned offset that does not overlap a placed
+// tensor alive at the same time (lifetimes are closed step ranges [first_use, last_use]). The sizes are those of
+// `images` images when the batch splits; a layout for k images also holds any k' < k images (each tensor then
+// uses a prefix of its slot).
+Plan::Layout Plan::place(int images) const {
+  const int count = static_cast<int>(tensors_.size());
+  std::vector<int64_t> sizes(count);
+  for (int t = 0; t < count; ++t) {
+    const int64_t bytes = batch_ > 0 ? tensors_[t].bytes() / batch_ * images : tensors_[t].bytes();
+    sizes[t] = (bytes + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
+  }
   std::vector<int> order(count);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return tensors_[a].bytes() > tensors_[b].bytes(); });
-  offsets_.assign(count, 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return sizes[a] > sizes[b]; });
+  Layout layout;
+  layout.offsets.assign(count, 0);
   std::vector<int> placed;
   int64_t arena = 0;
   for (int t : order) {
-    const int64_t size = (tensors_[t].bytes() + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
     std::vector<std::pair<int64_t, int64_t>> busy;  // [begin, end) of overlapping-lifetime tensors
     for (int p : placed) {
       if (first_use_[p] <= last_use_[t] && first_use_[t] <= last_use_[p]) {
-        const int64_t psize = (tensors_[p].bytes() + kArenaAlign - 1) / kArenaAlign * kArenaAlign;
-        busy.emplace_back(offsets_[p], offsets_[p] + psize);
+        busy.emplace_back(layout.offsets[p], layout.offsets[p] + sizes[p]);
       }
     }
     std::sort(busy.begin(), busy.end());
     int64_t offset = 0;
     for (const auto& b : busy) {
-      if (offset + size <= b.first) break;
+      if (offset + sizes[t] <= b.first) break;
       offset = std::max(offset, b.second);
     }
-    offsets_[t] = offset;
-    arena = std::max(arena, offset + size);
+    layout.offsets[t] = offset;
+    arena = std::max(arena, offset + sizes[t]);
     placed.push_back(t);
   }
-  arena_bytes_ = static_cast<size_t>(arena);
-  arena_.resize(arena_bytes_);
-  finalized_ = true;
+  layout.bytes = static_cast<size_t>(arena);
+  return layout;
+}
+
+const Plan::Layout& Plan::layout_for(int images) {
+  auto it = layouts_.find(images);
+  if (it == layouts_.end()) it = layouts_.emplace(images, place(images)).first;
+  return it->second;
 }
 
 const char* Plan::step_name(int i) const {
@@ -399,11 +436,76 @@ const char* Plan::step_name(int i) const {
 }
 
 void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
-               std::vector<double>* step_seconds) {
+               std::vector<double>* step_seconds, Split split, int chunk) {
   if (!finalized_) throw ArgumentError("plan: not finalized");
   if (inputs.size() != inputs_.size()) throw ArgumentError("inputs: wrong number of inputs");
   if (outputs.size() != outputs_.size()) throw ArgumentError("outputs: wrong number of outputs");
+  if (chunk < 0) throw ArgumentError("chunk: expected 0 (pick) or a number of images >= 1");
   std::lock_guard<std::mutex> lock(run_mutex_);
+  if (step_seconds != nullptr || batch_ < 0) {
+    AlignedBuffer& arena = *arenas_[0];
+    const Layout& layout = layout_for(batch_ > 0 ? batch_ : 1);
+    arena.reserve(layout.bytes);
+    run_steps(inputs, outputs, 0, batch_ > 0 ? batch_ : 0, arena.as<uint8_t>(), layout, step_seconds);
+    return;
+  }
+  const int N = batch_, threads = get_num_threads();
+  if (split == Split::kAuto) split = threads == 1 || N >= threads ? Split::kBatch : Split::kLayer;
+  if (split == Split::kLayer) {
+    const int c = chunk > 0 ? std::min(chunk, N) : N;
+    layout_for(c);
+    run_chunks(inputs, outputs, 0, N, c, *arenas_[0]);
+    return;
+  }
+  // kBatch: `workers` slices of `per` whole images, one task each; the rest runs layer-split afterwards. A
+  // slice runs `slice_chunk` images at a time: as many as keep the chunk's arena within kChunkArenaBytes.
+  const int workers = std::min(threads, N), per = N / workers, rest = N - per * workers;
+  int slice_chunk = chunk;
+  if (slice_chunk == 0) {
+    const size_t image_arena = std::max<size_t>(1, layout_for(1).bytes);
+    slice_chunk = static_cast<int>(std::min<size_t>(static_cast<size_t>(per), kChunkArenaBytes / image_arena));
+  }
+  slice_chunk = std::max(1, std::min(slice_chunk, per));
+  layout_for(slice_chunk);  // placed here, not concurrently by the tasks
+  if (workers == 1) {  // one slice: no pool job (its kernels may still split their layers)
+    run_chunks(inputs, outputs, 0, N, slice_chunk, *arenas_[0]);
+    return;
+  }
+  while (static_cast<int>(arenas_.size()) < workers) arenas_.push_back(std::make_unique<AlignedBuffer>());
+  if (rest > 0) layout_for(chunk > 0 ? std::min(chunk, rest) : rest);
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  parallel_for(workers, [&](int i) {
+    try {
+      run_chunks(inputs, outputs, i * per, per, slice_chunk, *arenas_[i]);
+    } catch (...) {  // a pool worker must not throw: hand the first error to the caller
+      std::lock_guard<std::mutex> guard(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  });
+  if (error) std::rethrow_exception(error);
+  if (rest > 0) {
+    run_chunks(inputs, outputs, workers * per, rest, chunk > 0 ? std::min(chunk, rest) : rest, *arenas_[0]);
+  }
+}
+
+void Plan::run_chunks(const std::vector<const void*>& inputs, const std::vector<void*>& outputs, int n0, int count,
+                      int chunk, AlignedBuffer& arena) {
+  const Layout& layout = layouts_.at(chunk);
+  arena.reserve(layout.bytes);
+  for (int c0 = 0; c0 < count; c0 += chunk) {
+    run_steps(inputs, outputs, n0 + c0, std::min(chunk, count - c0), arena.as<uint8_t>(), layout, nullptr);
+  }
+}
+
+// `count` is the number of images of every tensor when the batch splits; otherwise (count = 0 passed, a plan
+// whose tensors differ in N) each tensor keeps its own N and n0 is 0.
+void Plan::run_steps(const std::vector<const void*>& inputs, const std::vector<void*>& outputs, int n0, int count,
+                     uint8_t* arena, const Layout& layout, std::vector<double>* step_seconds) {
+  const bool sliced = batch_ > 0;
+  auto data = [&](int id) { return arena + layout.offsets[id]; };
+  auto images = [&](int id) { return sliced ? count : tensors_[id].n; };
+  auto image_bytes = [&](int id) { return int64_t{tensors_[id].h} * tensors_[id].w * tensors_[id].c; };
   if (step_seconds != nullptr) step_seconds->assign(steps_.size(), 0.0);
   using Clock = std::chrono::steady_clock;
   Clock::time_point t0 = Clock::now();
@@ -416,25 +518,29 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
     }
     switch (st.kind) {
       case Kind::kCopyIn: {
-        const int64_t bytes = tensors_[st.out].bytes();
-        if (bytes > 0) std::memcpy(data(st.out), inputs[st.ins[0]], static_cast<size_t>(bytes));
+        const int64_t bytes = images(st.out) * image_bytes(st.out);
+        if (bytes > 0) {
+          std::memcpy(data(st.out), static_cast<const uint8_t*>(inputs[st.ins[0]]) + n0 * image_bytes(st.out),
+                      static_cast<size_t>(bytes));
+        }
         break;
       }
       case Kind::kQuantize: {
         const std::vector<int>& s = inputs_[st.ins[0]];
-        const int N = s[0], C = s[1], H = s[2], W = s[3];
+        const int N = sliced ? count : s[0], C = s[1], H = s[2], W = s[3];
         if (N == 0) break;
-        quantize_nchw_to_nhwc(static_cast<const float*>(inputs[st.ins[0]]), N, C, H, W,
-                              static_cast<ptrdiff_t>(C) * H * W,
+        const ptrdiff_t image = static_cast<ptrdiff_t>(C) * H * W;
+        quantize_nchw_to_nhwc(static_cast<const float*>(inputs[st.ins[0]]) + n0 * image, N, C, H, W, image,
                               static_cast<ptrdiff_t>(H) * W, W, st.scale, st.zero_point,
                               tensors_[st.out].is_signed, data(st.out));
         break;
       }
       case Kind::kConv2d: {
         const TensorDesc& x = tensors_[st.ins[0]];
-        if (x.n == 0) break;
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
         const Conv2dInput in{data(st.ins[0]),
-                             x.n,
+                             n,
                              x.h,
                              x.w,
                              x.c,
@@ -446,19 +552,21 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
       }
       case Kind::kDepthwise: {
         const TensorDesc& x = tensors_[st.ins[0]];
-        if (x.n == 0) break;
-        depthwise_conv2d(*st.dw, data(st.ins[0]), x.n, x.h, x.w, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
+        depthwise_conv2d(*st.dw, data(st.ins[0]), n, x.h, x.w, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
                          static_cast<ptrdiff_t>(x.w) * x.c, x.c, st.dw_params, data(st.out));
         break;
       }
       case Kind::kGemm: {
         const TensorDesc& a = tensors_[st.ins[0]];
-        if (a.n == 0) break;
-        gemm(*st.gemm, data(st.ins[0]), a.n, a.c, st.gemm_output, data(st.out), tensors_[st.out].c);
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
+        gemm(*st.gemm, data(st.ins[0]), n, a.c, st.gemm_output, data(st.out), tensors_[st.out].c);
         break;
       }
       case Kind::kElementwise: {
-        const int64_t n = tensors_[st.out].bytes();
+        const int64_t n = images(st.out) * image_bytes(st.out);
         if (n == 0) break;
         if (st.kind_arg == 2) {
           quantized_mul(data(st.ins[0]), st.qa, data(st.ins[1]), st.qb, data(st.out), st.qy, n, n);
@@ -470,38 +578,41 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
       }
       case Kind::kPool: {
         const TensorDesc& x = tensors_[st.ins[0]];
-        if (x.n == 0) break;
-        pool2d(data(st.ins[0]), x.n, x.h, x.w, x.c, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
+        pool2d(data(st.ins[0]), n, x.h, x.w, x.c, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
                static_cast<ptrdiff_t>(x.w) * x.c, x.c, x.is_signed, st.zero_point, st.pool, data(st.out));
         break;
       }
       case Kind::kGlobalAvgPool: {
         const TensorDesc& x = tensors_[st.ins[0]];
-        if (x.n == 0) break;
-        global_avg_pool2d(data(st.ins[0]), x.n, x.h, x.w, x.c, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
+        global_avg_pool2d(data(st.ins[0]), n, x.h, x.w, x.c, static_cast<ptrdiff_t>(x.h) * x.w * x.c,
                           static_cast<ptrdiff_t>(x.w) * x.c, x.c, x.is_signed, data(st.out));
         break;
       }
       case Kind::kConcat: {
         const TensorDesc& o = tensors_[st.out];
-        if (o.n == 0) break;
+        const int n = images(st.out);
+        if (n == 0) break;
         std::vector<ConcatInput> ins;
         ins.reserve(st.ins.size());
-        for (size_t i = 0; i < st.ins.size(); ++i) {
-          const TensorDesc& t = tensors_[st.ins[i]];
-          ins.push_back(ConcatInput{data(st.ins[i]), t.c, t.c, st.scales[i], st.zero_points[i], t.is_signed});
+        for (size_t k = 0; k < st.ins.size(); ++k) {
+          const TensorDesc& t = tensors_[st.ins[k]];
+          ins.push_back(ConcatInput{data(st.ins[k]), t.c, t.c, st.scales[k], st.zero_points[k], t.is_signed});
         }
-        concat_channels(ins, int64_t{o.n} * o.h * o.w, st.scale, st.zero_point, o.is_signed, data(st.out));
+        concat_channels(ins, int64_t{n} * o.h * o.w, st.scale, st.zero_point, o.is_signed, data(st.out));
         break;
       }
       case Kind::kClamp: {
         const TensorDesc& x = tensors_[st.ins[0]];
-        const int64_t count = x.bytes();
+        const int64_t bytes = images(st.ins[0]) * image_bytes(st.ins[0]);
         if (x.is_signed) {
           clamp_bytes(reinterpret_cast<const int8_t*>(data(st.ins[0])), reinterpret_cast<int8_t*>(data(st.out)),
-                      count, static_cast<int8_t>(st.lo), static_cast<int8_t>(st.hi));
+                      bytes, static_cast<int8_t>(st.lo), static_cast<int8_t>(st.hi));
         } else {
-          clamp_bytes(data(st.ins[0]), data(st.out), count, static_cast<uint8_t>(st.lo), static_cast<uint8_t>(st.hi));
+          clamp_bytes(data(st.ins[0]), data(st.out), bytes, static_cast<uint8_t>(st.lo), static_cast<uint8_t>(st.hi));
         }
         break;
       }
@@ -510,7 +621,8 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
         const uint8_t* src = data(st.ins[0]);
         uint8_t* dst = data(st.out);
         const int64_t hw = int64_t{x.h} * x.w, image = hw * x.c;
-        for (int n = 0; n < x.n; ++n) {
+        const int n_images = images(st.ins[0]);
+        for (int n = 0; n < n_images; ++n) {
           for (int64_t p = 0; p < hw; ++p) {
             for (int c = 0; c < x.c; ++c) dst[n * image + c * hw + p] = src[n * image + p * x.c + c];
           }
@@ -519,10 +631,11 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
       }
       case Kind::kDequantize: {
         const TensorDesc& q = tensors_[st.ins[0]];
-        if (q.n == 0) break;
-        dequantize_nhwc_to_nchw(data(st.ins[0]), q.n, q.h, q.w, q.c, static_cast<ptrdiff_t>(q.h) * q.w * q.c,
+        const int n = images(st.ins[0]);
+        if (n == 0) break;
+        dequantize_nhwc_to_nchw(data(st.ins[0]), n, q.h, q.w, q.c, static_cast<ptrdiff_t>(q.h) * q.w * q.c,
                                 static_cast<ptrdiff_t>(q.w) * q.c, q.c, q.is_signed, st.scale, st.zero_point,
-                                static_cast<float*>(outputs[st.out]));
+                                static_cast<float*>(outputs[st.out]) + n0 * image_bytes(st.ins[0]));
         break;
       }
     }
@@ -533,8 +646,10 @@ void Plan::run(const std::vector<const void*>& inputs, const std::vector<void*>&
   for (size_t j = 0; j < outputs_.size(); ++j) {
     if (outputs_[j].is_float) continue;
     const int t = outputs_[j].tensor;
-    const int64_t bytes = tensors_[t].bytes();
-    if (bytes > 0) std::memcpy(outputs[j], data(t), static_cast<size_t>(bytes));
+    const int64_t bytes = images(t) * image_bytes(t);
+    if (bytes > 0) {
+      std::memcpy(static_cast<uint8_t*>(outputs[j]) + n0 * image_bytes(t), data(t), static_cast<size_t>(bytes));
+    }
   }
 }
 

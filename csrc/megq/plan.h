@@ -3,8 +3,9 @@
 //
 // A plan is a list of steps over tensors. Every activation is an NHWC int8 /
 // uint8 tensor (a 2-D (N, C) activation is N x 1 x 1 x C) at a fixed offset of
-// one arena, allocated once when the plan is finalized; tensors whose lifetimes
-// do not overlap share bytes (greedy placement, largest first). The plan's
+// an arena, placed when the plan is finalized and allocated by the first run
+// (kept for the next ones); tensors whose lifetimes do not overlap share bytes
+// (greedy placement, largest first). The plan's
 // inputs are float32 NCHW arrays (read by Quantize steps) and its outputs are
 // either float32 NCHW arrays (written by Dequantize steps) or quantized tensors
 // copied out of the arena at the end.
@@ -19,12 +20,30 @@
 // Every step's geometry is checked when it is added (the kernels' own checks:
 // channels, output sizes, ArgumentError naming the argument), and every
 // tensor's size is fixed by then, so run() cannot write outside the arena.
+//
+// Batches. Every step treats the images of a batch independently (each
+// kernel's result for an image depends on that image's bytes only: per-pixel
+// quantize, per-image pooling windows, GEMM rows with full-K accumulation), so
+// a contiguous slice of the batch can run through all the steps on its own
+// and produce the same bytes. run() uses that when every tensor has the same
+// batch size N (the usual plan): with T threads and N >= T it gives each
+// thread a slice of N / T whole images, run through all the steps with the
+// kernels single-threaded inside (nested parallel_for runs serially) and a
+// per-thread arena laid out for the slice: no synchronisation between layers.
+// The N % T images left over then run with each layer split over the threads,
+// as a batch smaller than T always does (a layer split is what keeps all
+// threads busy on one image). A thread (or a single thread's whole batch)
+// takes its images a few at a time, as many as fit a 4 MB arena
+// (kChunkArenaBytes in plan.cc, measured there).
 #ifndef MEGQ_PLAN_H_
 #define MEGQ_PLAN_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "megq/aligned_buffer.h"
@@ -95,17 +114,31 @@ class Plan {
   int input_tensor(int input) const { return input_tensors_[input]; }
   int num_inputs() const { return static_cast<int>(inputs_.size()); }
   int num_tensors() const { return static_cast<int>(tensors_.size()); }
+  // The arena of the whole batch run in one pass (a run by slices uses one
+  // arena per thread, each laid out for the images it holds at a time).
   size_t arena_bytes() const { return arena_bytes_; }
   int num_steps() const { return static_cast<int>(steps_.size()); }
+
+  // How run() splits the batch (see "Batches" above): kAuto picks; kLayer runs
+  // the whole batch step by step, each kernel splitting its layer over the
+  // threads; kBatch gives threads slices of whole images (the leftover images
+  // still run layer-split). Every choice gives the same bytes.
+  enum class Split { kAuto, kLayer, kBatch };
+  // Whether the batch can be split (every tensor and input has the same N >= 1).
+  bool splittable() const { return batch_ > 0; }
 
   // Runs every step. inputs[i]: C-contiguous float32 N x C x H x W (the shape
   // given to add_input), or the N x H x W x C bytes of a quantized input;
   // outputs[j]: C-contiguous buffer of output j (float32
   // N x C x H x W for a float output, the tensor's N x H x W x C bytes for a
   // quantized one). Calls from several threads run one at a time (one arena).
-  // step_seconds (optional): receives each step's wall time (for profiling; the outputs are the same).
+  // step_seconds (optional): receives each step's wall time (for profiling; the outputs are the same); a
+  // profiled run splits layers (one timeline).
+  // chunk > 0: a thread runs its images `chunk` at a time through all the
+  // steps (a smaller arena that may stay in cache); 0 picks (kLayer: the
+  // whole batch at once; otherwise by the arena budget above).
   void run(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
-           std::vector<double>* step_seconds = nullptr);
+           std::vector<double>* step_seconds = nullptr, Split split = Split::kAuto, int chunk = 0);
   // A short name of step i's op ("conv2d", "depthwise", "add", ...).
   const char* step_name(int i) const;
 
@@ -131,10 +164,22 @@ class Plan {
     std::vector<float> scales;
     std::vector<int32_t> zero_points;
   };
+  // Tensor placement for a batch of `images` (all of it when the plan is not splittable).
+  struct Layout {
+    std::vector<int64_t> offsets;
+    size_t bytes = 0;
+  };
+  Layout place(int images) const;
+  const Layout& layout_for(int images);
+  // Runs every step on images [n0, n0 + count) with the tensors of `layout` in `arena`.
+  void run_steps(const std::vector<const void*>& inputs, const std::vector<void*>& outputs, int n0, int count,
+                 uint8_t* arena, const Layout& layout, std::vector<double>* step_seconds);
+  // Images [n0, n0 + count) in chunks of `chunk`, in `arena` (grown as needed).
+  void run_chunks(const std::vector<const void*>& inputs, const std::vector<void*>& outputs, int n0, int count,
+                  int chunk, AlignedBuffer& arena);
   void check_tensor(int id, const char* what) const;
   void expect_shape(int id, int n, int h, int w, int c, bool is_signed, const char* op) const;
   void touch(int id);
-  uint8_t* data(int id) { return arena_.as<uint8_t>() + offsets_[id]; }
 
   std::vector<TensorDesc> tensors_;
   std::vector<std::vector<int>> inputs_;  // N, C, H, W (float inputs)
@@ -142,10 +187,11 @@ class Plan {
   std::vector<Step> steps_;
   std::vector<OutputSlot> outputs_;
   std::vector<int> first_use_, last_use_;  // step index range of each tensor's lifetime
-  std::vector<int64_t> offsets_;
   size_t arena_bytes_ = 0;
   bool finalized_ = false;
-  AlignedBuffer arena_;
+  int batch_ = -1;  // the N of every tensor and input, -1 if they differ (or N = 0): no batch split
+  std::map<int, Layout> layouts_;                   // by image count (the whole batch's placed by finalize)
+  std::vector<std::unique_ptr<AlignedBuffer>> arenas_;  // arenas_[0]: the caller's; then one per extra worker
   std::mutex run_mutex_;
 };
 

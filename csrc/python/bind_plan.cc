@@ -27,8 +27,20 @@ class PyPlan {
   }
   void keep(py::object o) { keep_alive_.push_back(std::move(o)); }
 
-  py::object run(const std::vector<py::array>& inputs, bool profile) {
+  py::object run(const std::vector<py::array>& inputs, bool profile, const std::string& split, int chunk) {
     if (!finalized_) throw py::value_error("plan: call finalize() before run()");
+    megq::Plan::Split how;
+    if (split == "auto") {
+      how = megq::Plan::Split::kAuto;
+    } else if (split == "layer") {
+      how = megq::Plan::Split::kLayer;
+    } else if (split == "batch") {
+      how = megq::Plan::Split::kBatch;
+    } else {
+      throw py::value_error("split: expected 'auto', 'layer' or 'batch', got '" + split + "'");
+    }
+    if (chunk < 0) throw py::value_error("chunk: expected 0 (pick) or a number of images >= 1, got " +
+                                         std::to_string(chunk));
     if (static_cast<int>(inputs.size()) != plan.num_inputs()) {
       throw py::value_error("inputs: expected " + std::to_string(plan.num_inputs()) + " array(s), got " +
                             std::to_string(inputs.size()));
@@ -75,7 +87,7 @@ class PyPlan {
     std::vector<double> seconds;
     {
       py::gil_scoped_release release;
-      plan.run(in_ptrs, out_ptrs, profile ? &seconds : nullptr);
+      plan.run(in_ptrs, out_ptrs, profile ? &seconds : nullptr, how, chunk);
     }
     if (!profile) return std::move(result);
     py::list steps;
@@ -226,9 +238,14 @@ void register_plan(py::module_& m) {
            py::arg("q"), py::arg("scale"), py::arg("zero_point"))
       .def("add_quantized_output", [](PyPlan& p, int t) { return p.plan.add_quantized_output(t); }, py::arg("t"))
       .def("finalize", &PyPlan::finalize)
-      .def("run", &PyPlan::run, py::arg("inputs"), py::arg("profile") = false,
+      .def("run", &PyPlan::run, py::arg("inputs"), py::arg("profile") = false, py::arg("split") = "auto",
+           py::arg("chunk") = 0,
            "Runs every step (GIL released); returns the outputs: float32 NCHW arrays for dequantized outputs, "
-           "NHWC int8/uint8 arrays for quantized ones. profile=True returns (outputs, [(step name, seconds)]).")
+           "NHWC int8/uint8 arrays for quantized ones. profile=True returns (outputs, [(step name, seconds)]) "
+           "from a layer-split run. split: 'auto', 'layer' (each kernel splits its layer over the threads) or "
+           "'batch' (threads run slices of whole images); chunk: images run through all the steps at a time "
+           "(0 picks). Every split gives the same bytes.")
+      .def_property_readonly("splittable", [](const PyPlan& p) { return p.plan.splittable(); })
       .def_property_readonly("arena_bytes", [](const PyPlan& p) { return p.plan.arena_bytes(); })
       .def_property_readonly("num_steps", [](const PyPlan& p) { return p.plan.num_steps(); })
       .def_property_readonly("num_tensors", [](const PyPlan& p) { return p.plan.num_tensors(); });

@@ -546,3 +546,204 @@ def test_kernel_plan_quantized_input():
         plan.run([np.zeros((2, 4, 8, 8), np.uint8)[:, :, ::2]])
     with pytest.raises(ValueError, match="input: no such float input"):
         K.Plan().add_quantize(0, 0, 0.1, 0)
+
+
+# -- batch splits ------------------------------------------------------------------------------------------------------
+def _kernel_plan(qmodel, shape):
+    """The megq.kernels.Plan traced for a float input of ``shape``."""
+    runner = qmodel.__dict__["_plan_runner"]
+    return runner._st().plans[(("f", tuple(shape)),)].plan
+
+
+def _one_by_one(qmodel, x):
+    """Each image alone through the batch-1 plan, one thread, one layer-split pass: the reference a batch split must
+    reproduce (an image's bytes do not depend on the batch it is in)."""
+    previous = K.get_num_threads()
+    K.set_num_threads(1)
+    try:
+        with no_grad():
+            qmodel(x[:1])  # traces the batch-1 plan
+            plan = _kernel_plan(qmodel, (1,) + x.shape[1:])
+            return np.concatenate([plan.run([x[i:i + 1]], split="layer")[0] for i in range(len(x))])
+    finally:
+        K.set_num_threads(previous)
+
+
+_SPLIT_ZOO = {
+    "resnet8": (lambda: models.resnet8(num_classes=10), 16),
+    "resnet18": (lambda: models.resnet18(num_classes=10), 32),  # max pooling after the stem
+    "mobilenet_v2": (lambda: models.mobilenet_v2(num_classes=10), 32),  # depthwise, ReLU6, global pooling
+}
+
+
+@pytest.mark.parametrize("name", list(_SPLIT_ZOO))
+def test_batch_split_equals_one_image_at_a_time(name):
+    """Every batch size 1..9, split over 1, 2 and 3 threads by layers, by slices of whole images (N not divisible by
+    the threads: the leftover images run layer-split), in chunks: the bytes of each image alone."""
+    make, size = _SPLIT_ZOO[name]
+    qmodel = _qmodel(make(), (2, 3, size, size))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 3, size, size)).astype(np.float32) * 2
+    want = _one_by_one(qmodel, x)
+    assert _planned(qmodel, (1, 3, size, size)) is not None
+    reference = _layer_by_layer(qmodel)
+    with no_grad():
+        np.testing.assert_array_equal(want[:3].reshape(3, -1), reference(x[:3]).numpy())
+    previous = K.get_num_threads()
+    try:
+        for n in range(1, 10):
+            with no_grad():
+                qmodel(x[:n])  # traces the batch-n plan
+            plan = _kernel_plan(qmodel, (n, 3, size, size))
+            assert plan.splittable and _planned(qmodel, (n, 3, size, size))["splittable"]
+            for threads in (1, 2, 3):
+                K.set_num_threads(threads)
+                for split, chunk in (("auto", 0), ("layer", 0), ("batch", 0), ("batch", 1), ("layer", 2),
+                                     ("batch", 2)):
+                    (got,) = plan.run([x[:n]], split=split, chunk=chunk)
+                    assert np.array_equal(got.view(np.uint32), want[:n].view(np.uint32)), (n, threads, split, chunk)
+                with no_grad():  # the model's own call (auto)
+                    got = qmodel(x[:n]).numpy()
+                assert np.array_equal(got.view(np.uint32), want[:n].reshape(got.shape).view(np.uint32))
+    finally:
+        K.set_num_threads(previous)
+
+
+def test_batch_split_every_step_kind():
+    """A plan with every step kind (concat, clamps, MUL/ADD, average and max pooling, a flatten, Linear) splits by
+    images to the same bytes, at every batch size and thread count."""
+    qmodel = Q.compile(_qmodel(_OpsNet(), (2, 3, 16, 16)))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((7, 3, 16, 16)).astype(np.float32) * 3
+    want = _one_by_one(qmodel, x)
+    reference = _layer_by_layer(qmodel)
+    with no_grad():
+        np.testing.assert_array_equal(want.reshape(len(x), -1), reference(x).numpy())
+    previous = K.get_num_threads()
+    try:
+        for n in (2, 3, 5, 7):
+            with no_grad():
+                qmodel(x[:n])
+            plan = _kernel_plan(qmodel, (n, 3, 16, 16))
+            names = {name for name, _ in plan.run([x[:n]], profile=True)[1]}
+            assert {"concat", "clamp", "mul", "add", "avg_pool", "max_pool", "flatten", "gemm"} <= names
+            for threads in (1, 2, 3):
+                K.set_num_threads(threads)
+                for split, chunk in (("layer", 0), ("batch", 0), ("batch", 1), ("layer", 1), ("auto", 0)):
+                    (got,) = plan.run([x[:n]], split=split, chunk=chunk)
+                    np.testing.assert_array_equal(got, want[:n], err_msg=f"{n} {threads} {split} {chunk}")
+    finally:
+        K.set_num_threads(previous)
+
+
+def test_kernel_plan_batch_split_quantized_input_and_outputs():
+    """Quantized inputs and outputs are sliced by images too (copied in and out per slice)."""
+    def build(n):
+        plan = K.Plan()
+        t = plan.add_tensor(n, 4, 4, 8, "uint8")
+        plan.add_quantized_input(t)
+        u = plan.add_tensor(n, 1, 1, 8, "uint8")
+        plan.add_global_avg_pool(t, u)
+        plan.add_quantized_output(u)
+        plan.add_dequantize(t, 0.25, 100)
+        plan.finalize()
+        return plan
+
+    x = np.random.default_rng(3).integers(0, 256, (5, 4, 4, 8), dtype=np.uint8)
+    plan = build(5)
+    previous = K.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            K.set_num_threads(threads)
+            for split, chunk in (("layer", 0), ("batch", 0), ("batch", 1), ("layer", 2)):
+                pooled, floats = plan.run([x], split=split, chunk=chunk)
+                np.testing.assert_array_equal(pooled, K.global_avg_pool2d(x))
+                np.testing.assert_array_equal(floats, K.dequantize(x, 0.25, 100))
+    finally:
+        K.set_num_threads(previous)
+    with pytest.raises(ValueError, match="split: expected 'auto', 'layer' or 'batch'"):
+        plan.run([x], split="image")
+    with pytest.raises(ValueError, match="chunk: expected 0"):
+        plan.run([x], chunk=-1)
+
+
+def test_kernel_plan_mixed_batches_do_not_split():
+    """Tensors of different N (two unrelated inputs) cannot be sliced the same way: run() keeps whole tensors."""
+    plan = K.Plan()
+    a, b = plan.add_input(2, 3, 4, 4), plan.add_input(3, 3, 4, 4)
+    qa, qb = plan.add_tensor(2, 4, 4, 3, "int8"), plan.add_tensor(3, 4, 4, 3, "int8")
+    plan.add_quantize(a, qa, 0.1, 0)
+    plan.add_quantize(b, qb, 0.2, 1)
+    plan.add_quantized_output(qa)
+    plan.add_quantized_output(qb)
+    plan.finalize()
+    assert not plan.splittable
+    rng = np.random.default_rng(4)
+    xa, xb = rng.standard_normal((2, 3, 4, 4)).astype(np.float32), rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    previous = K.get_num_threads()
+    try:
+        K.set_num_threads(2)
+        for split in ("auto", "batch", "layer"):
+            ga, gb = plan.run([xa, xb], split=split, chunk=1)
+            np.testing.assert_array_equal(ga, K.quantize(xa, 0.1, 0))
+            np.testing.assert_array_equal(gb, K.quantize(xb, 0.2, 1))
+    finally:
+        K.set_num_threads(previous)
+
+
+def test_batch_split_concurrent_plans():
+    """Two plans of one model (two batch sizes) run from several Python threads at once, each splitting its batch
+    (one of them gets the pool, the other runs its slices serially): every result stays exact."""
+    qmodel = _qmodel(models.mobilenet_v2(num_classes=10), (2, 3, 16, 16))
+    rng = np.random.default_rng(10)
+    xs = [rng.standard_normal((n, 3, 16, 16)).astype(np.float32) for n in (2, 3, 4, 5)]
+    expected = [_one_by_one(qmodel, x).reshape(len(x), -1) for x in xs]
+    errors = []
+    previous = K.get_num_threads()
+    K.set_num_threads(2)
+
+    def work(i):
+        try:
+            with no_grad():
+                for _ in range(4):
+                    for x, e in zip(xs[i % 2::2], expected[i % 2::2]):
+                        if not np.array_equal(qmodel(x).numpy(), e):
+                            errors.append(i)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        K.set_num_threads(previous)
+    assert errors == []
+    with no_grad():  # a shape whose every call met another thread tracing ran layer by layer: trace it now
+        for x, e in zip(xs, expected):
+            assert np.array_equal(qmodel(x).numpy(), e)
+    assert all(_planned(qmodel, x.shape)["splittable"] for x in xs)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v2"])
+def test_batch_split_every_isa_path(isa, name):
+    """The batch split on each usable ISA's kernels (weights packed for it: a fresh model per ISA)."""
+    make, _ = _SPLIT_ZOO[name]
+    qmodel = _qmodel(make(), (2, 3, 16, 16))
+    x = np.random.default_rng(13).standard_normal((5, 3, 16, 16)).astype(np.float32) * 2
+    want = _one_by_one(qmodel, x)
+    previous = K.get_num_threads()
+    try:
+        for n in (2, 3, 5):
+            with no_grad():
+                qmodel(x[:n])
+            plan = _kernel_plan(qmodel, (n, 3, 16, 16))
+            for threads in (2, 3):
+                K.set_num_threads(threads)
+                for split, chunk in (("layer", 0), ("batch", 0), ("batch", 1)):
+                    (got,) = plan.run([x[:n]], split=split, chunk=chunk)
+                    assert np.array_equal(got.view(np.uint32), want[:n].view(np.uint32)), (n, threads, split)
+    finally:
+        K.set_num_threads(previous)

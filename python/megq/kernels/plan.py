@@ -18,6 +18,11 @@ Plans are built by :mod:`megq.module.quantized.plan` from a traced forward; buil
     plan.finalize()
     (out,) = plan.run([x_float])                     # float32 (1, 16, 32, 32)
 
+A batch of N >= T images (T threads) runs as T slices of whole images, each thread taking its slice through every
+step with its own arena; smaller batches (and the N % T images left over) split each layer over the threads.
+``run(inputs, split="layer" | "batch", chunk=k)`` forces a split or runs a thread's images k at a time; every
+choice returns the same bytes (each image's result does not depend on the batch it is in).
+
 Each ``add_*`` checks its geometry (ValueError naming the argument), so a finalized plan cannot read or write
 outside its arena; ``run`` checks every input's dtype (float32, TypeError) and shape (ValueError).
 """
@@ -29,5 +34,6 @@ __all__ = ["Plan"]
 
 #: The extension's plan class (methods ``add_tensor``, ``add_input``, ``add_quantize``, ``add_conv2d``,
 #: ``add_depthwise``, ``add_gemm``, ``add_elementwise``, ``add_pool``, ``add_global_avg_pool``, ``add_concat``,
-#: ``add_clamp``, ``add_flatten``, ``add_dequantize``, ``add_quantized_output``, ``finalize``, ``run``).
+#: ``add_clamp``, ``add_flatten``, ``add_dequantize``, ``add_quantized_output``, ``finalize``, ``run``; properties
+#: ``arena_bytes``, ``num_steps``, ``num_tensors``, ``splittable``).
 Plan = _C.Plan

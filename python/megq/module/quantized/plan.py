@@ -499,11 +499,13 @@ def attach_plan_runner(model: Module, trusted: bool = False) -> Module:
 
 def plan_status(model: Module) -> Dict[str, Any]:
     """What the runner of ``model`` holds: ``{"attached", "trusted", "refusal", "plans": {shapes: info}}`` with,
-    per traced input shape, None (runs layer by layer) or ``{"steps", "tensors", "arena_bytes"}``."""
+    per traced input shape, None (runs layer by layer) or ``{"steps", "tensors", "arena_bytes", "splittable"}``
+    (``splittable``: a batch runs as per-thread slices of whole images, see :mod:`megq.kernels.plan`)."""
     runner = model.__dict__.get("_plan_runner")
     if runner is None:
         return {"attached": False, "trusted": False, "refusal": None, "plans": {}}
     st = runner._st()
     plans = {k: None if v is None else {"steps": v.plan.num_steps, "tensors": v.plan.num_tensors,
-                                        "arena_bytes": v.plan.arena_bytes} for k, v in st.plans.items()}
+                                        "arena_bytes": v.plan.arena_bytes, "splittable": v.plan.splittable}
+             for k, v in st.plans.items()}
     return {"attached": True, "trusted": runner.trusted, "refusal": st.refusal, "plans": plans}
