@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ..module.module import Module
+from ..module.quantized.plan import layer_by_layer
 from ..qtensor import QuantizedTensor
 from ..tensor import Tensor
 
@@ -476,7 +477,8 @@ def _tracing(b: _Builder, paths: Dict[int, str]) -> Iterator[None]:
     for n, fn in saved.items():
         setattr(F, n, make(n, fn))
     try:
-        yield
+        with layer_by_layer():  # a Q model's execution plan would run its forward without calling its layers
+            yield
     finally:
         Module.__call__ = original_call  # type: ignore[method-assign]
         for n, fn in saved.items():

@@ -32,10 +32,11 @@ are not (``_transient_attrs``); a deep copy gets a fresh runner.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from ...qtensor import QuantizedTensor
 from ...tensor import Tensor
 from ..module import Module, tree_version
 
-__all__ = ["PlanRunner", "attach_plan_runner", "plan_status"]
+__all__ = ["PlanRunner", "attach_plan_runner", "layer_by_layer", "plan_status"]
 
 logger = logging.getLogger("megq.plan")
 
@@ -55,6 +56,21 @@ _DTYPE_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 
 # Per thread: a trace is running (every runner steps aside so the tracer sees each layer).
 _local = threading.local()
+
+
+@contextlib.contextmanager
+def layer_by_layer() -> Iterator[None]:
+    """In this block (this thread), every Q model runs layer by layer, through each module's ``__call__``.
+
+    For code that observes a forward module by module by other means than hooks (hooks already keep a model off
+    its plan), e.g. the ONNX exporter, which patches ``Module.__call__``: a plan would run the whole forward as one
+    C++ call and the observer would see no layer."""
+    previous = getattr(_local, "tracing", False)
+    _local.tracing = True
+    try:
+        yield
+    finally:
+        _local.tracing = previous
 
 
 class _Unsupported(Exception):
