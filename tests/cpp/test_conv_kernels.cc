@@ -392,7 +392,9 @@ void conv_7bit(Runner& run, int cases) {
     for (auto& v : c.x) v &= 0x7F;
     const int z = rng.irange(0, 9);  // mostly zero points whose byte is < 128
     c.x_zp = z < 4 ? 0 : z < 7 ? rng.irange(0, 127) : (c.x_signed ? rng.irange(-128, -1) : rng.irange(128, 255));
-    if (rng.coin(30) && !c.x.empty()) c.x[static_cast<size_t>(rng.range(0, static_cast<int64_t>(c.x.size()) - 1))] |= 0x80;
+    if (rng.coin(30) && !c.x.empty()) {
+      c.x[static_cast<size_t>(rng.range(0, static_cast<int64_t>(c.x.size()) - 1))] |= 0x80;
+    }
     if (rng.coin(20)) {  // largest pair sums
       c.narrow_range = false;
       for (auto& v : c.x) v = (v & 0x80) | 0x7F;

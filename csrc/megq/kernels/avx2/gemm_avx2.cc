@@ -244,9 +244,11 @@ void row_tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel_be
 // One k group is 4 bytes of a row (one broadcast) times a panel's 64 bytes
 // (16 columns x 4 k, two vectors): per row, 2 vpmaddubsw + 2 vpmaddwd + 2
 // vpaddd for 64 multiply-adds, where the int16 path needs 4 vpmaddwd + 4
-// vpaddd (and twice the broadcasts and A bytes): the same number of
-// multiplies, but on CPUs whose vector multiply pipes are the bottleneck for
-// vpmaddwd alone, vpmaddubsw can issue alongside it.
+// vpaddd (and twice the broadcasts and A bytes): as many multiply
+// instructions, half the adds. AMD Zen 4 runs this mix at about 1.25x the
+// multiply-adds per second of vpmaddwd + vpaddd; Zen 2, with one vector
+// integer multiply pipe, runs both at the same rate (peers get 1.5x there only
+// with vpmaddubsw + vpaddsw, whose int16 accumulation saturates).
 constexpr int kMRU7 = 5;
 constexpr int kKRU7 = 4;
 constexpr int kGroupBytesU7 = kNR * kKRU7;  // one k group of one panel
@@ -254,7 +256,9 @@ constexpr int kGroupBytesU7 = kNR * kKRU7;  // one k group of one panel
 // ORs the bytes [0, len) of s into acc; 32-byte loads while they stay inside.
 inline __m256i or_bytes(__m256i acc, const uint8_t* s, int len) {
   int k = 0;
-  for (; k + 32 <= len; k += 32) acc = _mm256_or_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k)));
+  for (; k + 32 <= len; k += 32) {
+    acc = _mm256_or_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k)));
+  }
   uint32_t tail = 0;
   for (; k < len; ++k) tail |= s[k];
   return _mm256_or_si256(acc, _mm256_set1_epi32(static_cast<int32_t>(tail)));
