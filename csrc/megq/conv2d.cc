@@ -258,12 +258,19 @@ void conv2d(const PackedConv2dWeights& p, const Conv2dInput& x, const Conv2dPara
       Im2colArgs a = args;
       a.x = x.data + g * cin_g;
       uint8_t* rows = patches.as<uint8_t>();
-      gather(a, p_begin, count, rows);
+      // AVX2: the exact 7-bit form when every gathered byte (padding
+      // included) is < 128 (it fits in the int16 form's buffer), else the
+      // int16 form.
+      bool u7 = false;
+#ifdef MEGQ_BUILT_AVX2
+      if (first.Kp_u7 > 0) u7 = avx2::im2col_u7(a, first.Kp_u7, p_begin, count, rows);
+#endif
+      if (!u7) gather(a, p_begin, count, rows);
       const int p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
       if (p0 < p1) {
         gemm_rows_packed(*p.group_weights[g], rows, count, out,
                          y + static_cast<ptrdiff_t>(p_begin) * y_pixel_stride + g * cout_g * elem, y_pixel_stride,
-                         p0, p1);
+                         p0, p1, u7);
       }
     });
     return;

@@ -176,6 +176,30 @@ std::unique_ptr<PackedGemmWeights> pack_gemm_weights(const int8_t* w, int K, int
     p->multiplier.as<float>()[n] = m;
     p->user_multiplier.as<float>()[n] = m;
   }
+
+  // AVX2: a second, int8 copy for the exact 7-bit path (GemmArgs::packed_u7;
+  // nr = 16, kr = 4). Its kernel computes sum a * w, so the whole input
+  // offset z_a is folded into its bias (modulo 2^32, as above).
+  if (isa == Isa::kAvx2) {
+    constexpr int kNr = 16, kKr = 4;
+    MEGQ_DCHECK(L.nr == kNr);
+    p->Kp_u7 = ceil_div(K, kKr) * kKr;
+    p->panel_bytes_u7 = static_cast<size_t>(p->Kp_u7) * kNr;
+    p->packed_u7.resize(p->panels * p->panel_bytes_u7);
+    p->bias_u7.resize(padded * sizeof(int32_t));
+    for (int k = 0; k < K; ++k) {
+      const int8_t* row = w + k * w_row_stride;
+      const size_t k_offset = static_cast<size_t>(k / kKr) * kNr * kKr + k % kKr;
+      for (int n = 0; n < N; ++n) {
+        p->packed_u7.as<int8_t>()[(n / kNr) * p->panel_bytes_u7 + k_offset + (n % kNr) * kKr] = row[n];
+      }
+    }
+    for (int n = 0; n < N; ++n) {
+      const int64_t b = o.bias ? o.bias[n] : 0;
+      p->bias_u7.as<int32_t>()[n] =
+          static_cast<int32_t>(static_cast<uint32_t>(b - static_cast<int64_t>(o.input_zero_point) * col_sum[n]));
+    }
+  }
   return p;
 }
 
@@ -208,6 +232,12 @@ GemmArgs make_args(const PackedGemmWeights& p, const uint8_t* a, ptrdiff_t a_row
   g.out_zero_point = out.zero_point;
   g.out_min = out.min;
   g.out_max = out.max;
+  if (p.Kp_u7 > 0) {
+    g.packed_u7 = p.packed_u7.as<uint8_t>();
+    g.panel_bytes_u7 = p.panel_bytes_u7;
+    g.bias_u7 = p.bias_u7.as<int32_t>();
+    g.Kp_u7 = p.Kp_u7;
+  }
   return g;
 }
 
@@ -232,13 +262,15 @@ void gemm_rows(const PackedGemmWeights& p, const uint8_t* a, int rows, ptrdiff_t
 }
 
 void gemm_rows_packed(const PackedGemmWeights& p, const uint8_t* a_packed, int rows, const GemmOutput& out,
-                      uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end) {
+                      uint8_t* c, ptrdiff_t c_row_stride, int panel_begin, int panel_end, bool u7) {
   check_output(p, out);
   MEGQ_DCHECK(p.layout.scratch_bytes_per_k_row > 0);
+  MEGQ_DCHECK(!u7 || p.Kp_u7 > 0);
   GemmArgs g = make_args(p, a_packed, static_cast<ptrdiff_t>(p.Kp) * p.layout.scratch_bytes_per_k_row, out, c,
                          c_row_stride);
   g.a_packed = a_packed;
   g.a_packed_row0 = 0;
+  g.a_packed_u7 = u7;
   gemm_entry(p.isa).block(g, 0, rows, panel_begin, panel_end, nullptr);
 }
 
@@ -302,7 +334,13 @@ void gemm(const PackedGemmWeights& p, const uint8_t* a, int M, ptrdiff_t a_row_s
     GemmArgs args = g;
     if (prepack) {
       packed_rows.reserve(packed_rows_bytes);
-      entry.pack_a(g, m0, m1 - m0, packed_rows.as<uint8_t>());
+      // AVX2: the exact 7-bit form when every byte of these rows is < 128
+      // (Kp_u7 bytes per row fit in the Kp int16 elements reserved), else
+      // the int16 form.
+#ifdef MEGQ_BUILT_AVX2
+      args.a_packed_u7 = g.packed_u7 != nullptr && avx2::pack_a_u7(g, m0, m1 - m0, packed_rows.as<uint8_t>());
+#endif
+      if (!args.a_packed_u7) entry.pack_a(g, m0, m1 - m0, packed_rows.as<uint8_t>());
       args.a_packed = packed_rows.as<uint8_t>();
       args.a_packed_row0 = m0;
     }

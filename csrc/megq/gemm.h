@@ -51,6 +51,11 @@ struct PackedGemmWeights {
   // The caller's values, kept for inspection and serialisation.
   AlignedBuffer user_bias;        // int32[N]
   AlignedBuffer user_multiplier;  // float[N] (per-tensor: N copies)
+  // AVX2 only: the weights again for the exact 7-bit path (GemmArgs::packed_u7).
+  int Kp_u7 = 0;
+  size_t panel_bytes_u7 = 0;
+  AlignedBuffer packed_u7;  // panels * panel_bytes_u7, int8, nr 16, kr 4
+  AlignedBuffer bias_u7;    // int32[panels * 16]: bias - z_a * sum_k w
 };
 
 struct PackGemmOptions {
@@ -98,9 +103,10 @@ void gemm_rows(const PackedGemmWeights& packed, const uint8_t* a, int rows, ptrd
 // (GemmArgs::a_packed: rows of Kp elements of layout.scratch_bytes_per_k_row
 // bytes, converted as the kernel's AInput says and zero beyond K).
 // Used by conv2d, whose patch gatherer writes that form directly.
+// u7: the rows are in the AVX2 7-bit form instead (GemmArgs::a_packed_u7).
 void gemm_rows_packed(const PackedGemmWeights& packed, const uint8_t* a_packed, int rows,
                       const GemmOutput& output, uint8_t* c, ptrdiff_t c_row_stride, int panel_begin,
-                      int panel_end);
+                      int panel_end, bool u7 = false);
 
 // Like gemm_rows, for A already in the kernel's form and read in place as
 // `segments` pieces per row (GemmArgs::a_segments: piece s of row r at

@@ -370,6 +370,41 @@ void conv_pointwise(Runner& run, int cases) {
   }
 }
 
+// Inputs whose bytes are all < 128 (ReLU outputs): the AVX2 exact 7-bit path.
+// Padding taps carry the zero point's byte, so zero points >= 128 as a byte
+// (uint8 >= 128, int8 < 0) send the tiles that touch padding back to the
+// int16 path; some cases also get one high byte somewhere. Random geometry,
+// 1x1 (dense and row-by-row) and wide rows.
+void conv_7bit(Runner& run, int cases) {
+  for (int i = 0; i < cases; ++i) {
+    Rng rng(0x7B1Cull + 15485863ull * i);
+    ConvCase c;
+    const int kind = i % 3;
+    c.name = kind == 0 ? "7bit" : kind == 1 ? "7bit-1x1" : "7bit-wide";
+    random_geometry(c, rng, 9);
+    if (kind == 1) c.kh = c.kw = 1, c.pad_h = c.pad_w = 0, c.dil_h = c.dil_w = 1;
+    if (kind == 2) c.stride_w = 1, c.dil_w = 1, c.W = rng.irange(12, 40);
+    c.groups = rng.coin(80) ? 1 : rng.irange(2, 3);
+    c.cin_g = rng.irange(1, 40);
+    c.cout_g = rng.irange(1, 40);
+    fill(c, rng);
+    if (rng.coin(60)) c.pixel_extra = c.row_extra = c.image_extra = 0;
+    for (auto& v : c.x) v &= 0x7F;
+    const int z = rng.irange(0, 9);  // mostly zero points whose byte is < 128
+    c.x_zp = z < 4 ? 0 : z < 7 ? rng.irange(0, 127) : (c.x_signed ? rng.irange(-128, -1) : rng.irange(128, 255));
+    if (rng.coin(30) && !c.x.empty()) {
+      c.x[static_cast<size_t>(rng.range(0, static_cast<int64_t>(c.x.size()) - 1))] |= 0x80;
+    }
+    if (rng.coin(20)) {  // largest pair sums
+      c.narrow_range = false;
+      for (auto& v : c.x) v = (v & 0x80) | 0x7F;
+      for (auto& v : c.w) v = static_cast<int8_t>(rng.coin() ? -128 : 127);
+    }
+    c.threads = rng.coin(25) ? 2 : 1;
+    run.run(c, rng);
+  }
+}
+
 // Larger problems: several im2col tiles, panel ranges split between tasks
 // (few pixels, many output channels: at 4 threads the driver wants more tasks
 // than there are pixel tiles), at 1, 2 and 4 threads.
@@ -530,6 +565,7 @@ int main(int argc, char** argv) {
       {"conv1x1", [](Runner& r, int n) { conv_pointwise(r, n / 2); }},
       {"conv-wide", [](Runner& r, int n) { conv_wide_rows(r, n / 2); }},
       {"conv-large", [](Runner& r, int) { conv_large(r); }},
+      {"conv-7bit", [](Runner& r, int n) { conv_7bit(r, n); }},
       {"depthwise", [](Runner& r, int n) { depthwise_random(r, n); }},
       {"dw-large", [](Runner& r, int) { depthwise_large(r); }},
       {"dw-mobilenet", [](Runner& r, int n) { depthwise_mobilenet(r, n / 3); }},

@@ -415,6 +415,80 @@ void extreme_cases(Runner& run) {
   }
 }
 
+// Activations whose bytes are all < 128 (int8 in [0, 127], uint8 <= 127):
+// the AVX2 kernel runs its exact 7-bit vpmaddubsw path on them (bound proved
+// in kernels/avx2/gemm_avx2.cc). Every M, N, K tail, any zero point, with the
+// largest pair sums (127 against -128 / 127 weights) in part of the cases;
+// then the same with one byte >= 128 somewhere, which must fall back.
+void seven_bit_cases(Runner& run, int n) {
+  const int Ns[] = {1, 15, 16, 17, 33};
+  for (int M = 1; M <= std::min(n, 13); ++M) {
+    for (int N : Ns) {
+      for (int K = 1; K <= n; ++K) {
+        for (int variant = 0; variant < 3; ++variant) {
+          Rng rng(0x7B17ull * M + 0x3131ull * N + 0x77ull * K + variant);
+          Case c;
+          c.name = variant == 0 ? "7bit" : variant == 1 ? "7bit-max" : "7bit-one-high";
+          c.M = M, c.N = N, c.K = K;
+          randomize(c, rng);
+          for (auto& v : c.a) v &= 0x7F;
+          if (variant == 1) {
+            c.narrow_range = false;
+            for (auto& v : c.a) v = 0x7F;
+            for (auto& v : c.w) v = static_cast<int8_t>(rng.coin() ? -128 : 127);
+          }
+          if (variant == 2) c.a[static_cast<size_t>(rng.range(0, static_cast<int64_t>(c.a.size()) - 1))] |= 0x80;
+          run.run(c, rng);
+        }
+      }
+    }
+  }
+  // Larger: several tasks at 2 threads, one of them holding the high byte.
+  for (int i = 0; i < 8; ++i) {
+    Rng rng(0x7B17B17ull + i);
+    Case c;
+    c.name = "7bit-large";
+    c.M = 300 + 7 * i, c.N = 70 + i, c.K = 515 + i;
+    randomize(c, rng);
+    for (auto& v : c.a) v &= 0x7F;
+    if (i % 2 == 1) c.a[static_cast<size_t>(rng.range(0, static_cast<int64_t>(c.a.size()) - 1))] |= 0x80;
+    c.threads = 1 + i % 2;
+    run.run(c, rng);
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+  // The path is really taken: pack_a_u7 accepts exactly the rows whose bytes
+  // are all < 128 and copies them (zero up to Kp_u7).
+  if (megq::isa_usable(Isa::kAvx2)) {
+    for (int K = 1; K <= 70; ++K) {
+      std::vector<int8_t> w(static_cast<size_t>(K) * 3, 1);
+      megq::PackGemmOptions po;
+      auto packed = megq::pack_gemm_weights(w.data(), K, 3, 3, po, Isa::kAvx2);
+      megq::GemmArgs g{};
+      const int rows = 7;
+      std::vector<uint8_t> a(static_cast<size_t>(rows) * K);
+      Rng rng(0x9A9Aull + K);
+      for (auto& v : a) v = static_cast<uint8_t>(rng.next() & 0x7F);
+      g.a = a.data(), g.a_stride = K, g.K = K, g.Kp = packed->Kp;
+      g.packed_u7 = packed->packed_u7.as<uint8_t>(), g.Kp_u7 = packed->Kp_u7;
+      std::vector<uint8_t> dst(static_cast<size_t>(rows) * packed->Kp_u7 + 64, 0xEE);
+      bool ok = packed->Kp_u7 == (K + 3) / 4 * 4 && megq::avx2::pack_a_u7(g, 0, rows, dst.data());
+      for (int r = 0; ok && r < rows; ++r) {
+        for (int k = 0; k < packed->Kp_u7; ++k) {
+          ok = ok && dst[static_cast<size_t>(r) * packed->Kp_u7 + k] == (k < K ? a[static_cast<size_t>(r) * K + k] : 0);
+        }
+      }
+      for (size_t i = 0; i < a.size(); i += 1 + i % 5) {  // one high byte anywhere -> rejected
+        a[i] |= 0x80;
+        ok = ok && !megq::avx2::pack_a_u7(g, 0, rows, dst.data());
+        a[i] &= 0x7F;
+      }
+      if (!ok) std::printf("FAIL avx2::pack_a_u7 K=%d: accepted/rejected the wrong rows or copied them wrong\n", K);
+      run.count(ok);
+    }
+  }
+#endif
+}
+
 // Rounding ties: multipliers 2^-e make every odd accumulator an exact .5;
 // the neighbours of 0.5 catch "add 0.5 and truncate" epilogues.
 void rounding_cases(Runner& run) {
@@ -531,6 +605,7 @@ int main(int argc, char** argv) {
       {"cube", [](Runner& r, int n) { cube_cases(r, n); }},
       {"large", [](Runner& r, int) { large_cases(r); }},
       {"extreme", [](Runner& r, int) { extreme_cases(r); }},
+      {"7bit", [](Runner& r, int n) { seven_bit_cases(r, n); }},
       {"rounding", [](Runner& r, int) { rounding_cases(r); }},
       {"round-id", [](Runner& r, int) { rounding_identity(r); }},
   };

@@ -200,3 +200,89 @@ def test_bad_conv_inputs(call, exc, match):
 def test_bad_conv_weights(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         K.pack_conv2d_weights(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs whose bytes are all < 128 (ReLU outputs): the AVX2 exact 7-bit path. The padding taps carry the zero point's
+# byte, so a zero point outside [0, 127] (as a byte) makes every tile that touches padding fall back, and any input
+# byte >= 128 makes its tile fall back. Every ISA must give the oracle's bits.
+
+SEVEN_BIT_CONV_ZPS = [("int8", 0), ("int8", 9), ("int8", -3), ("uint8", 0), ("uint8", 100), ("uint8", 127),
+                      ("uint8", 128), ("uint8", 200)]
+
+
+def seven_bit_x(rng, shape, dtype):
+    return rng.integers(0, 128, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("a_dtype,zx", SEVEN_BIT_CONV_ZPS)
+def test_7bit_conv_shapes_and_padding(isa, threads, a_dtype, zx):
+    rng = np.random.default_rng(50)
+    for kernel, stride, padding, dilation, cin, cout, groups in [
+            (3, 1, 1, 1, 16, 24, 1), (3, 2, 1, 1, 8, 17, 1), (7, 2, 3, 1, 3, 16, 1), (1, 1, 0, 1, 40, 33, 1),
+            (1, 2, 0, 1, 12, 9, 1), (3, 1, 2, 2, 5, 7, 1), (3, 1, 1, 1, 8, 12, 2), (1, 1, 0, 1, 8, 6, 2),
+            (5, 3, 2, 1, 6, 31, 1)]:
+        x = seven_bit_x(rng, (2, 9, 11, cin), a_dtype)
+        check(rng, 2, 9, 11, cin, cout, kernel, kernel, stride, padding, dilation, groups, a_dtype=a_dtype, zx=zx,
+              x=x)
+
+
+def test_7bit_conv_channel_tails(isa):
+    rng = np.random.default_rng(51)
+    for c in range(1, 34):
+        for a_dtype, zx in [("int8", 0), ("uint8", 128)]:
+            x = seven_bit_x(rng, (1, 6, 7, c), a_dtype)
+            check(rng, 1, 6, 7, c, 3 + c % 5, 3, 3, padding=1, a_dtype=a_dtype, zx=zx, x=x)
+            check(rng, 1, 6, 7, c, 17, 1, 1, a_dtype=a_dtype, zx=zx, x=x)
+
+
+def test_7bit_conv_largest_pair_sums(isa):
+    """x = 127 everywhere, weights all -128 / all 127 / alternating: every pair sum at its bound, padding = z."""
+    for cin, kernel, padding in [(64, 3, 1), (3, 7, 3), (5, 3, 0), (33, 1, 0)]:
+        x = np.full((1, 7, 9, cin), 127, np.int8)
+        kk = kernel * kernel * cin
+        wt = np.empty((40, cin, kernel, kernel), np.int8)
+        wt[:16] = -128
+        wt[16:32] = 127
+        wt[32:] = np.where(np.arange(kk).reshape(cin, kernel, kernel) % 2 == 0, -128, 127)
+        for a_dtype, zx in [("int8", 0), ("int8", 127), ("uint8", 0), ("uint8", 255)]:
+            pk = K.pack_conv2d_weights(wt, None, None, input_dtype=a_dtype, input_zero_point=zx, narrow_range=False)
+            got = K.conv2d(x.astype(a_dtype), pk, padding=padding, out_dtype="int32")
+            want = oracle_conv(x.astype(a_dtype), wt, None, None, stride=(1, 1), padding=(padding, padding),
+                               dilation=(1, 1), groups=1, zx=zx, out_dtype="int32")
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("a_dtype,zx,bad", [("uint8", 0, 128), ("uint8", 50, 255), ("int8", 0, -1),
+                                            ("int8", 4, -128)])
+def test_7bit_conv_one_ineligible_byte_at_every_pixel(isa, a_dtype, zx, bad):
+    """A byte >= 128 at each input pixel in turn (last channel), for 3x3 padded, 1x1 dense and 1x1 strided convs."""
+    rng = np.random.default_rng(52)
+    h, wd, cin = 6, 7, 5
+    base = seven_bit_x(rng, (1, h, wd, cin), a_dtype)
+    wt3 = rng.choice(np.array([-128, 127], np.int8), (19, cin, 3, 3))
+    wt1 = rng.choice(np.array([-128, 127], np.int8), (19, cin, 1, 1))
+    packs = [(K.pack_conv2d_weights(w, None, None, input_dtype=a_dtype, input_zero_point=zx, narrow_range=False), w)
+             for w in (wt3, wt1)]
+    for y, xx in itertools.product(range(h), range(wd)):
+        x = base.copy()
+        x[0, y, xx, (y + xx) % cin] = bad
+        for (pk, w), stride, padding in [(packs[0], 1, 1), (packs[0], 2, 1), (packs[1], 1, 0), (packs[1], 2, 0)]:
+            got = K.conv2d(x, pk, stride=stride, padding=padding, out_dtype="int32")
+            want = oracle_conv(x, w, None, None, stride=(stride, stride), padding=(padding, padding),
+                               dilation=(1, 1), groups=1, zx=zx, out_dtype="int32")
+            np.testing.assert_array_equal(got, want)
+
+
+def test_7bit_conv_reference_twin_agrees(isa):
+    rng = np.random.default_rng(53)
+    for a_dtype, zx in SEVEN_BIT_CONV_ZPS:
+        x = seven_bit_x(rng, (1, 10, 9, 8), a_dtype)
+        wt = rng.integers(-127, 128, (21, 8, 3, 3)).astype(np.int8)
+        b = rng.integers(-100, 100, 21).astype(np.int32)
+        m = rng.uniform(1e-3, 1e-2, 21).astype(np.float32)
+        pk = K.pack_conv2d_weights(wt, b, m, input_dtype=a_dtype, input_zero_point=zx)
+        got = K.conv2d(x, pk, stride=1, padding=1, out_dtype="int8", out_zero_point=-4)
+        want = reference.conv2d(x, wt, b, m, stride=1, padding=1, input_zero_point=zx, out_dtype="int8",
+                                out_zero_point=-4)
+        np.testing.assert_array_equal(got, want)

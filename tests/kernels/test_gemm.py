@@ -212,3 +212,81 @@ def test_packed_object_reports_its_contents():
     np.testing.assert_array_equal(p.bias, b)
     np.testing.assert_array_equal(p.multiplier, [0.5, 0.25, 0.125, 1.0])
     assert K.pack_gemm_weights(w).multiplier is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Activations whose bytes are all < 128 (int8 in [0, 127] after a ReLU, or uint8 <= 127): the AVX2 path then runs
+# vpmaddubsw, exact because a pair sum is at most 2 * 127 * 128 = 32512 < 32767, with z_a folded into the bias; any
+# byte >= 128 in a row tile / task must send it back to the int16 path. Every ISA must give the oracle's bits.
+
+SEVEN_BIT_ZPS = [("int8", 0), ("int8", 5), ("int8", -3), ("int8", 127), ("int8", -128),
+                 ("uint8", 0), ("uint8", 127), ("uint8", 128), ("uint8", 255)]
+
+
+def seven_bit(rng, shape, dtype):
+    return rng.integers(0, 128, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("a_dtype,zp", SEVEN_BIT_ZPS)
+def test_7bit_inputs_every_tail(isa, a_dtype, zp):
+    rng = np.random.default_rng(40)
+    for M in range(1, 13):
+        for N, Kd in [(1, 1), (16, 4), (17, 3), (15, 5), (33, 7), (32, 8), (40, 33), (9, 65), (48, 130)]:
+            a = seven_bit(rng, (M, Kd), a_dtype)
+            _, w, b, m = make_case(rng, M, N, Kd)
+            run_and_check(a, w, b, m, a_zero_point=zp, out_dtype="int8", out_zero_point=3)
+            run_and_check(a, w, b, None, a_zero_point=zp, out_dtype="int32")
+
+
+def test_7bit_reference_twin_agrees(isa):
+    rng = np.random.default_rng(41)
+    for a_dtype, zp in SEVEN_BIT_ZPS:
+        a = seven_bit(rng, (37, 91), a_dtype)
+        _, w, b, m = make_case(rng, 37, 50, 91)
+        packed = K.pack_gemm_weights(w, b, m, input_dtype=a.dtype, input_zero_point=zp)
+        got = K.gemm(a, packed, out_dtype="uint8", out_zero_point=7)
+        want = reference.gemm(a, w, b, m, input_zero_point=zp, out_dtype="uint8", out_zero_point=7)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("Kd", [1, 2, 3, 4, 5, 63, 64, 515, 1027])
+def test_7bit_largest_pair_sums(isa, threads, Kd):
+    """a = 127 everywhere against all -128 / all 127 / alternating weights: every vpmaddubsw pair sum at its bound."""
+    a = np.full((13, Kd), 127, np.int8)
+    w = np.empty((Kd, 35), np.int8)
+    w[:, 0:9] = -128
+    w[:, 9:18] = 127
+    w[:, 18:27] = np.where(np.arange(Kd) % 2 == 0, -128, 127)[:, None]
+    w[:, 27:] = np.where((np.arange(Kd) // 2) % 2 == 0, -128, 127)[:, None]
+    for a_dtype, zp in [("int8", 0), ("int8", 127), ("uint8", 0), ("uint8", 255)]:
+        run_and_check(a.astype(a_dtype), w, None, None, a_zero_point=zp, out_dtype="int32", narrow_range=False)
+
+
+@pytest.mark.parametrize("a_dtype,zp,bad", [("uint8", 0, 128), ("uint8", 128, 255), ("uint8", 100, 200),
+                                            ("int8", 0, -1), ("int8", 0, -128), ("int8", -5, -2)])
+def test_7bit_one_ineligible_byte_anywhere(isa, a_dtype, zp, bad):
+    """One byte >= 128 at each row and at the first, second, last k and k tails of tiles: exact fallback."""
+    rng = np.random.default_rng(42)
+    M, Kd, N = 12, 37, 33
+    base = np.full((M, Kd), 127, a_dtype)
+    base[:, ::3] = seven_bit(rng, (M, (Kd + 2) // 3), a_dtype)
+    w = rng.choice(np.array([-128, 127], np.int8), (Kd, N))
+    for r in range(M):
+        for k in [0, 1, 2, 3, 4, 31, 32, 35, Kd - 1]:
+            a = base.copy()
+            a[r, k] = bad
+            run_and_check(a, w, None, None, a_zero_point=zp, out_dtype="int32", narrow_range=False)
+
+
+def test_7bit_mixed_tasks_and_strided_rows(isa, threads):
+    """Many row chunks (threads split them), one of them holding a byte >= 128; rows read at a stride."""
+    rng = np.random.default_rng(43)
+    for a_dtype, zp, bad in [("int8", 0, -128), ("uint8", 3, 128)]:
+        big = seven_bit(rng, (700, 300), a_dtype)
+        a = big[:, 7:7 + 211]
+        assert not a.flags.c_contiguous
+        _, w, b, m = make_case(rng, 700, 70, 211)
+        run_and_check(a, w, b, m, a_zero_point=zp, out_dtype="int8")
+        big[350, 7 + 210] = bad
+        run_and_check(a, w, b, m, a_zero_point=zp, out_dtype="int8")
+        run_and_check(a, w, b, None, a_zero_point=zp, out_dtype="int32")

@@ -46,8 +46,15 @@ namespace avx512vnni {
 void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);
 void band_rows(const Im2colArgs& args, int n, int oy, uint8_t* dst, ptrdiff_t band_row_bytes);
 }
+// im2col_u7 (avx2): the same rows in the 7-bit form of the AVX2 GEMM
+// (GemmArgs::a_packed_u7): Kp_u7 bytes per row (K padded to 4), element k =
+// the input byte x[n, iy, ix, ci] as stored, or the zero point's byte in the
+// padding (bias_u7 folds z_a * sum w over every tap, padding included), 0 in
+// [K, Kp_u7). Returns true iff every byte written is < 128; on false the
+// rows are unusable (it may stop early) and the caller gathers the int16 form.
 namespace avx2 {
 void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* dst);
+bool im2col_u7(const Im2colArgs& args, int Kp_u7, int pixel_begin, int count, uint8_t* dst);
 }
 
 }  // namespace megq

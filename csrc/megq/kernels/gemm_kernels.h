@@ -75,6 +75,19 @@ struct GemmArgs {
   // a + s * a_segment_stride + r * a_stride.
   int a_segments = 0;
   ptrdiff_t a_segment_stride = 0;
+  // Optional, AVX2 only: the exact 7-bit path (gemm_avx2.cc states the bound).
+  // When packed_u7 is set, the same weights are also packed as int8 with
+  // nr = 16, kr = 4 (layout above; Kp_u7 = K padded to 4, panel_bytes_u7 =
+  // Kp_u7 * 16), and bias_u7 = bias - z_a * sum_k w (modulo 2^32), so that
+  // sum_k a * w + bias_u7 == sum_k (a - z_a) * w + bias for rows whose bytes
+  // are all < 128 (a read as u8: an int8 a in [0, 127] is the same byte).
+  // a_packed_u7: the rows at a_packed are in the 7-bit form (bytes, Kp_u7 per
+  // row, zero beyond K, every byte < 128) instead of the int16 form.
+  const uint8_t* packed_u7 = nullptr;
+  size_t panel_bytes_u7 = 0;
+  const int32_t* bias_u7 = nullptr;
+  int Kp_u7 = 0;
+  bool a_packed_u7 = false;
 };
 
 // Each ISA namespace provides:
@@ -109,6 +122,13 @@ MEGQ_DECLARE_GEMM_ISA(neon)
 MEGQ_DECLARE_GEMM_ISA(neondot)
 
 #undef MEGQ_DECLARE_GEMM_ISA
+
+namespace avx2 {
+// The 7-bit form of rows [m, m + rows) of A (GemmArgs::a_packed_u7): copies
+// them to dst (Kp_u7 bytes per row, zero beyond K) and returns true iff every
+// byte is < 128; on false, dst holds no usable rows (the copy may stop early).
+bool pack_a_u7(const GemmArgs& args, int m, int rows, uint8_t* dst);
+}  // namespace avx2
 
 // Preconditions of gemm_block for a kernel whose panels hold `nr` columns
 // (debug builds only, dcheck.h). A macro, not an inline function: each ISA's

@@ -1,5 +1,8 @@
 // AVX2 GEMM kernel (compiled with -mavx2 -mfma only here). Exact for every
-// input: no vpmaddubsw, whose int16 pair sums saturate (255*127*2 > 32767).
+// input. The general path avoids vpmaddubsw, whose int16 pair sums saturate
+// for full-range bytes (255*127*2 > 32767); a second path uses it when every
+// byte of the rows is below 128, where it is provably exact (see "The exact
+// 7-bit path" below), and the int16 path is the fallback otherwise.
 //
 // Inner product: both operands are int16 and vpmaddwd multiplies pairs and
 // adds each pair into an int32 lane. Weights are pre-widened to int16 once at
@@ -219,7 +222,201 @@ void row_tile(const GemmArgs& g, const int16_t* a_packed, int row0, int panel_be
   }
 }
 
+// ---------------------------------------------------------------------------
+// The exact 7-bit path (GemmArgs::packed_u7), taken only for rows whose bytes
+// are all < 128, which the caller or gemm_block checks on the data itself.
+//
+// Why it is exact: vpmaddubsw multiplies unsigned bytes a by signed bytes w
+// and adds adjacent products into an int16 with SIGNED SATURATION. With every
+// a in [0, 127] and every w in [-128, 127], a product lies in
+// [127 * -128, 127 * 127] = [-16256, 16129], so a pair sum lies in
+// [-32512, 32258], inside int16's [-32768, 32767]: saturation never happens
+// and the int16 is the exact pair sum. vpmaddwd against ones then adds two
+// pair sums into an int32 exactly (|sum| <= 65024). An int8 activation in
+// [0, 127] is the same byte as its u8 value, so both signednesses read the
+// bytes as u8 here; the bytes past K are 0 (weights there are 0 as well).
+// The kernel's sum is then sum_k a * w, and bias_u7 = bias - z_a * sum_k w
+// turns it into sum_k (a - z_a) * w + bias. Both are summed modulo 2^32:
+// |sum_k a * w| <= 127 * sum_k |w| <= max|a - z_a| * sum_k |w| (max|a - z_a|
+// is at least 128 over any 256-value input range), and packing proved the
+// latter plus |bias| fits in int32, so the wrapped result is the exact one.
+//
+// One k group is 4 bytes of a row (one broadcast) times a panel's 64 bytes
+// (16 columns x 4 k, two vectors): per row, 2 vpmaddubsw + 2 vpmaddwd + 2
+// vpaddd for 64 multiply-adds, where the int16 path needs 4 vpmaddwd + 4
+// vpaddd (and twice the broadcasts and A bytes): as many multiply
+// instructions, half the adds. AMD Zen 4 runs this mix at about 1.25x the
+// multiply-adds per second of vpmaddwd + vpaddd; Zen 2, with one vector
+// integer multiply pipe, runs both at the same rate (peers get 1.5x there only
+// with vpmaddubsw + vpaddsw, whose int16 accumulation saturates).
+constexpr int kMRU7 = 5;
+constexpr int kKRU7 = 4;
+constexpr int kGroupBytesU7 = kNR * kKRU7;  // one k group of one panel
+
+// ORs the bytes [0, len) of s into acc; 32-byte loads while they stay inside.
+inline __m256i or_bytes(__m256i acc, const uint8_t* s, int len) {
+  int k = 0;
+  for (; k + 32 <= len; k += 32) {
+    acc = _mm256_or_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k)));
+  }
+  uint32_t tail = 0;
+  for (; k < len; ++k) tail |= s[k];
+  return _mm256_or_si256(acc, _mm256_set1_epi32(static_cast<int32_t>(tail)));
+}
+
+inline bool all_below_128(__m256i acc) { return _mm256_movemask_epi8(acc) == 0; }
+
+// Copies K bytes to d, zero up to Kp_u7, ORing the bytes into the result.
+inline __m256i copy_row_u7(const GemmArgs& g, const uint8_t* src, uint8_t* d, __m256i acc) {
+  int k = 0;
+  for (; k + 32 <= g.K; k += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), v);
+    acc = _mm256_or_si256(acc, v);
+  }
+  uint32_t tail = 0;
+  for (; k < g.K; ++k) {  // tail: byte by byte, never past the row
+    d[k] = src[k];
+    tail |= src[k];
+  }
+  for (; k < g.Kp_u7; ++k) d[k] = 0;
+  return _mm256_or_si256(acc, _mm256_set1_epi32(static_cast<int32_t>(tail)));
+}
+
+template <int ROWS, int NP>
+void tile_u7(const GemmArgs& g, const uint8_t* a, int row0, int panel) {
+  __m256i acc[ROWS][2 * NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NP; ++j) acc[r][j] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* b = g.packed_u7 + panel * g.panel_bytes_u7;
+  const int groups = g.Kp_u7 / kKRU7;
+  for (int q = 0; q < groups; ++q) {
+    __m256i w[2 * NP];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      const uint8_t* src = b + p * g.panel_bytes_u7 + q * kGroupBytesU7;
+      w[2 * p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+      w[2 * p + 1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t quad;
+      __builtin_memcpy(&quad, a + r * g.Kp_u7 + q * kKRU7, 4);
+      const __m256i av = _mm256_set1_epi32(quad);
+#pragma GCC unroll 8
+      for (int j = 0; j < 2 * NP; ++j) {
+        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(_mm256_maddubs_epi16(av, w[j]), ones));
+      }
+    }
+  }
+  Epilogue e = make_epilogue(g);
+  e.bias = g.bias_u7;
+  const int col0 = panel * kNR;
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NP; ++j) store8(e, acc[r][j], row0 + r, col0 + 8 * j, e.N - col0 - 8 * j);
+}
+
+// The full 5-row x 16-column tile in assembly, like tile6 (GCC spills
+// otherwise): 10 accumulators + 2 weight vectors + ones + broadcast + product
+// take 15 of the 16 ymm registers, which is why the tile has 5 rows, not 6.
+void tile5_u7(const GemmArgs& g, const uint8_t* a, int row0, int panel) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* b = g.packed_u7 + panel * g.panel_bytes_u7;
+  const ptrdiff_t row_bytes = g.Kp_u7;
+  const uint8_t* b_end = b + static_cast<ptrdiff_t>(g.Kp_u7 / kKRU7) * kGroupBytesU7;
+  __asm__ volatile(
+      "lea (%[a], %[rb], 2), %%r11\n\t"
+      "add %[rb], %%r11\n\t"
+      "1:\n\t"
+      "vmovdqu (%[b]), %%ymm12\n\t"
+      "vmovdqu 32(%[b]), %%ymm13\n\t"
+#define MEGQ_ROW(addr, lo, hi)                       \
+      "vpbroadcastd " addr ", %%ymm14\n\t"            \
+      "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"     \
+      "vpmaddwd %[ones], %%ymm15, %%ymm15\n\t"       \
+      "vpaddd %%ymm15, %" lo ", %" lo "\n\t"          \
+      "vpmaddubsw %%ymm13, %%ymm14, %%ymm14\n\t"     \
+      "vpmaddwd %[ones], %%ymm14, %%ymm14\n\t"       \
+      "vpaddd %%ymm14, %" hi ", %" hi "\n\t"
+      MEGQ_ROW("(%[a])", "[c00]", "[c01]")
+      MEGQ_ROW("(%[a], %[rb], 1)", "[c10]", "[c11]")
+      MEGQ_ROW("(%[a], %[rb], 2)", "[c20]", "[c21]")
+      MEGQ_ROW("(%%r11)", "[c30]", "[c31]")
+      MEGQ_ROW("(%%r11, %[rb], 1)", "[c40]", "[c41]")
+#undef MEGQ_ROW
+      "add $64, %[b]\n\t"
+      "add $4, %[a]\n\t"
+      "add $4, %%r11\n\t"
+      "cmp %[b_end], %[b]\n\t"
+      "jne 1b\n\t"
+      : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20),
+        [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41), [b] "+r"(b),
+        [a] "+r"(a)
+      : [rb] "r"(row_bytes), [b_end] "r"(b_end), [ones] "x"(ones)
+      : "r11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  Epilogue e = make_epilogue(g);
+  e.bias = g.bias_u7;
+  const int col0 = panel * kNR, left = g.N - col0;
+  store8(e, c00, row0 + 0, col0, left); store8(e, c01, row0 + 0, col0 + 8, left - 8);
+  store8(e, c10, row0 + 1, col0, left); store8(e, c11, row0 + 1, col0 + 8, left - 8);
+  store8(e, c20, row0 + 2, col0, left); store8(e, c21, row0 + 2, col0 + 8, left - 8);
+  store8(e, c30, row0 + 3, col0, left); store8(e, c31, row0 + 3, col0 + 8, left - 8);
+  store8(e, c40, row0 + 4, col0, left); store8(e, c41, row0 + 4, col0 + 8, left - 8);
+}
+
+template <int ROWS>
+void row_tile_u7(const GemmArgs& g, const uint8_t* a, int row0, int panel_begin, int panel_end) {
+  int p = panel_begin;
+  if constexpr (ROWS <= 2) {
+    for (; p + 2 <= panel_end; p += 2) tile_u7<ROWS, 2>(g, a, row0, p);
+  }
+  for (; p < panel_end; ++p) {
+    if constexpr (ROWS == kMRU7) {
+      tile5_u7(g, a, row0, p);
+    } else {
+      tile_u7<ROWS, 1>(g, a, row0, p);
+    }
+  }
+}
+
+// Rows [m_begin, m_end) in 5-row tiles of the 7-bit form: from a_packed, or
+// copied into scratch here (the caller checked every byte is < 128).
+void gemm_block_u7(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end, uint8_t* scratch) {
+  for (int m = m_begin; m < m_end; m += kMRU7) {
+    const int rows = m_end - m < kMRU7 ? m_end - m : kMRU7;
+    const uint8_t* a = scratch;
+    if (g.a_packed != nullptr) {
+      a = g.a_packed + static_cast<ptrdiff_t>(m - g.a_packed_row0) * g.Kp_u7;
+    } else {
+      for (int r = 0; r < rows; ++r) {
+        copy_row_u7(g, g.a + (m + r) * g.a_stride, scratch + static_cast<ptrdiff_t>(r) * g.Kp_u7,
+                    _mm256_setzero_si256());
+      }
+    }
+    with_row_count<kMRU7>(rows, [&](auto count) {
+      row_tile_u7<decltype(count)::value>(g, a, m, panel_begin, panel_end);
+    });
+  }
+}
+
 }  // namespace
+
+bool pack_a_u7(const GemmArgs& g, int m, int rows, uint8_t* dst) {
+  MEGQ_DCHECK(g.packed_u7 != nullptr && g.Kp_u7 >= g.K);
+  for (int r = 0; r < rows; ++r) {
+    const __m256i seen = copy_row_u7(g, g.a + (m + r) * g.a_stride, dst + static_cast<ptrdiff_t>(r) * g.Kp_u7,
+                                     _mm256_setzero_si256());
+    if (!all_below_128(seen)) return false;  // stop at the first ineligible row
+  }
+  return true;
+}
 
 GemmLayout gemm_layout() { return GemmLayout{kMR, kNR, kKR, 2, AInput::kSubtractZeroPoint, 2}; }
 
@@ -231,6 +428,21 @@ void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int 
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
   MEGQ_DCHECK(g.a_packed != nullptr || (scratch != nullptr && MEGQ_ALIGNED(scratch, 64)));  // scratch: only to convert rows
+  if (g.a_packed != nullptr && g.a_packed_u7) {
+    gemm_block_u7(g, m_begin, m_end, panel_begin, panel_end, nullptr);
+    return;
+  }
+  if (g.a_packed == nullptr && g.packed_u7 != nullptr) {
+    // Rows read in place: one scan of their bytes (rows * K, against rows *
+    // K * N multiply-adds) decides. The 7-bit scratch (5 rows of Kp_u7
+    // bytes) fits in the int16 one (6 rows of Kp elements of 2 bytes).
+    __m256i seen = _mm256_setzero_si256();
+    for (int m = m_begin; m < m_end && all_below_128(seen); ++m) seen = or_bytes(seen, g.a + m * g.a_stride, g.K);
+    if (all_below_128(seen)) {
+      gemm_block_u7(g, m_begin, m_end, panel_begin, panel_end, scratch);
+      return;
+    }
+  }
   auto run_tile = [&](auto rows, const int16_t* a, int row0) {
     row_tile<decltype(rows)::value>(g, a, row0, panel_begin, panel_end);
   };

@@ -102,5 +102,101 @@ void im2col_packed(const Im2colArgs& args, int pixel_begin, int count, uint8_t* 
   }
 }
 
+namespace {
+
+// Copies len bytes from s to d, ORing them into acc; whole 32/16-byte loads
+// while they end at or before `readable_end`, whole 32-byte stores (may spill
+// past len into the row buffer, like copy_widen).
+inline __m256i copy_or(uint8_t* d, const uint8_t* s, int len, uintptr_t readable_end, __m256i acc) {
+  for (; len > 0 && reinterpret_cast<uintptr_t>(s) + 32 <= readable_end; len -= 32, s += 32, d += 32) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
+    if (len < 32) {  // bytes past len are the next taps' or other pixels': keep them out of the OR
+      const __m256i lane = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+                                            20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+      v = _mm256_and_si256(v, _mm256_cmpgt_epi8(_mm256_set1_epi8(static_cast<char>(len)), lane));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), v);
+    acc = _mm256_or_si256(acc, v);
+  }
+  uint32_t tail = 0;
+  for (int i = 0; i < len; ++i) {
+    d[i] = s[i];
+    tail |= s[i];
+  }
+  return _mm256_or_si256(acc, _mm256_set1_epi32(static_cast<int32_t>(tail)));
+}
+
+inline void fill(uint8_t* d, int len, uint8_t value) {
+  const __m256i v = _mm256_set1_epi8(static_cast<char>(value));
+  for (; len > 0; len -= 32, d += 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), v);
+}
+
+}  // namespace
+
+bool im2col_u7(const Im2colArgs& args, int Kp_u7, int pixel_begin, int count, uint8_t* dst) {
+  const Im2colArgs g = args;
+  const uint8_t pad = static_cast<uint8_t>(g.zero_point);
+  const int cin = g.channels, kw = g.kernel_w;
+  const int run = kw * cin;
+  const bool contiguous = g.dilation_x == 1 && g.stride_w == cin;
+  const ptrdiff_t row_bytes = static_cast<ptrdiff_t>(g.width - 1) * g.stride_w + cin;
+  const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(g.dilation_y) * g.stride_h;
+  // The padding byte enters the OR only where padding is written.
+  const __m256i pad_seen = _mm256_set1_epi8(static_cast<char>(pad));
+  int n = pixel_begin / (g.out_h * g.out_w);
+  int oy = (pixel_begin / g.out_w) % g.out_h;
+  int ox = pixel_begin % g.out_w;
+  for (int r = 0; r < count; ++r) {
+    __m256i seen = _mm256_setzero_si256();
+    uint8_t* d = dst + static_cast<ptrdiff_t>(r) * Kp_u7;
+    const uint8_t* image = g.x + n * g.stride_n;
+    const int ix0 = ox * g.stride_x - g.pad_x;
+    const bool x_inside = ix0 >= 0 && ix0 + (kw - 1) * g.dilation_x < g.width;
+    const int iy0 = oy * g.stride_y - g.pad_y;
+    if (contiguous && x_inside) {
+      int ky_begin = 0, ky_end = g.kernel_h;
+      while (ky_begin < ky_end && iy0 + ky_begin * g.dilation_y < 0) ++ky_begin;
+      while (ky_end > ky_begin && iy0 + (ky_end - 1) * g.dilation_y >= g.height) --ky_end;
+      if (ky_begin > 0 || ky_end < g.kernel_h) seen = pad_seen;
+      for (int ky = 0; ky < ky_begin; ++ky, d += run) fill(d, run, pad);
+      const ptrdiff_t offset = static_cast<ptrdiff_t>(ix0) * g.stride_w;
+      const uint8_t* src = image + static_cast<ptrdiff_t>(iy0 + ky_begin * g.dilation_y) * g.stride_h + offset;
+      const uintptr_t end_shift = static_cast<uintptr_t>(row_bytes - offset);
+      for (int ky = ky_begin; ky < ky_end; ++ky, d += run, src += tap_row_step) {
+        seen = copy_or(d, src, run, reinterpret_cast<uintptr_t>(src) + end_shift, seen);
+      }
+      for (int ky = ky_end; ky < g.kernel_h; ++ky, d += run) fill(d, run, pad);
+    } else {
+      for (int ky = 0; ky < g.kernel_h; ++ky, d += run) {
+        const int iy = iy0 + ky * g.dilation_y;
+        if (iy < 0 || iy >= g.height) {
+          fill(d, run, pad);
+          seen = _mm256_or_si256(seen, pad_seen);
+          continue;
+        }
+        const uint8_t* row = image + iy * g.stride_h;
+        const uintptr_t readable_end = g.stride_w > 0 ? reinterpret_cast<uintptr_t>(row + row_bytes) : 0;
+        for (int kx = 0; kx < kw; ++kx) {
+          const int ix = ix0 + kx * g.dilation_x;
+          if (ix < 0 || ix >= g.width) {
+            fill(d + kx * cin, cin, pad);
+            seen = _mm256_or_si256(seen, pad_seen);
+          } else {
+            seen = copy_or(d + kx * cin, row + ix * g.stride_w, cin, readable_end, seen);
+          }
+        }
+      }
+    }
+    // d is at element K of the row: zero the (at most 3) bytes up to Kp_u7.
+    for (int k = g.K; k < Kp_u7; ++k, ++d) *d = 0;
+    if (_mm256_movemask_epi8(seen) != 0) return false;  // a byte >= 128: not exact in 7 bits
+    if (++ox == g.out_w) {
+      ox = 0;
+      if (++oy == g.out_h) oy = 0, ++n;
+    }
+  }
+  return true;
+}
+
 }  // namespace avx2
 }  // namespace megq
