@@ -9,7 +9,7 @@ SUITES = {
     "ops": "bench.ops",                      # memory-bound ops (GB/s) and depthwise layers
     "training": "bench.bench_float_training",  # float training vs torch
     "quant_accuracy": "bench.quant_accuracy",  # Float / PTQ / QAT accuracy, QFloat vs Q
-    "latency": "bench.latency",              # ResNet-18 Q model vs int8 peers
+    "latency": "bench.latency",              # whole networks (ResNet-18, MobileNetV2) vs int8 peers
     "profile": "bench.profile",              # where megq's ResNet-18 Q model spends its time
     "interop": "bench.interop",              # pretrained MobileNetV2: torch -> megq -> PTQ -> ONNX Runtime
     "ptq": "bench.ptq",                      # PTQ algorithms x presets, per-layer error, skip

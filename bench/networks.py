@@ -24,7 +24,7 @@ OpenVINO INFERENCE_NUM_THREADS. The contestants run interleaved in one process, 
 busy while the next contestant runs: ORT's spinning is switched off (session.intra_op / inter_op.allow_spinning 0),
 torch's OpenMP workers wait passively (OMP_WAIT_POLICY=PASSIVE, set by :func:`quiet_thread_pools` before torch is
 imported); OpenVINO's TBB workers have no such switch (TBB parks idle workers after a short spin by itself); megq's
-own workers spin 200 us after a job, then sleep.
+own workers poll up to 200 us after a job (not at all when the OS put them on the caller's core), then sleep.
 """
 from __future__ import annotations
 
