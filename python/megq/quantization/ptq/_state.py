@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ...autodiff import no_grad
 from ...module import qat
 from ...module.module import Module
+from ...tensor import Tensor
+from ..integer_eval import integer_eval
 
-__all__ = ["quant_state"]
+__all__ = ["quant_state", "quantized_pass"]
 
 
 @contextlib.contextmanager
@@ -33,3 +38,18 @@ def quant_state(model: Module, *, fake_quant: Optional[bool] = None, observer: O
         if restore:
             for obj, flag in saved:
                 obj.enabled = flag
+
+
+def quantized_pass(qat_model: Module, hooks: Sequence[Tuple[Module, Callable[..., Any]]],
+                   data: List[np.ndarray]) -> None:
+    """One forward of the fake-quantized model (observers off, float fake-quant path rather than the integer
+    eval, so that hooks may change a layer between batches' layers) over the concatenated calibration ``data``,
+    with the forward hooks ``hooks`` registered for the pass only: the sequential PTQ algorithms (range search,
+    weight rounding, bias correction) each set one layer from its hook while upstream layers are already set."""
+    handles = [m.register_forward_hook(hook) for m, hook in hooks]
+    try:
+        with no_grad(), integer_eval(False), quant_state(qat_model, fake_quant=True, observer=False):
+            qat_model(Tensor(np.concatenate(data)))
+    finally:
+        for h in handles:
+            h.remove()

@@ -42,7 +42,7 @@ from ._common import (
     ensure_fake_quant,
     weighted_layers,
 )
-from ._state import quant_state
+from ._state import quant_state, quantized_pass
 
 __all__ = ["bias_correct"]
 
@@ -129,11 +129,5 @@ def bias_correct(qat_model: Module, batches: Any, num_batches: Optional[int] = N
             return mod.forward(*inputs)
         return hook
 
-    handles = [m.register_forward_hook(correct(n)) for n, m in layers]
-    try:
-        with no_grad(), integer_eval(False), quant_state(qat_model, fake_quant=True, observer=False):
-            qat_model(Tensor(np.concatenate(data)))
-    finally:
-        for h in handles:
-            h.remove()
+    quantized_pass(qat_model, [(m, correct(n)) for n, m in layers], data)
     return corrections

@@ -27,17 +27,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ...autodiff import no_grad
 from ...module import qat
 from ...module.module import Module
 from ...reference.rounding import round_half_away_from_zero as _rha
-from ...tensor import Tensor
-from ..integer_eval import integer_eval
 from ..observer import HistogramObserver, MinMaxObserver, PassiveObserver, calculate_qparams
 from ..quantize import _has_seen_data
 from ..utils import QuantMode
 from ._common import as_float, collect_batches, ensure_fake_quant
-from ._state import quant_state
+from ._state import quantized_pass
 
 __all__ = ["search_ranges", "best_range"]
 
@@ -148,11 +145,5 @@ def search_ranges(qat_model: Module, batches: Any, num_batches: Optional[int] = 
             return mod.forward(*inputs)
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in targets]
-    try:
-        with no_grad(), integer_eval(False), quant_state(qat_model, fake_quant=True, observer=False):
-            qat_model(Tensor(np.concatenate(data)))
-    finally:
-        for h in handles:
-            h.remove()
+    quantized_pass(qat_model, [(m, hook_for(n)) for n, m in targets], data)
     return chosen

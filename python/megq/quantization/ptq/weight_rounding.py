@@ -32,15 +32,12 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ...autodiff import no_grad
 from ...module.module import Module
 from ...reference.rounding import round_half_away_from_zero as _rha
-from ...tensor import Tensor
-from ..integer_eval import integer_eval
 from ..integer_layer import quantize_weight
 from ..quantize import _has_seen_data
 from ._common import as_float, collect_batches, conv_geometry, ensure_fake_quant, weighted_layers
-from ._state import quant_state
+from ._state import quantized_pass
 
 __all__ = ["round_weights", "obq_round", "layer_hessian"]
 
@@ -209,13 +206,7 @@ def round_weights(qat_model: Module, batches: Any, num_batches: Optional[int] = 
             return mod.forward(*inputs)
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
-    try:
-        with no_grad(), integer_eval(False), quant_state(qat_model, fake_quant=True, observer=False):
-            qat_model(Tensor(np.concatenate(data)))
-    finally:
-        for h in handles:
-            h.remove()
+    quantized_pass(qat_model, [(m, hook_for(n)) for n, m in layers], data)
     return gains
 
 
