@@ -296,18 +296,28 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   // per image unless threads need more tasks. Inside a task every input row
   // is widened once (for the task's channels), into a ring of `span` rows
   // (the rows one output row reads, dilation included). Bands re-widen the
-  // rows they share (span - stride per band); the tap-quad kernels can take a
-  // range of channel tiles instead, which costs nothing extra, so they split
-  // channels first (int16 rows are widened whole: bands only).
+  // rows they share (span - stride per band), so they keep at least
+  // kMinBandRows output rows. Channel groups (tap-quad kernels only: int16
+  // rows are widened whole) widen nothing twice, but tasks on different
+  // threads then write bytes of the same output pixels, i.e. the same cache
+  // lines, which bounce between the cores: bands come first, and groups are
+  // whole multiples of kGroupTiles tiles (64 output bytes) so that only the
+  // lines at their edges are shared.
+  constexpr int kMinBandRows = 4, kGroupTiles = 4;
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
   const bool parallel = threads > 1 && macs >= 256.0 * 1024;
   const int tiles = p.Cs / kDwTile;
+  const int units = ceil_div_int(tiles, kGroupTiles);
   int bands = 1, groups = 1;
   if (parallel) {
     const int want = ceil_div_int(4 * threads, N);
-    if (quads) groups = std::min(tiles, want);
-    bands = std::min(OH, ceil_div_int(want, groups));
+    if (quads) {
+      bands = std::clamp(OH / kMinBandRows, 1, want);
+      groups = std::min(units, ceil_div_int(want, bands));
+    } else {
+      bands = std::min(OH, want);
+    }
   }
   const int band = ceil_div_int(OH, bands);
   bands = ceil_div_int(OH, band);
@@ -324,7 +334,9 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     // Outside the image: int16 rows read 0 = x - z_x, quad rows z'.
     const int n = t / (bands * groups);
     const int oh0 = (t / groups % bands) * band, oh1 = std::min(OH, oh0 + band);
-    const int g = t % groups, ct0 = g * tiles / groups, ct1 = (g + 1) * tiles / groups;
+    const int g = t % groups;
+    const int ct0 = std::min(tiles, g * units / groups * kGroupTiles);
+    const int ct1 = std::min(tiles, (g + 1) * units / groups * kGroupTiles);
     if (quads) {  // only this task's tiles of the row are read
       const size_t tile_row = static_cast<size_t>(OW) * Q * 64;
       std::memset(zero_bytes + ct0 * tile_row, zq, (ct1 - ct0) * tile_row);
