@@ -91,6 +91,18 @@ void Plan::touch(int id) {
   last_use_[id] = step;
 }
 
+// Appends a step that reads the tensors `ins` and writes the tensor `out`, recording their lifetimes; the caller
+// fills the step's own fields through the returned reference.
+Plan::Step& Plan::push_tensor_step(Kind kind, const std::vector<int>& ins, int out) {
+  for (int id : ins) touch(id);
+  touch(out);
+  Step st{kind};
+  st.ins = ins;
+  st.out = out;
+  steps_.push_back(std::move(st));
+  return steps_.back();
+}
+
 void Plan::add_quantize(int input, int out, float scale, int32_t zero_point) {
   if (input < 0 || input >= num_inputs() || input_tensors_[input] >= 0) {
     throw ArgumentError("input: no such float input in this plan");
@@ -127,15 +139,10 @@ void Plan::add_conv2d(const PackedConv2dWeights* w, int in, int out, const Conv2
   int oh = 0, ow = 0;
   conv2d_output_hw(*w, probe, params, output.type, &oh, &ow);
   expect_shape(out, x.n, oh, ow, w->out_channels, output.type == OutputType::kInt8, "conv2d");
-  Step st{Kind::kConv2d};
-  st.ins = {in};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kConv2d, {in}, out);
   st.conv = w;
   st.conv_params = params;
   st.gemm_output = output;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_depthwise(const PackedDepthwiseWeights* w, int in, int out, const DepthwiseParams& params) {
@@ -158,14 +165,9 @@ void Plan::add_depthwise(const PackedDepthwiseWeights* w, int in, int out, const
   check_clamp("out_min/out_max", out_signed, params.min, params.max);
   check_zero_point("out_zero_point", out_signed, params.zero_point);
   expect_shape(out, x.n, oh, ow, w->C_out, out_signed, "depthwise_conv2d");
-  Step st{Kind::kDepthwise};
-  st.ins = {in};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kDepthwise, {in}, out);
   st.dw = w;
   st.dw_params = params;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_gemm(const PackedGemmWeights* w, int in, int out, const GemmOutput& output) {
@@ -185,14 +187,9 @@ void Plan::add_gemm(const PackedGemmWeights* w, int in, int out, const GemmOutpu
   if (output.type == OutputType::kInt32) throw ArgumentError("out_dtype: a plan keeps int8/uint8 activations");
   if (!w->has_multiplier) throw ArgumentError("packed: weights packed without a multiplier");
   expect_shape(out, a.n, 1, 1, w->N, output.type == OutputType::kInt8, "gemm");
-  Step st{Kind::kGemm};
-  st.ins = {in};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kGemm, {in}, out);
   st.gemm = w;
   st.gemm_output = output;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_elementwise(int kind, int a, const TensorQParams& qa, int b, const TensorQParams& qb, int out,
@@ -213,17 +210,11 @@ void Plan::add_elementwise(int kind, int a, const TensorQParams& qa, int b, cons
   check_zero_point("b_zero_point", qb.is_signed, qb.zero_point);
   check_zero_point("out_zero_point", qy.is_signed, qy.zero_point);
   expect_shape(out, ta.n, ta.h, ta.w, ta.c, qy.is_signed, "elementwise");
-  Step st{Kind::kElementwise};
-  st.ins = {a, b};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kElementwise, {a, b}, out);
   st.kind_arg = kind;
   st.qa = qa;
   st.qb = qb;
   st.qy = qy;
-  touch(a);
-  touch(b);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_pool(int in, int out, const Pool2dParams& params, int32_t zero_point) {
@@ -234,14 +225,9 @@ void Plan::add_pool(int in, int out, const Pool2dParams& params, int32_t zero_po
   const int ow = pool_output_size(x.w, params.kw, params.stride_w, params.pad_w, params.dil_w, "W");
   if (params.mode != PoolMode::kMax) check_zero_point("zero_point", x.is_signed, zero_point);
   expect_shape(out, x.n, oh, ow, x.c, x.is_signed, "pool2d");
-  Step st{Kind::kPool};
-  st.ins = {in};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kPool, {in}, out);
   st.pool = params;
   st.zero_point = zero_point;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_global_avg_pool(int in, int out) {
@@ -249,12 +235,7 @@ void Plan::add_global_avg_pool(int in, int out) {
   check_tensor(out, "out");
   const TensorDesc& x = tensors_[in];
   expect_shape(out, x.n, 1, 1, x.c, x.is_signed, "global_avg_pool2d");
-  Step st{Kind::kGlobalAvgPool};
-  st.ins = {in};
-  st.out = out;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
+  push_tensor_step(Kind::kGlobalAvgPool, {in}, out);
 }
 
 void Plan::add_concat(const std::vector<int>& ins, const std::vector<float>& scales,
@@ -279,16 +260,11 @@ void Plan::add_concat(const std::vector<int>& ins, const std::vector<float>& sca
   check_zero_point("out_zero_point", o.is_signed, out_zero_point);
   if (total != o.c) throw ArgumentError("out: channel count differs from the inputs' sum");
   expect_shape(out, t0.n, t0.h, t0.w, o.c, o.is_signed, "concat");
-  Step st{Kind::kConcat};
-  st.ins = ins;
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kConcat, ins, out);
   st.scales = scales;
   st.zero_points = zero_points;
   st.scale = out_scale;
   st.zero_point = out_zero_point;
-  for (int i : ins) touch(i);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_clamp(int in, int out, int32_t lo, int32_t hi) {
@@ -297,14 +273,9 @@ void Plan::add_clamp(int in, int out, int32_t lo, int32_t hi) {
   const TensorDesc& x = tensors_[in];
   check_clamp("lo/hi", x.is_signed, lo, hi);
   expect_shape(out, x.n, x.h, x.w, x.c, x.is_signed, "clamp");
-  Step st{Kind::kClamp};
-  st.ins = {in};
-  st.out = out;
+  Step& st = push_tensor_step(Kind::kClamp, {in}, out);
   st.lo = lo;
   st.hi = hi;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
 }
 
 void Plan::add_flatten(int in, int out) {
@@ -312,12 +283,7 @@ void Plan::add_flatten(int in, int out) {
   check_tensor(out, "out");
   const TensorDesc& x = tensors_[in];
   expect_shape(out, x.n, 1, 1, x.h * x.w * x.c, x.is_signed, "flatten");
-  Step st{Kind::kFlatten};
-  st.ins = {in};
-  st.out = out;
-  touch(in);
-  touch(out);
-  steps_.push_back(std::move(st));
+  push_tensor_step(Kind::kFlatten, {in}, out);
 }
 
 int Plan::add_dequantize(int in, float scale, int32_t zero_point) {

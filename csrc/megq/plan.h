@@ -180,6 +180,7 @@ class Plan {
   void check_tensor(int id, const char* what) const;
   void expect_shape(int id, int n, int h, int w, int c, bool is_signed, const char* op) const;
   void touch(int id);
+  Step& push_tensor_step(Kind kind, const std::vector<int>& ins, int out);
 
   std::vector<TensorDesc> tensors_;
   std::vector<std::vector<int>> inputs_;  // N, C, H, W (float inputs)
