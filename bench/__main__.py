@@ -11,6 +11,7 @@ SUITES = {
     "quant_accuracy": "bench.quant_accuracy",  # Float / PTQ / QAT accuracy, QFloat vs Q
     "latency": "bench.latency",              # whole networks (ResNet-18, MobileNetV2) vs int8 peers
     "profile": "bench.profile",              # where megq's ResNet-18 Q model spends its time
+    "plan": "bench.plan",                    # megq's execution plans: per-step profile, batch splits
     "interop": "bench.interop",              # pretrained MobileNetV2: torch -> megq -> PTQ -> ONNX Runtime
     "ptq": "bench.ptq",                      # PTQ algorithms x presets, per-layer error, skip
     "workflow": "bench.workflow",            # megq train / calibrate / finetune / test on Fashion-MNIST

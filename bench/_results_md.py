@@ -53,7 +53,7 @@ def update_section(title: str, body: str, path: str = RESULTS) -> None:
     head, sections = parts[0], {}
     for p in parts[1:]:
         name, _, rest = p.partition("\n")
-        sections[name.strip()] = rest
+        sections[name.strip()] = rest.rstrip("\n") + "\n\n"  # a blank line before the next section
     sections[title] = "\n" + body.strip("\n") + "\n\n"
     names: List[str] = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
     out = head.rstrip("\n") + "\n\n" + "".join(f"## {n}\n{sections[n]}" for n in names)

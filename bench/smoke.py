@@ -23,6 +23,7 @@ SMOKE_RUNS: List[Tuple[str, List[str]]] = [
     ("latency", ["--nets", "cifar_resnet18", "--threads", "1", "--batch", "1,2", "--rounds", "1", "--calls", "1",
                  "--warmup", "1"]),
     ("profile", ["--nets", "mobilenet_v2", "--threads", "1", "--rounds", "1", "--calls", "1", "--top", "3"]),
+    ("plan", ["--nets", "cifar_resnet18", "--threads", "1", "--batch", "1,2", "--rounds", "1", "--calls", "1"]),
     ("interop", ["--quick"]),
     ("ptq", ["--quick", "--models", "mobilenet_v2,resnet8"]),
     ("workflow", ["--quick"]),
