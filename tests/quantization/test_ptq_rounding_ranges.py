@@ -339,3 +339,61 @@ def test_equalize_activations_lowers_activation_error_and_keeps_qfloat_equal_q()
         ptq.equalize_activations(net, [x], max_factor=0.5)
     with pytest.raises(TypeError, match="depthwise_only"):
         ptq.equalize_activations(net, [x], depthwise_only=1)
+
+
+def linear_pair_net():
+    """conv+BN without activation whose signed output channels span two orders of magnitude (shifted by the BN's
+    beta so that minima and maxima differ per channel) -> 1x1 conv whose input weights scale them back (a
+    projection feeding an expansion, as MobileNetV2's first block does)."""
+    net = M.Sequential(M.QuantStub(), M.ConvBn2d(3, 6, 3, padding=1), M.ConvBn2d(6, 4, 1), M.DequantStub())
+    for m in net.modules():
+        if isinstance(m, M.BatchNorm2d):
+            c = m.running_mean.shape[0]
+            m.running_mean.set_value(np.zeros(c, np.float32))
+            m.running_var.set_value(np.ones(c, np.float32))
+    spread = np.logspace(-2, 0, 6).astype(np.float32)
+    net[1].bn.weight.set_value(spread)
+    net[1].bn.bias.set_value((spread * np.array([0.5, -0.5, 0.2, -0.2, 0.0, 0.3], np.float32)).astype(np.float32))
+    net[2].bn.bias.set_value(np.zeros(4, np.float32))
+    w = net[2].conv.weight.numpy()  # the small channels matter as much as the large ones downstream
+    net[2].conv.weight.set_value((w / spread.reshape(1, 6, 1, 1)).astype(np.float32))
+    return net.eval()
+
+
+def test_equalize_activations_linear_pairs_fit_signed_channels_to_the_widest_range():
+    rng = np.random.default_rng(12)
+    net = linear_pair_net()
+    x = (rng.standard_normal((8, 3, 6, 6)) * 0.5).astype(np.float32)
+    y0 = run(net, x)
+    with no_grad():
+        z = net[1](net[0](megq.Tensor(x))).numpy().astype(np.float64)
+    assert ptq.equalize_activations(copy.deepcopy(net), [x], max_factor=1000.0) == {}  # off by default
+    done = ptq.equalize_activations(net, [x], max_factor=1000.0, linear=True)
+    assert list(done) == [("1", "2")]
+    # the oracle: per channel, the largest factor that keeps [min, max] inside the tensor's [min, max]
+    hi, lo = z.max(axis=(0, 2, 3)), z.min(axis=(0, 2, 3))
+    want = np.minimum(np.where(hi > 0, hi.max() / hi, np.inf), np.where(lo < 0, lo.min() / lo, np.inf))
+    np.testing.assert_allclose(done[("1", "2")], want, rtol=1e-6)
+    assert want.max() > 10  # the small channels really are spread
+    with no_grad():
+        z2 = net[1](net[0](megq.Tensor(x))).numpy()
+    assert z2.max() <= hi.max() * (1 + 1e-5) and z2.min() >= lo.min() * (1 + 1e-5)
+    np.testing.assert_allclose(run(net, x), y0, rtol=0, atol=1e-5 * np.abs(y0).max())
+    with pytest.raises(TypeError, match="linear"):
+        ptq.equalize_activations(net, [x], linear=1)
+
+
+def test_equalize_activations_linear_lowers_activation_error_and_keeps_qfloat_equal_q():
+    rng = np.random.default_rng(13)
+    net = linear_pair_net()
+    x = (rng.standard_normal((8, 3, 6, 6)) * 0.5).astype(np.float32)
+    y = run(net, x)
+    qc = Q.QConfig(partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow"),
+                   partial(Q.MinMaxObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8"), None, None)
+    errs = []
+    for opt in (False, {"linear": True}):
+        qat = Q.quantize_qat(net, inplace=False, qconfig=qc)
+        Q.calibrate(qat, [x], progress=False, equalize_activations=opt)
+        errs.append(np.abs(run(qat, x) - y).mean())
+        assert_qfloat_equals_q(qat, megq.Tensor(x))
+    assert errs[1] < 0.5 * errs[0]
