@@ -144,3 +144,43 @@ def test_megq_compare_and_skip_commands(tmp_path, capsys):
     assert cli.main(["calibrate", "--data", data, "--checkpoint", f, "--out", q, "--skip", "nope", "--quiet"]) == 2
     assert "--skip" in capsys.readouterr().err
     assert cli.main(["compare", "--data", data, "--checkpoint", q, "--quantized", q]) == 2
+
+
+def test_equalized_model_is_compared_against_the_equalized_float_path():
+    """After equalize_activations the quantized layer's channels are rescaled by c: against the original float
+    model that is a huge 'error'; against a QAT twin equalized the same way (run on its float path) the report
+    gives the true quantization error, checked against an oracle built from the original float output times c."""
+    from functools import partial
+
+    from megq.quantization import ptq
+    from megq.quantization.utils import QuantMode
+
+    from .test_ptq_rounding_ranges import relu6_depthwise_net
+
+    rng = np.random.default_rng(5)
+    net = relu6_depthwise_net(rng)
+    batches = [(rng.standard_normal((4, 3, 6, 6)) * 0.5).astype(np.float32) for _ in range(2)]
+    qc = Q.QConfig(partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow"),
+                   partial(Q.MinMaxObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8"), None, None)
+    qat = Q.calibrate(Q.quantize_qat(net, inplace=False, qconfig=qc), batches, progress=False,
+                      equalize_activations={"max_factor": 1000.0})
+    ref = Q.quantize_qat(net, inplace=False, qconfig=qc)
+    c = ptq.equalize_activations(ref, batches, max_factor=1000.0)[("1", "2")]
+    assert c.max() > 10
+    plain = {r.name: r for r in Q.compare(net, qat, batches).layers}
+    fair = {r.name: r for r in Q.compare(ref, Q.quantize(qat, inplace=False), batches).layers}
+    assert plain["1"].sqnr_db < 0 < 20 < fair["1"].sqnr_db
+    outs = {}
+    for tag, model in (("f", net), ("q", qat)):
+        h = model[1].register_forward_hook(lambda m, i, o, tag=tag: outs.setdefault(tag, []).append(
+            np.asarray(o.dequantize() if hasattr(o, "dequantize") else o.numpy(), np.float64)))
+        with no_grad():
+            for x in batches:
+                model(megq.Tensor(x))
+        h.remove()
+    f = np.concatenate([(a * c.reshape(1, -1, 1, 1)).ravel() for a in outs["f"]])
+    q = np.concatenate([a.ravel() for a in outs["q"]])
+    assert fair["1"].sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / ((q - f) ** 2).sum()), rel=1e-4)
+    assert fair["1"].cosine == pytest.approx(f @ q / np.sqrt((f @ f) * (q @ q)), rel=1e-6)
+    with pytest.raises(ValueError, match="same object"):
+        Q.compare(qat, qat, batches)

@@ -14,9 +14,18 @@ Metrics, over all elements of all batches: SQNR ``10 log10(sum f^2 / sum (q - f)
 ``<f, q> / (|f| |q|)`` and the largest absolute difference. Layers are ranked by isolated SQNR, worst first; the
 model output is reported on its own row. A QFloat model's exact eval path gives the Q model's numbers bit for bit,
 so either can be compared.
+
+The float reference may itself be a QAT model: it then runs with its fake quants and observers off (its float
+path). That is the reference to use after an algorithm that changes the float function's internals while keeping
+its output, e.g. ``equalize_activations`` or ``equalize`` (they rescale channels between layers: against the
+original float model every rescaled layer would look like a huge error). Pass a QAT model on which only the
+algorithms that run before calibration were applied (``equalize``, ``equalize_activations``): after
+``weight_rounding`` or ``bias_correction`` a QAT model's float weights are the corrected ones, and their error
+would vanish from the report.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -176,11 +185,13 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
     """Per-layer error of ``quantized_model`` (QFloat or Q) against ``float_model`` (see the module docstring).
 
     ``batches``: input batches (arrays or Tensors, or ``(input, label)`` pairs), the first ``num_batches`` used.
-    Both models are run in eval mode. Layers are matched by their ``named_modules`` name; quantized layers the float
-    model does not have (e.g. the stubs around a skipped layer) are left out. Returns a :class:`CompareReport`
+    ``float_model`` may be a QAT model (run on its float path, see the module docstring: the reference for
+    equalized models). Both models are run in eval mode. Layers are matched by their ``named_modules`` name;
+    quantized layers the float model does not have (e.g. the stubs around a skipped layer) are left out. Returns a :class:`CompareReport`
     (``.table()``, ``.to_json()``, ``.plot(path)``).
     """
     from .ptq._common import collect_batches
+    from .ptq._state import quant_state
 
     for arg, v in (("float_model", float_model), ("quantized_model", quantized_model)):
         if not isinstance(v, Module):
@@ -189,12 +200,23 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
     qlayers = _quantized_layers(quantized_model)
     if not qlayers:
         raise ValueError("compare: quantized_model has no QAT or quantized layers (quantize_qat / quantize it)")
+    if float_model is quantized_model:
+        raise ValueError("compare: float_model and quantized_model are the same object; pass the float model (or a "
+                         "QAT copy of it to run on its float path)")
     ftable = dict(float_model.named_modules())
     names = [n for n in qlayers if n in ftable and n != ""]
     if not names:
         raise ValueError("compare: no quantized layer has a float counterpart of the same name")
     float_model.eval()
     quantized_model.eval()
+    float_is_qat = any(isinstance(m, qat.QATModule) for m in float_model.modules())
+
+    def float_path() -> Any:
+        """A QAT float reference runs with fake quants and observers off (flags restored after); in eval mode with
+        its fake quants off a QAT module takes its float forward, not the integer one."""
+        if not float_is_qat:
+            return contextlib.nullcontext()
+        return quant_state(float_model, fake_quant=False, observer=False, restore=True)
     e2e = {n: _Acc() for n in names}
     iso = {n: _Acc() for n in names}
     out_acc = _Acc()
@@ -218,7 +240,8 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
         handles += [qlayers[n].register_forward_hook(rec(q_rec, n)) for n in names]
         try:
             with no_grad():
-                yf = float_model(Tensor(x))
+                with float_path():
+                    yf = float_model(Tensor(x))
                 yq = quantized_model(Tensor(x))
             for n in names:
                 if n not in f_rec or n not in q_rec:
@@ -247,7 +270,8 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
                 try:
                     with no_grad():
                         iv = _values(qlayers[n](*args))
-                        rv = _values(ftable[n](*fargs))
+                        with float_path():
+                            rv = _values(ftable[n](*fargs))
                 finally:
                     state["isolating"] = False
                 if iv is not None and rv is not None and iv.shape == rv.shape:
