@@ -14,6 +14,7 @@ import megq.module as M
 import megq.quantization as Q
 from megq.autodiff import no_grad
 from megq.quantization import ptq
+from megq.quantization.observer import calculate_qparams
 from megq.quantization.ptq.range_search import best_range
 from megq.quantization.ptq.weight_rounding import layer_hessian, obq_round
 from megq.quantization.utils import QuantMode
@@ -397,3 +398,38 @@ def test_equalize_activations_linear_lowers_activation_error_and_keeps_qfloat_eq
         errs.append(np.abs(run(qat, x) - y).mean())
         assert_qfloat_equals_q(qat, megq.Tensor(x))
     assert errs[1] < 0.5 * errs[0]
+
+
+# -- global min/max at the ends, mean min/max presets -------------------------------------------------------------
+
+def test_ends_minmax_global_ranges_at_the_ends_mean_ranges_inside():
+    from .test_compare import small_net
+
+    rng = np.random.default_rng(14)
+    net = small_net(rng)
+    batches = [rng.standard_normal((4, 3, 6, 6)).astype(np.float32) for _ in range(3)]
+    x = np.concatenate(batches)
+    with no_grad():  # float oracle values: the input, layer 1's output, the logits (the last weighted layer)
+        z1 = net[1](megq.Tensor(x)).numpy().reshape(len(x), -1).astype(np.float64)
+        logits = run(net, x).reshape(len(x), -1).astype(np.float64)
+    per_image = x.reshape(len(x), -1).astype(np.float64)
+    for on in (False, True):
+        qat = Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig_meanminmax_per_channel)
+        Q.calibrate(qat, batches, progress=False, ends_minmax=on)
+        # ranges -> qparams by the observers' one rule (calculate_qparams, tested on its own): the ranges are
+        # what is checked here, global at the ends with the option, the mean of the per-image min/max otherwise
+        ends = [(qat[0], per_image, on), (qat[6], logits, on), (qat[1], z1, False)]
+        for m, v, glob in ends:
+            lo, hi = (v.min(), v.max()) if glob else (v.min(1).mean(), v.max(1).mean())
+            want = calculate_qparams(np.float32(min(lo, 0)), np.float32(max(hi, 0)), QuantMode.ASYMMERTIC,
+                                     Q.get_dtype_meta("quint8"), 1e-5)
+            got = m.get_activation_qparams()
+            assert float(got.scale) == pytest.approx(float(want.scale), rel=1e-6)
+            assert int(got.zero_point) == int(want.zero_point)
+        assert_qfloat_equals_q(qat, megq.Tensor(batches[0]))
+    assert ptq.ends_minmax(Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig_meanminmax)) == ["0", "6"]
+    with pytest.raises(TypeError, match="ends_minmax"):
+        Q.calibrate(Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig_meanminmax), batches,
+                    progress=False, ends_minmax=1)
+    with pytest.raises(ValueError, match="no QAT module"):
+        ptq.ends_minmax(net)

@@ -1,6 +1,7 @@
 """Post-training quantization algorithms. Options of :func:`megq.quantization.calibrate`
 (``calibrate(qat_model, batches, equalize=True, bias_correction=True)``) and callable alone:
 
+* :func:`ends_minmax`: global min/max activation ranges for the model input and output layer (before);
 * :func:`equalize`: cross-layer equalization of conv pairs (before the observers see data);
 * :func:`equalize_activations`: per-channel activation range equalization of ReLU/ReLU6 -> conv pairs (before);
 * :func:`search_ranges`: sequential per-tensor activation range search (after, first);
@@ -22,11 +23,12 @@ from ..calibrate import register_ptq_option
 from ._common import ensure_fake_quant
 from .act_equalize import equalize_activations
 from .bias_correction import bias_correct
+from .ends import ends_minmax
 from .equalize import equalize
 from .range_search import search_ranges
 from .weight_rounding import round_weights
 
-__all__ = ["equalize", "equalize_activations", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
+__all__ = ["ends_minmax", "equalize", "equalize_activations", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
 
 
 def _flag(name: str, value: Any) -> dict:
@@ -70,6 +72,14 @@ def _range_search_option(model: Module, batches: List[np.ndarray], value: Any) -
         search_ranges(model, batches, **kw)
 
 
+def _ends_minmax_option(model: Module, batches: List[np.ndarray], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"calibrate: ends_minmax must be a bool, got {type(value).__name__}")
+    if value:
+        ends_minmax(model)
+
+
+register_ptq_option("ends_minmax", "before", _ends_minmax_option, order=-1)
 register_ptq_option("equalize", "before", _equalize_option)
 register_ptq_option("equalize_activations", "before", _equalize_activations_option, order=1)
 register_ptq_option("range_search", "after", _range_search_option, order=5)
