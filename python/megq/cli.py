@@ -73,9 +73,11 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--num-batches", type=int, default=20, help="calibration batches (default 20)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--option", action="append", default=[], metavar="NAME[=JSON]",
-                   help="a post-training algorithm of megq.quantization.calibrate: equalize, range_search, "
-                        "weight_rounding, bias_correction, e.g. --option weight_rounding --option bias_correction "
-                        "(value true unless given as JSON); repeatable")
+                   help="a post-training algorithm of megq.quantization.calibrate: ends_minmax, equalize, "
+                        "equalize_activations, range_search, weight_rounding, bias_correction, e.g. --qconfig "
+                        "calibration_qconfig_meanminmax_per_channel --option ends_minmax --option "
+                        "'equalize_activations={\"linear\": true}' --option weight_rounding (value true unless "
+                        "given as JSON); repeatable")
     p.add_argument("--skip", action="append", default=[], metavar="NAMES",
                    help="layers kept float (mixed precision), comma-separated module names; repeatable")
     common(p)
