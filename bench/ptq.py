@@ -28,6 +28,7 @@ import megq
 import megq.quantization as Q
 from megq import models
 from megq.autodiff import no_grad
+from megq.quantization.calibrate import PTQ_ORDER
 from megq.quantization.utils import QuantMode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,28 +40,25 @@ def log(*a) -> None:
 
 def presets() -> Dict[str, Q.QConfig]:
     """Per-channel int8 weights with asymmetric quint8 activations (ReLU6 outputs get all 256 levels): ranges by
-    the mean of the per-image min/max (NNCF's default estimator; the network's output layer keeps its global
-    min/max, see ENDS_MINMAX), by KL (entropy) or L2 histogram search; the same mean min/max activations with
-    MegEngine's per-tensor weights; megq's per-channel calibration preset; MegEngine's default (per-tensor weights,
-    symmetric int8 L2-histogram activations)."""
+    the mean of the per-image min/max (NNCF's default estimator; the input and the network's output layer keep
+    their global min/max, see ENDS_MINMAX), by KL (entropy) or L2 histogram search; the same mean min/max
+    activations with MegEngine's per-tensor weights; megq's per-channel calibration preset; MegEngine's default
+    (per-tensor weights, symmetric int8 L2-histogram activations)."""
     w = partial(Q.PerChannelMinMaxObserver, dtype="qint8_narrow")
     act = partial(Q.HistogramObserver, mode=QuantMode.ASYMMERTIC, dtype="quint8")
-    return {"per_channel_quint8_meanminmax": Q.QConfig(w, partial(Q.MeanMinMaxObserver, mode=QuantMode.ASYMMERTIC,
-                                                                    dtype="quint8"), None, None),
-            "per_tensor_quint8_meanminmax": Q.QConfig(partial(Q.MinMaxObserver, dtype="qint8_narrow"),
-                                                      partial(Q.MeanMinMaxObserver, mode=QuantMode.ASYMMERTIC,
-                                                              dtype="quint8"), None, None),
+    return {"calibration_qconfig_meanminmax_per_channel": Q.calibration_qconfig_meanminmax_per_channel,
+            "calibration_qconfig_meanminmax": Q.calibration_qconfig_meanminmax,
             "per_channel_quint8_kl": Q.QConfig(w, partial(act, method="kl"), None, None),
             "per_channel_quint8": Q.QConfig(w, act, None, None),
             "calibration_qconfig_per_channel": Q.calibration_qconfig_per_channel,
             "calibration_qconfig": Q.calibration_qconfig}  # MegEngine's default: per-tensor weights
 
 
-#: Presets whose input QuantStub and last weighted layer (the logits) get a global min/max activation observer:
-#: the input domain is bounded (normalised pixels), so its extremes are not outliers, and a mean of per-image
-#: maxima would clip the top logit of every image above the mean, the one that decides top-1 (NNCF leaves the
-#: output float).
-ENDS_MINMAX = {"per_channel_quint8_meanminmax", "per_tensor_quint8_meanminmax"}
+#: Presets calibrated with ``ends_minmax=True`` (``megq.quantization.ptq.ends_minmax``): the input QuantStub and
+#: the last weighted layer (the logits) get a global min/max activation observer: the input domain is bounded
+#: (normalised pixels), so its extremes are not outliers, and a mean of per-image maxima would clip the top logit
+#: of every image above the mean, the one that decides top-1 (NNCF leaves the output float).
+ENDS_MINMAX = {"calibration_qconfig_meanminmax_per_channel", "calibration_qconfig_meanminmax"}
 
 OPTIONS = {
     "none": {},
@@ -73,6 +71,12 @@ OPTIONS = {
     "equalize_activations+weight_rounding": {"equalize_activations": True, "weight_rounding": True},
     "equalize_activations+weight_rounding+bias_correction": {"equalize_activations": True, "weight_rounding": True,
                                                              "bias_correction": True},
+    "equalize_activations(linear)": {"equalize_activations": {"linear": True}},
+    "equalize_activations(linear)+weight_rounding": {"equalize_activations": {"linear": True},
+                                                     "weight_rounding": True},
+    "equalize_activations(linear)+weight_rounding+bias_correction": {"equalize_activations": {"linear": True},
+                                                                     "weight_rounding": True,
+                                                                     "bias_correction": True},
     "equalize": {"equalize": True},
     "bias_correction": {"bias_correction": True},
     "equalize+bias_correction": {"equalize": True, "bias_correction": True},
@@ -95,19 +99,23 @@ def quantized(net, qconfig, calib: List[np.ndarray], options: dict, skip=None, e
     t0 = time.perf_counter()
     qat = Q.quantize_qat(net, inplace=False, qconfig=qconfig, skip=skip)
     if ends_minmax:
-        from megq.module import qat as QM
-
-        quantized_layers = [m for _, m in qat.named_modules() if isinstance(m, QM.QATModule) and m.with_act
-                            and m.act_observer is not None]
-        stubs = [m for m in quantized_layers if isinstance(m, QM.QuantStub)]
-        last = [m for m in quantized_layers if m.with_weight][-1]
-        for m in stubs + [last]:
-            m.set_qconfig(Q.QConfig(qconfig.weight_observer, partial(Q.MinMaxObserver, mode=m.act_observer.mode,
-                                                                     dtype=m.act_observer.dtype),
-                                    qconfig.weight_fake_quant, qconfig.act_fake_quant))
+        options = dict(options, ends_minmax=True)
     Q.calibrate(qat, calib, progress=False, **options)
     secs = time.perf_counter() - t0
     return qat, Q.quantize(qat, inplace=False).eval(), secs
+
+
+def float_reference(net, qconfig, calib: List[np.ndarray], options: dict):
+    """The float function the quantized model approximates, for ``compare``: the float model itself, or, when an
+    option rescales channels before calibration (equalize, equalize_activations), a QAT copy with only those
+    options applied (``compare`` runs it on its float path), so rescaled layers are not counted as errors."""
+    before = {k: v for k, v in options.items() if Q.PTQ_OPTIONS[k][0] == "before" and k != "ends_minmax"}
+    if not any(v for v in before.values()):
+        return net
+    ref = Q.quantize_qat(net, inplace=False, qconfig=qconfig)
+    for k, v in sorted(before.items(), key=lambda kv: PTQ_ORDER.get(kv[0], 0)):
+        Q.PTQ_OPTIONS[k][1](ref, calib, v)
+    return ref
 
 
 def mobilenet_v2_data(quick: bool):
@@ -179,7 +187,7 @@ def bench_model(name: str, data, args) -> List[str]:
         out.insert(1, f"float accuracy {100 * (top_float == labels).mean():.2f} %\n")
     elif args.nncf:
         out[1:1] = nncf_anchor(x, calib, y_float) + ["\nmegq (every quantized model checked: QFloat == Q):\n"]
-    worst = None
+    worst = best = None
     for pname in args.presets:
         qconfig = presets()[pname]
         for oname in args.options:
@@ -194,12 +202,18 @@ def bench_model(name: str, data, args) -> List[str]:
             log(row)
             if worst is None or c < worst[0]:
                 worst = (c, pname, oname, qm)
-    c, pname, oname, qm = worst
+            if best is None or c > best[0]:
+                best = (c, pname, oname, qm)
     ev = x[:min(len(x), 40)]
-    report = Q.compare(net, qm, [ev[i:i + 10] for i in range(0, len(ev), 10)])
-    out.append(f"\nPer-layer error of the worst case ({pname}, {oname}), 10 worst layers by isolated SQNR "
-               f"(`megq.quantization.compare`):\n")
-    out.append(report.table(limit=10))
+    for label, (c, pname, oname, qm) in (("best", best), ("worst", worst)):
+        if label == "best" and best[1:3] == worst[1:3]:
+            continue
+        report = Q.compare(float_reference(net, presets()[pname], calib, OPTIONS[oname]), qm,
+                           [ev[i:i + 10] for i in range(0, len(ev), 10)])
+        out.append(f"\nPer-layer error of the {label} case ({pname}, {oname}), 10 worst layers by isolated SQNR "
+                   f"(`megq.quantization.compare` against the float model with the same equalization):\n")
+        out.append(report.table(limit=10))
+    c, pname, oname, qm = worst
     # what skipping the worst layers buys back (mixed precision by name)
     out.append(f"\nSkipping the worst layers of that report (`quantize_qat(..., skip=[...])`, {pname}, {oname}):\n")
     out.append("| skipped (float) | mean logit cosine | top-1 = float |\n|---|---|---|")
