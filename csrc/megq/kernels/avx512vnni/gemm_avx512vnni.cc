@@ -157,6 +157,18 @@ inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multipl
   return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
 }
 
+// requantize16 for 8 values (the last 8 columns of a 24-wide tile).
+inline __m256i requantize8(const Epilogue& e, __m256i acc, const float* multiplier) {
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(multiplier));
+  if (e.clamp_float) v = _mm256_min_ps(v, _mm512_castps512_ps256(e.hi));
+  __m256 h = _mm512_castps512_ps256(e.half);
+  if (e.rounds_negative) {
+    h = _mm256_castsi256_ps(_mm256_ternarylogic_epi32(_mm256_castps_si256(v), _mm512_castsi512_si256(e.sign),
+                                                      _mm256_castps_si256(h), 0xEA));
+  }
+  return _mm256_cvttps_epi32(_mm256_add_ps(v, h));
+}
+
 // Four vectors of 16 rounded values -> their 64 output bytes in order
 // (q0's 16, then q1's, q2's, q3's). Uint8 outputs are computed as y - 128 in
 // signed bytes (zp16, lo8, hi8 carry the -128) and flipped back at the end.
@@ -192,22 +204,27 @@ inline void store_bytes16(uint8_t* c, __m128i b, int valid) {
   if (valid >= 16) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(c), b);
   } else if (valid > 0) {
-    _mm_mask_storeu_epi8(c, static_cast<__mmask16>((1u << valid) - 1), b);
+    _mm512_mask_storeu_epi8(c, (1ull << valid) - 1, _mm512_castsi128_si512(b));
   }
 }
 
 // rows x (NP panels) register tile over the whole K; row r of A at
 // a + r * a_stride (Kp bytes, or K when K == Kp), in `segments` pieces of
 // Kp / segments bytes, piece s at a + s * segment_stride (GemmArgs::a_segments).
-// HALF (NP == 1): the panel's last 16 columns are all beyond N, so only the
-// first 16 are computed (N = 16, or the tail of N).
-template <int ROWS, int NP, bool HALF = false>
+// WIDTH (NP == 1) < 32: the panel's last 16 (or 8) columns are all beyond N
+// and are not computed (N = 16 or 24, or the tail of N): an empty lane costs
+// as much as a full one, and with N = 24 a quarter of the work would be empty.
+template <int ROWS, int NP, int WIDTH = 32>
 void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel,
           int segments, ptrdiff_t segment_stride) {
   // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
   // either way, so adding it first gives the same int32.
-  static_assert(!HALF || NP == 1, "HALF tiles are one panel wide");
-  constexpr int kVectors = HALF ? 1 : 2 * NP;  // accumulator vectors per row
+  static_assert(WIDTH == 32 || NP == 1, "narrow tiles are one panel wide");
+  constexpr int kVectors = WIDTH == 16 ? 1 : 2 * NP;  // accumulator vectors per row
+  // WIDTH 24: the second vector's upper 8 lanes are never computed (ymm
+  // instructions; the zmm holding them has undefined upper lanes) and never
+  // stored.
+  constexpr bool kYmmTail = WIDTH == 24;
   __m512i acc[ROWS][2 * NP];
   const int32_t* bias = g.bias + panel * kNR;
 #pragma GCC unroll 8
@@ -232,7 +249,14 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
         __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
         const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 8
-        for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+        for (int j = 0; j < kVectors; ++j) {
+          if (kYmmTail && j == 1) {
+            acc[r][j] = _mm512_castsi256_si512(_mm256_dpbusd_epi32(
+                _mm512_castsi512_si256(acc[r][j]), _mm512_castsi512_si256(av), _mm512_castsi512_si256(w[j])));
+          } else {
+            acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+          }
+        }
       }
     }
   }
@@ -263,11 +287,15 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[r][j] = requantize16(e, acc[r][j], multiplier + 16 * j);
+    for (int j = 0; j < kVectors; ++j) {
+      acc[r][j] = kYmmTail && j == 1 ? _mm512_castsi256_si512(requantize8(e, _mm512_castsi512_si256(acc[r][j]),
+                                                                          multiplier + 16 * j))
+                                     : requantize16(e, acc[r][j], multiplier + 16 * j);
+    }
   // Bytes: four vectors per pack64, grouped so that each result is one or a
   // few contiguous runs of C (missing rows repeat the last one; not stored).
   uint8_t* c = g.c + static_cast<ptrdiff_t>(row0) * c_stride + col0;
-  if constexpr (HALF) {
+  if constexpr (WIDTH == 16) {
     // 16 columns: four rows per pack, 16 bytes each.
 #pragma GCC unroll 8
     for (int r = 0; r < ROWS; r += 4) {
@@ -279,7 +307,7 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
       if (r + 3 < ROWS) store_bytes16(c + (r + 3) * c_stride, _mm512_extracti32x4_epi32(b, 3), n_left);
     }
   } else if constexpr (NP == 1) {
-    // 32 columns: two rows per pack, 32 bytes each.
+    // 32 (or 24) columns: two rows per pack, 32 bytes each.
 #pragma GCC unroll 8
     for (int r = 0; r < ROWS; r += 2) {
       const int r1 = r + 1 < ROWS ? r + 1 : r;
@@ -311,7 +339,9 @@ void row_tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t 
   }
   for (; p < panel_end; ++p) {
     if (g.N - p * kNR <= 16) {
-      tile<ROWS, 1, true>(g, e, a, a_stride, row0, p, segments, segment_stride);
+      tile<ROWS, 1, 16>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    } else if (g.N - p * kNR <= 24) {
+      tile<ROWS, 1, 24>(g, e, a, a_stride, row0, p, segments, segment_stride);
     } else {
       tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
     }
