@@ -145,6 +145,20 @@ def test_wide_rows_at_unit_x_stride(isa, threads, a_dtype, zx):
     check(rng, *big[:, ::2, 3:37, 4:12].shape, 9, 3, 3, 1, 1, a_dtype=a_dtype, zx=zx, x=big[:, ::2, 3:37, 4:12])
 
 
+@pytest.mark.parametrize("a_dtype,zx", [("int8", 0), ("uint8", 128), ("int8", -5)])
+def test_few_channel_strided_patches(isa, threads, a_dtype, zx):
+    """Stems and other few-channel strided convs (gathered patch rows of up to 256 bytes, built in registers on
+    AVX-512 VNNI): kernels 1..7 with their padding rows at the image's top and bottom, y dilation, the columns
+    near the left and right borders, odd widths, a batch of two (pixel runs crossing rows and images)."""
+    rng = np.random.default_rng(19)
+    for cin, k, stride, padding, dilation, hw in [
+            (3, 3, 2, 1, 1, (15, 17)), (3, 3, 2, 1, 1, (8, 9)), (1, 3, 2, 1, 1, (9, 13)), (2, 5, 2, 2, 1, (11, 10)),
+            (3, 7, 2, 3, 1, (13, 15)), (4, 3, 3, 1, (2, 1), (12, 14)), (3, 5, (2, 1), (1, 2), 1, (9, 16)),
+            (5, 3, 2, 0, 1, (9, 9)), (3, 1, 2, 0, 1, (7, 9)), (1, 7, 2, 3, 1, (10, 12)), (7, 3, 2, 1, 1, (6, 11)),
+            (1, 8, 2, 3, 1, (12, 13)), (1, 9, 2, 4, 1, (12, 11))]:
+        check(rng, 2, *hw, cin, 19, k, k, stride, padding, dilation, a_dtype=a_dtype, zx=zx)
+
+
 def test_resnet_and_mobilenet_shapes(isa):
     rng = np.random.default_rng(16)
     check(rng, 1, 32, 32, 3, 16, 7, 7, 2, 3)     # stem

@@ -153,6 +153,47 @@ def test_rounding_ties_and_multiplier_extremes(isa):
     np.testing.assert_array_equal(got[:, 0], [1, -1, 3, -3])
 
 
+# Output configurations of the requantizing epilogue: (out_dtype, zero point, out_min, out_max). They
+# cover ReLU-style lower bounds at or above the zero point (negative values may round either way, they
+# clamp), bounds below it (rounding half away from zero on both sides), zero point 0 and not, uint8.
+EPILOGUES = [("int8", 0, None, None), ("int8", 0, 0, 120), ("int8", -3, -3, 127), ("int8", 7, -100, 50),
+             ("uint8", 128, None, None), ("uint8", 0, 0, 200), ("uint8", 10, 12, 70), ("uint8", 200, 5, 255),
+             ("int32", 0, None, None)]
+
+
+def test_small_k_narrow_n_every_tail(isa):
+    """1x1-conv-like GEMMs: K = 4..36, N = 1..40 (16 and 24 included), row counts around the tiles."""
+    rng = np.random.default_rng(11)
+    for Kd in list(range(4, 37, 4)) + [5, 17, 30]:
+        for N in range(1, 41):
+            M = int(rng.choice([1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 26, 33]))
+            a, w, b, m = make_case(rng, M, N, Kd, a_dtype=str(rng.choice(["int8", "uint8"])))
+            zp = int(rng.integers(-128, 128)) if a.dtype == np.int8 else int(rng.integers(0, 256))
+            out_dtype, ozp, lo, hi = EPILOGUES[int(rng.integers(len(EPILOGUES)))]
+            run_and_check(a, w, b, None if out_dtype == "int32" else m, a_zero_point=zp, out_dtype=out_dtype,
+                          out_zero_point=ozp, out_min=lo, out_max=hi)
+
+
+@pytest.mark.parametrize("out_dtype,out_zp,out_min,out_max", EPILOGUES[:-1])
+def test_epilogue_saturation_and_large_multipliers(isa, threads, out_dtype, out_zp, out_min, out_max):
+    """Accumulators near +-2^31 with multipliers just below 1 (scaled values far beyond int16, which the
+    epilogue saturates step by step) and, in some columns only, multipliers >= 1 (scaled values beyond
+    int32)."""
+    rng = np.random.default_rng(12)
+    for M, N, Kd in [(37, 70, 16), (9, 16, 32), (20, 24, 24), (3, 130, 8), (64, 40, 36)]:
+        a = rng.integers(-128, 128, (M, Kd)).astype(np.int8)
+        w = rng.integers(-127, 128, (Kd, N)).astype(np.int8)
+        b = rng.choice([-2_146_000_000, 2_146_000_000, 0, 40_000, -40_000, 100], N).astype(np.int32)
+        below_one = np.float32(np.nextafter(np.float32(1), np.float32(0)))
+        m = rng.choice(np.array([below_one, 0.75, 0.5, 1e-3, 2e-5], np.float32), N)
+        run_and_check(a, w, b, m, out_dtype=out_dtype, out_zero_point=out_zp, out_min=out_min, out_max=out_max)
+        m_big = m.copy()
+        m_big[rng.integers(N)] = np.float32(1.0)
+        m_big[rng.integers(N)] = np.float32(3.0e9)
+        run_and_check(a, w, b, m_big, out_dtype=out_dtype, out_zero_point=out_zp, out_min=out_min,
+                      out_max=out_max)
+
+
 def test_clamp_bounds_for_fused_relu(isa, threads):
     rng = np.random.default_rng(7)
     a, w, b, m = make_case(rng, 29, 35, 64)

@@ -99,6 +99,29 @@ def test_empty_batch(isa):
     assert K.dequantize(np.zeros((0, 4, 5, 3), np.int8), 1.0).shape == (0, 3, 4, 5)
 
 
+def test_quantize_three_channels_every_width(isa):
+    """RGB inputs (C = 3 has its own interleaving kernels): every pixel count 1..40 around the 8-pixel
+    steps and the final partial store, per-image and per-row blocks (strided rows), both dtypes."""
+    rng = np.random.default_rng(15)
+    for W in range(1, 41):
+        x = rand_x(rng, (2, 3, 2, W))
+        for dtype, z in [("int8", 0), ("int8", -9), ("uint8", 128), ("uint8", 0)]:
+            check_quantize(x, 0.47, z, dtype)
+            check_quantize(rand_x(rng, (1, 3, 3, W + 5))[:, :, :, 2:2 + W], 0.9, z, dtype)
+    check_quantize(rand_x(rng, (2, 3, 224, 224)), 0.5, 0, "int8")
+
+
+def test_nan_raises_three_channels(isa):
+    """A NaN in any channel, in the vector part or the tail, is reported (C = 3 kernels)."""
+    for P in (8, 13, 40):
+        for c in range(3):
+            for p in (0, 5, P - 1):
+                x = np.ones((1, 3, 1, P), np.float32)
+                x[0, c, 0, p] = np.nan
+                with pytest.raises(ValueError, match="^x: .*NaN"):
+                    K.quantize(x, 0.5)
+
+
 def test_nan_raises(isa, threads):
     for shape, where in [((1, 3, 4, 5), (0, 2, 3, 4)), ((2, 8, 16, 16), (1, 7, 15, 15)), ((1, 1, 1, 3), (0, 0, 0, 1))]:
         x = np.zeros(shape, np.float32)

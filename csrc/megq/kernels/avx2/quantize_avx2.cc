@@ -49,6 +49,62 @@ bool quantize_row(const float* s, int P, const QuantizeParams& q, uint8_t* d) {
   return any_nan;
 }
 
+// Three channel planes (an RGB image) -> P interleaved pixels of 3 bytes,
+// without the transpose through scratch: eight pixels per step, each channel
+// converted as in quantize_row, then the 24 bytes packed in registers.
+// Returns true if any input was NaN.
+bool quantize_3_channels(const float* src, ptrdiff_t src_c_stride, int P, const QuantizeParams& q, uint8_t* d) {
+  const float* s0 = src;
+  const float* s1 = src + src_c_stride;
+  const float* s2 = src + 2 * src_c_stride;
+  const __m256 vs = _mm256_set1_ps(q.scale);
+  const float flo = static_cast<float>(q.qmin - q.zero_point), fhi = static_cast<float>(q.qmax - q.zero_point);
+  const __m256 lo = _mm256_set1_ps(flo), hi = _mm256_set1_ps(fhi);
+  const __m256i z = _mm256_set1_epi32(q.zero_point);
+  const bool is_signed = q.qmin < 0;
+  // After the packs each 128-bit lane holds its 4 pixels as c0 c0 c0 c0 c1 c1
+  // c1 c1 c2 c2 c2 c2 c2' (c2 twice): gather them pixel by pixel into the
+  // lane's low 12 bytes, then the two lanes' 12 bytes next to each other.
+  const __m256i interleave = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1,
+                                              0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1);
+  const __m256i join = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7);
+  __m256 nan = _mm256_setzero_ps();
+  int p = 0;
+  for (; p + 8 <= P; p += 8) {
+    const __m256 x0 = _mm256_loadu_ps(s0 + p), x1 = _mm256_loadu_ps(s1 + p), x2 = _mm256_loadu_ps(s2 + p);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x1, x1, _CMP_UNORD_Q));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x2, x2, _CMP_UNORD_Q));
+    const __m256i r0 = clamp_round_add(_mm256_div_ps(x0, vs), lo, hi, z);
+    const __m256i r1 = clamp_round_add(_mm256_div_ps(x1, vs), lo, hi, z);
+    const __m256i r2 = clamp_round_add(_mm256_div_ps(x2, vs), lo, hi, z);
+    // Values are in the dtype's range: the saturating packs are exact.
+    const __m256i w01 = _mm256_packs_epi32(r0, r1), w22 = _mm256_packs_epi32(r2, r2);
+    const __m256i b = is_signed ? _mm256_packs_epi16(w01, w22) : _mm256_packus_epi16(w01, w22);
+    const __m256i out = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(b, interleave), join);
+    uint8_t* o = d + 3 * p;
+    if (3 * (P - p) >= 32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), out);  // the 8 bytes past 24 are rewritten next step
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(out));
+      store8(o + 16, _mm256_extracti128_si256(out, 1));
+    }
+  }
+  bool any_nan = _mm256_movemask_ps(nan) != 0;
+  for (; p < P; ++p) {
+    const float* x[3] = {s0 + p, s1 + p, s2 + p};
+    for (int c = 0; c < 3; ++c) {
+      float v = *x[c] / q.scale;
+      if (v != v) {
+        any_nan = true;
+        v = 0.0f;
+      }
+      d[3 * p + c] = static_cast<uint8_t>(clamp_round_add_1(v, flo, fhi, q.zero_point));
+    }
+  }
+  return any_nan;
+}
+
 // P contiguous bytes -> P floats (q - z) * scale.
 template <bool kSigned>
 void dequantize_row_t(const uint8_t* s, int P, float scale, int32_t zero_point, float* d) {
@@ -78,6 +134,7 @@ void dequantize_row(const uint8_t* s, int P, bool is_signed, float scale, int32_
 bool quantize_block(const float* src, ptrdiff_t src_c_stride, int C, int P, const QuantizeParams& q,
                     uint8_t* dst, uint8_t* scratch) {
   if (C == 1) return quantize_row(src, P, q, dst);
+  if (C == 3) return quantize_3_channels(src, src_c_stride, P, q, dst);
   bool nan = false;
   for (int c = 0; c < C; ++c) nan |= quantize_row(src + c * src_c_stride, P, q, scratch + static_cast<ptrdiff_t>(c) * P);
   transpose_bytes(scratch, P, C, P, dst, C);

@@ -15,8 +15,11 @@
 // x 1 panel (16 accumulators); few-row tiles take 2 or 4 panels at once so
 // that enough independent accumulators hide the instruction latency (GEMV).
 // Epilogue: bias add, then requantization exactly as csrc/megq/requantize.h
-// (float multiply, clamp, round half away from zero, zero point), 32 columns
-// at a time packed to bytes in registers, with masked stores for the N tail.
+// (float multiply, round half away from zero, zero point, clamp), four
+// vectors at a time packed to 64 bytes in registers: one row's 64 columns,
+// two rows' 32 or four rows' 16, so that narrow panels (N = 16, or K = 16-32
+// where the epilogue costs more than the dot products) pack no empty lanes.
+// Masked stores for the N tail.
 #include <immintrin.h>
 
 #include "megq/kernels/gemm_block_loop.h"
@@ -32,6 +35,29 @@ constexpr int kKR = 4;
 
 void pack_a_rows(const GemmArgs& g, int m, int rows, uint8_t* dst) {
   const __m512i flip = _mm512_set1_epi8(g.a_signed ? static_cast<char>(0x80) : 0);
+  if (g.a_stride == g.K && g.K == g.Kp) {
+    // Dense rows without a K tail (1x1 convs over NHWC): source and
+    // destination are the same flat run of rows * K bytes, converted in
+    // whole vectors. Per row, short rows would pay a masked load and a masked
+    // store each (K = 16-32 spent a third of the GEMM's time there).
+    const uint8_t* src = g.a + static_cast<ptrdiff_t>(m) * g.K;
+    const ptrdiff_t total = static_cast<ptrdiff_t>(rows) * g.K;
+    ptrdiff_t i = 0;
+    for (; i + 256 <= total; i += 256) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 256; j += 64) {
+        _mm512_storeu_si512(dst + i + j, _mm512_xor_si512(_mm512_loadu_si512(src + i + j), flip));
+      }
+    }
+    for (; i + 64 <= total; i += 64) {
+      _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+    }
+    if (i < total) {
+      const __mmask64 mask = (~0ull) >> (64 - (total - i));
+      _mm512_mask_storeu_epi8(dst + i, mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + i), flip));
+    }
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     const uint8_t* src = g.a + (m + r) * g.a_stride;
     uint8_t* d = dst + static_cast<ptrdiff_t>(r) * g.Kp;
@@ -49,97 +75,156 @@ void pack_a_rows(const GemmArgs& g, int m, int rows, uint8_t* dst) {
   }
 }
 
-// The epilogue's per-call constants, built once per tile in registers. (Built
-// inside each store, they would be reloaded from GemmArgs after every byte
-// store, which the compiler must assume may alias them.)
+// The epilogue's per-call constants, built once per gemm_block in registers.
+// (Built inside each store, they would be reloaded from GemmArgs after every
+// byte store, which the compiler must assume may alias them.)
 struct Epilogue {
   __m512 hi;       // upper clamp bound minus the zero point, as a float
   __m512 half;     // the largest float below 0.5
   __m512i sign;    // float sign bit
-  __m512i lo16;    // lower clamp bound minus the zero point, in every int16 lane
-  __m512i zp16;    // the output zero point in every int16 lane
+  __m512i zp16;    // zero point in every int16 lane (minus 128 for uint8 output)
+  __m512i lo8;     // clamp bounds in every byte (minus 128 for uint8 output)
+  __m512i hi8;
+  __m512i flip;    // 0x80 in every byte
   __m512i order;   // dword permutation undoing the in-lane packs
+  bool clamp_float;  // clamp v <= hi' in float (some multiplier >= 1)
+  bool rounds_negative;  // lo' < 0: negative v must round half away from zero
+  bool add_zero_point;
+  bool unsigned_out;
 };
 
-inline Epilogue make_epilogue(const GemmArgs& g) {
+inline Epilogue make_epilogue(const GemmArgs& g, int panel_begin, int panel_end) {
   Epilogue e;
+  const bool u8 = g.out_type == OutputType::kUint8;
+  const int bias8 = u8 ? 128 : 0;
   e.hi = _mm512_set1_ps(static_cast<float>(g.out_max - g.out_zero_point));
   e.half = _mm512_set1_ps(0.49999997f);
   e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  e.lo16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_min - g.out_zero_point));
-  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_zero_point));
+  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_zero_point - bias8));
+  e.lo8 = _mm512_set1_epi8(static_cast<char>(g.out_min - bias8));
+  e.hi8 = _mm512_set1_epi8(static_cast<char>(g.out_max - bias8));
+  e.flip = _mm512_set1_epi8(static_cast<char>(0x80));
   e.order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  e.rounds_negative = g.out_min < g.out_zero_point;
+  e.add_zero_point = g.out_zero_point != bias8;
+  e.unsigned_out = u8;
+  // |float32(acc)| <= 2^31, so with every multiplier M < 1 (the largest float
+  // below 1 is 1 - 2^-24) |v| <= 2^31 - 2^7 and the conversion to int32
+  // cannot overflow; otherwise v is clamped to hi' in float first. Columns
+  // beyond N hold multiplier 0.
+  e.clamp_float = false;
+  if (g.out_type != OutputType::kInt32) {
+    __m512 mx = _mm512_setzero_ps();
+    for (int i = panel_begin * kNR; i < panel_end * kNR; i += 16) {
+      mx = _mm512_max_ps(mx, _mm512_loadu_ps(g.multiplier + i));
+    }
+    e.clamp_float = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(1.0f), _CMP_GE_OQ) != 0;
+  }
   return e;
 }
 
 // The requantization of csrc/megq/requantize.h, with lo' = lo - z and
 // hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
-//   v = min(float32(acc) * M, hi')            (float, here)
-//   q = round_half_away(v), as int32          (here; see below)
-//   y = max(q, lo') + z, as bytes             (int16 lanes, in store32)
-// Clamping below after rounding equals clamping before (lo' is an integer and
-// rounding is monotone), and any q at or below lo' gives lo': a v below lo'
-// may round to anything <= lo', or convert to INT32_MIN out of range, which
-// the int16 pack saturates to -32768.
-// Rounding: for lo' <= v <= hi' (|v| <= 255), truncating v + copysign(h, v)
-// with h = 0.49999997f (the float just below 0.5) is round half away from
-// zero: the float sum is rounded to nearest even, and an exact 0.5 fraction
-// sums to 1 - 2^-25 above the floor, a tie of the two floats around it that
-// goes to the even one, floor + 1; any smaller fraction stays below floor + 1
-// after rounding. tests/cpp/test_gemm_kernels.cc checks it for every float
-// with |v| <= 256. (Adding 0.5 instead is wrong for 0.49999997f.)
+//   v = float32(acc) * M                      (float, requantize16)
+//   q = round_half_away(v), as int32          (requantize16; see below)
+//   y = clamp(q + z, lo, hi), as bytes        (int16, then bytes: pack64)
+// q is exact only where it matters: when |v| <= 256 (the rounding below) and
+// in sign and in being >= 256 in magnitude otherwise, which is all the clamp
+// needs (|lo'|, |hi'| <= 255): every saturation on the way (int32 -> int16
+// pack, + z in int16, int16 -> int8 pack) moves a value that is beyond the
+// bounds further out or to the bound, never across it. v never overflows
+// int32 in the positive direction (see clamp_float); a negative overflow
+// converts to INT32_MIN, which clamps to lo as it should.
+// Rounding: for |v| <= 256, truncating v + copysign(h, v) with
+// h = 0.49999997f (the float just below 0.5) is round half away from zero:
+// the float sum is rounded to nearest even, and an exact 0.5 fraction sums to
+// 1 - 2^-25 above the floor, a tie of the two floats around it that goes to
+// the even one, floor + 1; any smaller fraction stays below floor + 1 after
+// rounding. tests/cpp/test_gemm_kernels.cc checks it for every float with
+// |v| <= 256. (Adding 0.5 instead is wrong for 0.49999997f.) When lo' >= 0
+// (ReLU-style bounds, !rounds_negative) every v < 0 ends at lo whatever it
+// rounds to, and truncating v + h (< 1) keeps it <= 0, so the copysign is
+// skipped.
 inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multiplier) {
   __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(multiplier));
-  v = _mm512_min_ps(v, e.hi);
-  // copysign(half, v) = (v & sign) | half
-  const __m512 h = _mm512_castsi512_ps(
-      _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
+  if (e.clamp_float) v = _mm512_min_ps(v, e.hi);
+  __m512 h = e.half;
+  if (e.rounds_negative) {
+    // copysign(half, v) = (v & sign) | half
+    h = _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
+  }
   return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
 }
 
-// Writes 32 columns of one row from two vectors of 16 accumulators (bias
-// included): multiplier and c point at the first column; `valid` of the 32
-// columns are inside N. HALF: valid <= 16 and acc1 is not computed.
-template <bool HALF>
-inline void store32(const Epilogue& e, OutputType type, const float* multiplier, __m512i acc0, __m512i acc1,
-                    uint8_t* c, int valid) {
-  if (valid <= 0) return;
-  if (type == OutputType::kInt32) {
-    int32_t* c32 = reinterpret_cast<int32_t*>(c);
-    const uint32_t bits = valid >= 32 ? ~0u : (1u << valid) - 1;
-    _mm512_mask_storeu_epi32(c32, static_cast<__mmask16>(bits), acc0);
-    _mm512_mask_storeu_epi32(c32 + 16, static_cast<__mmask16>(bits >> 16), acc1);
-    return;
+// requantize16 for 8 values (the last 8 columns of a 24-wide tile).
+inline __m256i requantize8(const Epilogue& e, __m256i acc, const float* multiplier) {
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(multiplier));
+  if (e.clamp_float) v = _mm256_min_ps(v, _mm512_castps512_ps256(e.hi));
+  __m256 h = _mm512_castps512_ps256(e.half);
+  if (e.rounds_negative) {
+    h = _mm256_castsi256_ps(_mm256_ternarylogic_epi32(_mm256_castps_si256(v), _mm512_castsi512_si256(e.sign),
+                                                      _mm256_castps_si256(h), 0xEA));
   }
-  const __m512i q0 = requantize16(e, acc0, multiplier);
-  const __m512i q1 = HALF ? q0 : requantize16(e, acc1, multiplier + 16);
-  // The int16 pack saturates (see requantize16); after the lower clamp and
-  // the zero point every lane is an output value, so the byte pack (signed or
-  // unsigned per the output type) is exact. The packs work within 128-bit
-  // lanes; `order` gathers the bytes back in column order.
-  __m512i w = _mm512_max_epi16(_mm512_packs_epi32(q0, q1), e.lo16);
-  w = _mm512_add_epi16(w, e.zp16);
-  const __m512i b = type == OutputType::kUint8 ? _mm512_packus_epi16(w, w) : _mm512_packs_epi16(w, w);
-  const __m256i out = _mm512_castsi512_si256(_mm512_permutexvar_epi32(e.order, b));
+  return _mm256_cvttps_epi32(_mm256_add_ps(v, h));
+}
+
+// Four vectors of 16 rounded values -> their 64 output bytes in order
+// (q0's 16, then q1's, q2's, q3's). Uint8 outputs are computed as y - 128 in
+// signed bytes (zp16, lo8, hi8 carry the -128) and flipped back at the end.
+// The packs work within 128-bit lanes; `order` gathers the bytes back.
+inline __m512i pack64(const Epilogue& e, __m512i q0, __m512i q1, __m512i q2, __m512i q3) {
+  __m512i w01 = _mm512_packs_epi32(q0, q1), w23 = _mm512_packs_epi32(q2, q3);
+  if (e.add_zero_point) {
+    w01 = _mm512_adds_epi16(w01, e.zp16);
+    w23 = _mm512_adds_epi16(w23, e.zp16);
+  }
+  __m512i b = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(w01, w23), e.lo8), e.hi8);
+  if (e.unsigned_out) b = _mm512_xor_si512(b, e.flip);
+  return _mm512_permutexvar_epi32(e.order, b);
+}
+
+inline void store_bytes64(uint8_t* c, __m512i b, int valid) {
+  if (valid >= 64) {
+    _mm512_storeu_si512(c, b);
+  } else if (valid > 0) {
+    _mm512_mask_storeu_epi8(c, (~0ull) >> (64 - valid), b);
+  }
+}
+
+inline void store_bytes32(uint8_t* c, __m256i b, int valid) {
   if (valid >= 32) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c), out);
-  } else {
-    _mm256_mask_storeu_epi8(c, static_cast<__mmask32>((1u << valid) - 1), out);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c), b);
+  } else if (valid > 0) {
+    _mm256_mask_storeu_epi8(c, static_cast<__mmask32>((1u << valid) - 1), b);
+  }
+}
+
+inline void store_bytes16(uint8_t* c, __m128i b, int valid) {
+  if (valid >= 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(c), b);
+  } else if (valid > 0) {
+    _mm512_mask_storeu_epi8(c, (1ull << valid) - 1, _mm512_castsi128_si512(b));
   }
 }
 
 // rows x (NP panels) register tile over the whole K; row r of A at
 // a + r * a_stride (Kp bytes, or K when K == Kp), in `segments` pieces of
 // Kp / segments bytes, piece s at a + s * segment_stride (GemmArgs::a_segments).
-// HALF (NP == 1): the panel's last 16 columns are all beyond N, so only the
-// first 16 are computed (N = 16, or the tail of N).
-template <int ROWS, int NP, bool HALF = false>
+// WIDTH (NP == 1) < 32: the panel's last 16 (or 8) columns are all beyond N
+// and are not computed (N = 16 or 24, or the tail of N): an empty lane costs
+// as much as a full one, and with N = 24 a quarter of the work would be empty.
+template <int ROWS, int NP, int WIDTH = 32>
 void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_stride, int row0, int panel,
           int segments, ptrdiff_t segment_stride) {
   // Accumulators start at the (folded) bias: the sum wraps modulo 2^32
   // either way, so adding it first gives the same int32.
-  static_assert(!HALF || NP == 1, "HALF tiles are one panel wide");
-  constexpr int kVectors = HALF ? 1 : 2 * NP;  // accumulator vectors per row
+  static_assert(WIDTH == 32 || NP == 1, "narrow tiles are one panel wide");
+  constexpr int kVectors = WIDTH == 16 ? 1 : 2 * NP;  // accumulator vectors per row
+  // WIDTH 24: the second vector's upper 8 lanes are never computed (ymm
+  // instructions; the zmm holding them has undefined upper lanes) and never
+  // stored.
+  constexpr bool kYmmTail = WIDTH == 24;
   __m512i acc[ROWS][2 * NP];
   const int32_t* bias = g.bias + panel * kNR;
 #pragma GCC unroll 8
@@ -164,7 +249,14 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
         __builtin_memcpy(&a4, a + r * a_stride + q * kKR, 4);
         const __m512i av = _mm512_set1_epi32(a4);
 #pragma GCC unroll 8
-        for (int j = 0; j < kVectors; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+        for (int j = 0; j < kVectors; ++j) {
+          if (kYmmTail && j == 1) {
+            acc[r][j] = _mm512_castsi256_si512(_mm256_dpbusd_epi32(
+                _mm512_castsi512_si256(acc[r][j]), _mm512_castsi512_si256(av), _mm512_castsi512_si256(w[j])));
+          } else {
+            acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+          }
+        }
       }
     }
   }
@@ -175,14 +267,64 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
   const OutputType type = g.out_type;
   const ptrdiff_t c_stride = g.c_stride;
   const float* multiplier = g.multiplier + col0;
-  uint8_t* c = g.c + static_cast<ptrdiff_t>(row0) * c_stride + col0 * (type == OutputType::kInt32 ? 4 : 1);
-  const int elem = type == OutputType::kInt32 ? 4 : 1;
+  if (type == OutputType::kInt32) {
+    int32_t* c = reinterpret_cast<int32_t*>(g.c + static_cast<ptrdiff_t>(row0) * c_stride) + col0;
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 8
+      for (int j = 0; j < kVectors; ++j) {
+        const int valid = n_left - 16 * j;
+        if (valid >= 16) {
+          _mm512_storeu_si512(c + 16 * j, acc[r][j]);
+        } else if (valid > 0) {
+          _mm512_mask_storeu_epi32(c + 16 * j, static_cast<__mmask16>((1u << valid) - 1), acc[r][j]);
+        }
+      }
+      c = reinterpret_cast<int32_t*>(reinterpret_cast<uint8_t*>(c) + c_stride);
+    }
+    return;
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p)
-      store32<HALF>(e, type, multiplier + 32 * p, acc[r][2 * p], acc[r][HALF ? 0 : 2 * p + 1],
-              c + r * c_stride + 32 * p * elem, n_left - 32 * p);
+    for (int j = 0; j < kVectors; ++j) {
+      acc[r][j] = kYmmTail && j == 1 ? _mm512_castsi256_si512(requantize8(e, _mm512_castsi512_si256(acc[r][j]),
+                                                                          multiplier + 16 * j))
+                                     : requantize16(e, acc[r][j], multiplier + 16 * j);
+    }
+  // Bytes: four vectors per pack64, grouped so that each result is one or a
+  // few contiguous runs of C (missing rows repeat the last one; not stored).
+  uint8_t* c = g.c + static_cast<ptrdiff_t>(row0) * c_stride + col0;
+  if constexpr (WIDTH == 16) {
+    // 16 columns: four rows per pack, 16 bytes each.
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r += 4) {
+      const int r1 = r + 1 < ROWS ? r + 1 : r, r2 = r + 2 < ROWS ? r + 2 : r1, r3 = r + 3 < ROWS ? r + 3 : r2;
+      const __m512i b = pack64(e, acc[r][0], acc[r1][0], acc[r2][0], acc[r3][0]);
+      store_bytes16(c + r * c_stride, _mm512_castsi512_si128(b), n_left);
+      if (r + 1 < ROWS) store_bytes16(c + (r + 1) * c_stride, _mm512_extracti32x4_epi32(b, 1), n_left);
+      if (r + 2 < ROWS) store_bytes16(c + (r + 2) * c_stride, _mm512_extracti32x4_epi32(b, 2), n_left);
+      if (r + 3 < ROWS) store_bytes16(c + (r + 3) * c_stride, _mm512_extracti32x4_epi32(b, 3), n_left);
+    }
+  } else if constexpr (NP == 1) {
+    // 32 (or 24) columns: two rows per pack, 32 bytes each.
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r += 2) {
+      const int r1 = r + 1 < ROWS ? r + 1 : r;
+      const __m512i b = pack64(e, acc[r][0], acc[r][1], acc[r1][0], acc[r1][1]);
+      store_bytes32(c + r * c_stride, _mm512_castsi512_si256(b), n_left);
+      if (r + 1 < ROWS) store_bytes32(c + (r + 1) * c_stride, _mm512_extracti64x4_epi64(b, 1), n_left);
+    }
+  } else {
+    // 64 columns (two panels) of one row per pack.
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; p += 2)
+        store_bytes64(c + r * c_stride + 32 * p,
+                      pack64(e, acc[r][2 * p], acc[r][2 * p + 1], acc[r][2 * p + 2], acc[r][2 * p + 3]),
+                      n_left - 32 * p);
+  }
 }
 
 template <int ROWS>
@@ -197,7 +339,9 @@ void row_tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t 
   }
   for (; p < panel_end; ++p) {
     if (g.N - p * kNR <= 16) {
-      tile<ROWS, 1, true>(g, e, a, a_stride, row0, p, segments, segment_stride);
+      tile<ROWS, 1, 16>(g, e, a, a_stride, row0, p, segments, segment_stride);
+    } else if (g.N - p * kNR <= 24) {
+      tile<ROWS, 1, 24>(g, e, a, a_stride, row0, p, segments, segment_stride);
     } else {
       tile<ROWS, 1>(g, e, a, a_stride, row0, p, segments, segment_stride);
     }
@@ -220,7 +364,7 @@ void pack_a(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 void gemm_block(const GemmArgs& g, int m_begin, int m_end, int panel_begin, int panel_end,
                 uint8_t* scratch) {
   MEGQ_DCHECK_GEMM_BLOCK(g, m_begin, m_end, panel_begin, panel_end, kNR);
-  const Epilogue e = make_epilogue(g);
+  const Epilogue e = make_epilogue(g, panel_begin, panel_end);
   const bool segmented = g.a_segments > 0;
   const bool in_place = segmented || reads_a_in_place(g);
   const int segments = segmented ? g.a_segments : 1;

@@ -5,7 +5,8 @@
 // zero, the contract's rounding), + z, saturating narrows of in-range values.
 // Row tails go through a 16-value stack buffer, so no byte or float outside
 // the caller's ranges is touched. The NCHW <-> NHWC layout change is a plain
-// byte transpose through scratch (memory-bound either way).
+// byte transpose through scratch (memory-bound either way), st3 for three
+// channels.
 #include <arm_neon.h>
 
 #include <cstring>
@@ -147,6 +148,18 @@ bool quantize_block(const float* src, ptrdiff_t src_c_stride, int C, int P, cons
   if (C == 1) return row(src, dst);
   bool nan = false;
   for (int c = 0; c < C; ++c) nan |= row(src + c * src_c_stride, scratch + static_cast<ptrdiff_t>(c) * P);
+  if (C == 3) {
+    // RGB: st3 interleaves three rows of 16 bytes into 16 pixels.
+    int p = 0;
+    for (; p + 16 <= P; p += 16) {
+      const uint8x16x3_t v = {{vld1q_u8(scratch + p), vld1q_u8(scratch + P + p), vld1q_u8(scratch + 2 * P + p)}};
+      vst3q_u8(dst + 3 * p, v);
+    }
+    for (; p < P; ++p) {
+      for (int c = 0; c < 3; ++c) dst[3 * p + c] = scratch[c * P + p];
+    }
+    return nan;
+  }
   transpose_bytes(scratch, P, C, P, dst, C);
   return nan;
 }
