@@ -77,6 +77,11 @@ OPTIONS = {
     "equalize_activations(linear)+weight_rounding+bias_correction": {"equalize_activations": {"linear": True},
                                                                      "weight_rounding": True,
                                                                      "bias_correction": True},
+    "equalize_activations(linear)+range_search+weight_rounding+bias_correction": {
+        "equalize_activations": {"linear": True}, "range_search": True, "weight_rounding": True,
+        "bias_correction": True},
+    "equalize_activations+range_search+weight_rounding+bias_correction": {
+        "equalize_activations": True, "range_search": True, "weight_rounding": True, "bias_correction": True},
     "equalize": {"equalize": True},
     "bias_correction": {"bias_correction": True},
     "equalize+bias_correction": {"equalize": True, "bias_correction": True},
