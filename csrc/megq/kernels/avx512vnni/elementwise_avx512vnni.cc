@@ -20,8 +20,10 @@
 // - the unpacks' lane order is undone by the packs at the end (vpackssdw and
 //   vpacks[su]wb are in-lane too), so no cross-lane permute is needed.
 // - the clamp to [lo - zo, hi - zo] moves after the rounding: the saturating
-//   packs clamp to the dtype's range after adding zo, plus vpmaxsd with lo
-//   for a fused ReLU. Rounding is monotone and the bounds are integers, so
+//   packs clamp to the dtype's range, plus vpmaxsw with lo for a fused ReLU;
+//   zo is added to int16 pairs of groups (vpaddsw) between the two packs.
+//   Saturating int32 -> int16 and the saturating add keep every value that
+//   lies beyond the dtype's range beyond it (|zo| <= 255 < 32767 - 255). Rounding is monotone and the bounds are integers, so
 //   clamp-then-round and round-then-clamp agree. Only the int32 conversion
 //   needs |v| bounded: known from the multipliers in practice, else capped
 //   first (Mode below). A NaN sum gives lo, as in the AVX2 kernel.
@@ -45,7 +47,7 @@ namespace {
 struct Consts {
   __m512 oa, ob;   // float32(2^23 + za'), float32(2^23 + zb')
   __m512 ma, mb;
-  __m512i zo, lo, hi;  // lo, hi: used only when narrower than the dtype (a fused ReLU raises lo)
+  __m512i zo, lo, hi;  // int16; lo, hi: used only when narrower than the dtype (a fused ReLU raises lo)
 };
 
 // 64 bytes -> four float32 vectors q - z (lane order of the in-lane unpacks:
@@ -64,11 +66,11 @@ inline void to_float(__m512i bytes, __m512 off, __m512 f[4]) {
 // How the clamp to [lo - zo, hi - zo] is done (see the header comment):
 //   kBounded:   |v| < 2^29 is known from the multipliers (bounded_sum); the
 //               saturating packs alone clamp to [qmin, qmax].
-//   kBoundedLo: as kBounded, plus vpmaxsd with lo (a fused ReLU).
+//   kBoundedLo: as kBounded, plus vpmaxsw with lo (a fused ReLU).
 //   kGeneral:   any multipliers: |v| capped at 1024 by vrangeps (imm 0x02: the
 //               operand of smaller magnitude, with the sign of the first; a
 //               NaN v stays NaN and converts to INT32_MIN, which the max with
-//               lo turns into lo), then vpmaxsd / vpminsd with lo / hi.
+//               lo turns into lo), then vpmaxsw / vpminsw with lo / hi.
 enum Mode { kBounded = 0, kBoundedLo = 1, kGeneral = 2 };
 
 // Whether every |v| is below 2^29: |q - z| <= 255 for both inputs (zero
@@ -81,7 +83,7 @@ inline bool bounded_sum(const EltParams& p) {
   return bound <= 536870912.0;  // 2^29
 }
 
-// round_half_away(v) + zo as int32, then the clamp of `kMode`.
+// round_half_away(v) as int32 (the cap of kGeneral first).
 // Rounding: trunc(v + copysign(0.49999997f, v)) equals round-half-away for
 // every |v| < 2^31 (beside round_half_away_small_epi32 in
 // kernels/avx2/ops_avx2_util.h it is checked exhaustively for |v| <= 1024).
@@ -92,24 +94,31 @@ inline bool bounded_sum(const EltParams& p) {
 // below half its spacing. So the cap at 1024 of kGeneral is only for the
 // int32 conversion's range, not for the rounding.
 template <int kMode>
-inline __m512i round_add(__m512 v, const Consts& k) {
+inline __m512i round_q(__m512 v) {
   if (kMode == kGeneral) v = _mm512_range_ps(v, _mm512_set1_ps(1024.0f), 0x02);
   // (sign of v) | 0.49999997f  (ternary-logic truth table 0xEA: (A & B) | C)
   const __m512i half = _mm512_ternarylogic_epi32(_mm512_castps_si512(v),
                                                  _mm512_set1_epi32(static_cast<int>(0x80000000u)),
                                                  _mm512_set1_epi32(0x3EFFFFFF), 0xEA);
-  const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_castsi512_ps(half))), k.zo);
-  if (kMode == kBoundedLo) return _mm512_max_epi32(q, k.lo);
-  if (kMode == kGeneral) return _mm512_min_epi32(_mm512_max_epi32(q, k.lo), k.hi);
-  return q;
+  return _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_castsi512_ps(half)));
 }
 
-// The four int32 groups back to 64 bytes in memory order, saturating to the
-// output dtype (the clamp to [qmin, qmax]): the in-lane packs invert the
-// in-lane unpacks of to_float.
-template <bool kSo>
-inline __m512i pack64(__m512i r0, __m512i r1, __m512i r2, __m512i r3) {
-  const __m512i w01 = _mm512_packs_epi32(r0, r1), w23 = _mm512_packs_epi32(r2, r3);
+// The four int32 groups of rounded values back to 64 bytes in memory order:
+// + zo and the clamp of kMode on int16, then saturation to the output dtype
+// (the clamp to [qmin, qmax]). The in-lane packs invert the in-lane unpacks
+// of to_float.
+template <bool kSo, int kMode>
+inline __m512i pack64(__m512i r0, __m512i r1, __m512i r2, __m512i r3, const Consts& k) {
+  __m512i w01 = _mm512_adds_epi16(_mm512_packs_epi32(r0, r1), k.zo);
+  __m512i w23 = _mm512_adds_epi16(_mm512_packs_epi32(r2, r3), k.zo);
+  if (kMode != kBounded) {
+    w01 = _mm512_max_epi16(w01, k.lo);
+    w23 = _mm512_max_epi16(w23, k.lo);
+  }
+  if (kMode == kGeneral) {
+    w01 = _mm512_min_epi16(w01, k.hi);
+    w23 = _mm512_min_epi16(w23, k.hi);
+  }
   return kSo ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
 }
 
@@ -122,9 +131,9 @@ inline __m512i sixty_four(__m512i va, __m512i vb, const Consts& k) {
   for (int g = 0; g < 4; ++g) {
     const __m512 v = kAdd ? _mm512_add_ps(_mm512_mul_ps(fa[g], k.ma), _mm512_mul_ps(fb[g], k.mb))
                           : _mm512_mul_ps(_mm512_mul_ps(fa[g], fb[g]), k.ma);
-    r[g] = round_add<kMode>(v, k);
+    r[g] = round_q<kMode>(v);
   }
-  return pack64<kSo>(r[0], r[1], r[2], r[3]);
+  return pack64<kSo, kMode>(r[0], r[1], r[2], r[3], k);
 }
 
 template <bool kAdd, bool kSa, bool kSb, bool kSo, int kMode>
@@ -134,9 +143,9 @@ void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltPar
   k.ob = _mm512_set1_ps(8388608.0f + static_cast<float>(p.zb + (kSb ? 128 : 0)));
   k.ma = _mm512_set1_ps(p.ma);
   k.mb = _mm512_set1_ps(p.mb);
-  k.zo = _mm512_set1_epi32(p.zo);
-  k.lo = _mm512_set1_epi32(p.lo);
-  k.hi = _mm512_set1_epi32(p.hi);
+  k.zo = _mm512_set1_epi16(static_cast<int16_t>(p.zo));
+  k.lo = _mm512_set1_epi16(static_cast<int16_t>(p.lo));
+  k.hi = _mm512_set1_epi16(static_cast<int16_t>(p.hi));
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
     const __m512i r = sixty_four<kAdd, kSa, kSb, kSo, kMode>(_mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i), k);
