@@ -19,14 +19,15 @@
 //   first biased to u = q + 128 (xor 0x80), with z' = z + 128.
 // - the unpacks' lane order is undone by the packs at the end (vpackssdw and
 //   vpacks[su]wb are in-lane too), so no cross-lane permute is needed.
-// - the clamp to [lo - zo, hi - zo] moves after the rounding: the saturating
-//   packs clamp to the dtype's range, plus vpmaxsw with lo for a fused ReLU;
-//   zo is added to int16 pairs of groups (vpaddsw) between the two packs.
-//   Saturating int32 -> int16 and the saturating add keep every value that
-//   lies beyond the dtype's range beyond it (|zo| <= 255 < 32767 - 255). Rounding is monotone and the bounds are integers, so
-//   clamp-then-round and round-then-clamp agree. Only the int32 conversion
-//   needs |v| bounded: known from the multipliers in practice, else capped
-//   first (Mode below). A NaN sum gives lo, as in the AVX2 kernel.
+// - the clamp to [lo - zo, hi - zo] moves after the rounding: rounding is
+//   monotone and the bounds are integers, so clamp-then-round equals
+//   round-then-clamp. The saturating packs clamp to the dtype's range, with
+//   zo added to the int16 values between the two packs (vpaddsw) and, for a
+//   fused ReLU, vpmaxsw with lo. A value saturated to int16 stays beyond
+//   +-(32767 - 255) after adding zo (|zo| <= 255), so beyond the dtype's
+//   range, on the right side. Only the int32 conversion needs |v| bounded:
+//   known from the multipliers in practice, else capped first (Mode below).
+//   A NaN sum gives lo, as in the AVX2 kernel.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -51,7 +52,7 @@ struct Consts {
 };
 
 // 64 bytes -> four float32 vectors q - z (lane order of the in-lane unpacks:
-// group g holds bytes 4 g' .. 4 g' + 3 of each 128-bit lane; see pack64).
+// group g holds bytes 4g .. 4g + 3 of each 128-bit lane; see pack64).
 template <bool kSigned>
 inline void to_float(__m512i bytes, __m512 off, __m512 f[4]) {
   if (kSigned) bytes = _mm512_xor_si512(bytes, _mm512_set1_epi8(static_cast<char>(0x80)));
