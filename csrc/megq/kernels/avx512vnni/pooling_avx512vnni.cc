@@ -36,8 +36,20 @@ inline __m512i max64(__m512i a, __m512i b) {
   return kSigned ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
 }
 
-template <bool kSigned>
-void max_pixel(const uint8_t* const* taps, int t, int C, uint8_t* out) {
+// The taps of one window: a pointer list (windows cut by the image border)
+// or one pointer plus the row's fixed offsets (windows inside the image).
+struct PtrTaps {
+  const uint8_t* const* p;
+  const uint8_t* operator[](int k) const { return p[k]; }
+};
+struct OffsetTaps {
+  const uint8_t* base;
+  const ptrdiff_t* off;
+  const uint8_t* operator[](int k) const { return base + off[k]; }
+};
+
+template <bool kSigned, class Taps>
+void max_pixel(const Taps& taps, int t, int C, uint8_t* out) {
   int c = 0;
   for (; c + 64 <= C; c += 64) {
     __m512i m = _mm512_loadu_si512(taps[0] + c);
@@ -114,8 +126,8 @@ inline void store_mean32(uint8_t* out, __m512i s16, const Mean& m, int n) {
 
 inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
-template <bool kSigned>
-void avg_pixel(const uint8_t* const* taps, int t, int C, int32_t pad_sum, int32_t count, bool int16_ok,
+template <bool kSigned, class Taps>
+void avg_pixel(const Taps& taps, int t, int C, int32_t pad_sum, int32_t count, bool int16_ok,
                uint8_t* out) {
   const Mean m = make_mean(count);
   int c = 0;
@@ -177,6 +189,27 @@ void global_avg(const uint8_t* src, ptrdiff_t sh, ptrdiff_t sw, int H, int W, in
   }
 }
 
+// One output pixel from its t valid taps.
+template <class Taps>
+void pixel(const PoolRowArgs& a, const Taps& taps, int t, bool int16_ok, uint8_t* out) {
+  if (a.mode == PoolMode::kMax) {
+    if (a.is_signed) {
+      max_pixel<true>(taps, t, a.C, out);
+    } else {
+      max_pixel<false>(taps, t, a.C, out);
+    }
+    return;
+  }
+  const bool include = a.mode == PoolMode::kAvgIncludePadding;
+  const int32_t count = include ? a.kh * a.kw : t;
+  const int32_t pad_sum = include ? (a.kh * a.kw - t) * a.zero_point : 0;
+  if (a.is_signed) {
+    avg_pixel<true>(taps, t, a.C, pad_sum, count, int16_ok, out);
+  } else {
+    avg_pixel<false>(taps, t, a.C, pad_sum, count, int16_ok, out);
+  }
+}
+
 }  // namespace
 
 void pool_row(const PoolRowArgs& a, int oh, uint8_t* dst) {
@@ -200,31 +233,15 @@ void pool_row(const PoolRowArgs& a, int oh, uint8_t* dst) {
     int j0, j1;
     valid_taps(ow, a.kw, a.stride_w, a.pad_w, a.dil_w, a.W, &j0, &j1);
     const int iw0 = ow * a.stride_w - a.pad_w;
-    int t = 0;
+    uint8_t* out = dst + static_cast<ptrdiff_t>(ow) * a.C;
     if (rows_full && j0 == 0 && j1 == a.kw) {
-      const uint8_t* base = a.src + ih0 * a.sh + iw0 * a.sw;
-      for (; t < a.kh * a.kw; ++t) a.taps[t] = base + off[t];
+      pixel(a, OffsetTaps{a.src + ih0 * a.sh + iw0 * a.sw, off}, a.kh * a.kw, int16_ok, out);
     } else {
+      int t = 0;
       for (int i = i0; i < i1; ++i) {
         for (int j = j0; j < j1; ++j) a.taps[t++] = a.src + (ih0 + i * a.dil_h) * a.sh + (iw0 + j * a.dil_w) * a.sw;
       }
-    }
-    uint8_t* out = dst + static_cast<ptrdiff_t>(ow) * a.C;
-    if (a.mode == PoolMode::kMax) {
-      if (a.is_signed) {
-        max_pixel<true>(a.taps, t, a.C, out);
-      } else {
-        max_pixel<false>(a.taps, t, a.C, out);
-      }
-    } else {
-      const bool include = a.mode == PoolMode::kAvgIncludePadding;
-      const int32_t count = include ? a.kh * a.kw : t;
-      const int32_t pad_sum = include ? (a.kh * a.kw - t) * a.zero_point : 0;
-      if (a.is_signed) {
-        avg_pixel<true>(a.taps, t, a.C, pad_sum, count, int16_ok, out);
-      } else {
-        avg_pixel<false>(a.taps, t, a.C, pad_sum, count, int16_ok, out);
-      }
+      pixel(a, PtrTaps{a.taps}, t, int16_ok, out);
     }
   }
 }
