@@ -15,9 +15,15 @@ using RowFn = void (*)(const uint8_t*, const uint8_t*, uint8_t*, int64_t, const 
 
 RowFn elementwise_entry(Isa isa) {
   switch (isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:
+      return avx512vnni::elementwise_row;
+#endif
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
+#ifndef MEGQ_BUILT_AVX512VNNI
     case Isa::kAvx512Vnni:
+#endif
       return avx2::elementwise_row;
 #endif
 #ifdef MEGQ_BUILT_NEON

@@ -22,9 +22,15 @@ struct PoolingIsaEntry {
 
 PoolingIsaEntry pooling_entry(Isa isa) {
   switch (isa) {
+#ifdef MEGQ_BUILT_AVX512VNNI
+    case Isa::kAvx512Vnni:
+      return {avx512vnni::pool_row, avx512vnni::global_avg_pool};
+#endif
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
+#ifndef MEGQ_BUILT_AVX512VNNI
     case Isa::kAvx512Vnni:
+#endif
       return {avx2::pool_row, avx2::global_avg_pool};
 #endif
 #ifdef MEGQ_BUILT_NEON

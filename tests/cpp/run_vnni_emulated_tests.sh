@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs megq's C++ kernel tests (GEMM, conv2d / depthwise) natively on x86-64 with the AVX-512 VNNI
+# Runs megq's C++ kernel tests (GEMM, conv2d / depthwise, quantize / elementwise / pooling) natively on x86-64 with the AVX-512 VNNI
 # kernel compiled against SIMDe (SIMD Everywhere) instead of real AVX-512:
 # csrc/megq/kernels/avx512vnni/*.cc is built without -mavx512* flags, with
 # tests/cpp/simde_shim/immintrin.h in front of the system <immintrin.h>, and
@@ -48,7 +48,7 @@ echo "build: $((SECONDS - start)) s"
 # Safety net: the emulated objects must hold no AVX-512 instruction (they
 # would die with SIGILL here, or worse, test the wrong thing where they did not).
 objs="$(find "$BUILD_DIR" -path '*megq_avx512vnni.dir*' -name '*_avx512vnni.cc.o')"
-for name in gemm_avx512vnni.cc.o depthwise_avx512vnni.cc.o; do
+for name in gemm_avx512vnni.cc.o depthwise_avx512vnni.cc.o elementwise_avx512vnni.cc.o pooling_avx512vnni.cc.o; do
   if ! grep -q "/$name\$" <<<"$objs"; then
     echo "run_vnni_emulated_tests.sh: $name not found in $BUILD_DIR" >&2
     exit 1

@@ -242,6 +242,8 @@ void elementwise_cases(Ctx& ctx, int cases) {
       qa.scale = std::ldexp(1.0f, -rng.irange(0, 3));
       qb.scale = std::ldexp(1.0f, -rng.irange(0, 3));
       qy.scale = std::ldexp(1.0f, rng.irange(0, 2));
+    } else if (rng.coin(10)) {  // huge multipliers: sums far beyond int32 before the clamp
+      qy.scale = std::ldexp(1.0f, -rng.irange(20, 40));
     }
     uint8_t* a = ctx.in(static_cast<size_t>(n));
     uint8_t* b = ctx.in2(static_cast<size_t>(period));

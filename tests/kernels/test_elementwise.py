@@ -116,6 +116,51 @@ def test_views(isa, threads):
     check("add", a.T, a.T.copy(), 0.05, 3, 0.07, 0, 0.11, -2, "int8")
 
 
+DTYPE_MIXES = [(da, db, do) for da in ("int8", "uint8") for db in ("int8", "uint8") for do in ("int8", "uint8")]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_tail_length_and_dtype_mix(isa, op):
+    # n = 1..130 covers every tail of the 8 / 32 (AVX2) and 16 / 64 (AVX-512) value blocks, alone and after one
+    # or two full blocks; each array has its extremes planted at both ends (saturation in the tail lanes).
+    rng = np.random.default_rng(23)
+    for da, db, do in DTYPE_MIXES:
+        (alo, ahi), (blo, bhi) = O.RANGES[da], O.RANGES[db]
+        za, zb, zo = rand_z(rng, da), rand_z(rng, db), rand_z(rng, do)
+        sa, sb, so = (float(v) for v in rng.uniform(0.02, 0.3, 3))
+        if op == "mul":
+            so *= 10
+        for n in range(1, 131):
+            a, b = rand_q(rng, da, (n,)), rand_q(rng, db, (n,))
+            a[0], a[-1] = alo, ahi
+            b[0], b[-1] = bhi, blo if n > 1 else bhi
+            check(op, a, b, sa, za, sb, zb, so, zo, do)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_saturation_in_every_lane(isa, op):
+    # Scales that push most values past both ends of the output range, at lengths with full blocks and tails.
+    rng = np.random.default_rng(24)
+    for da, db, do in DTYPE_MIXES:
+        for n in (63, 64, 65, 127, 128, 129, 200):
+            a, b = rand_q(rng, da, (n,)), rand_q(rng, db, (n,))
+            # the last two exceed the AVX-512 kernel's bound on |v| (its capped, general clamp path)
+            for sa, sb, so in [(4.0, 3.0, 0.01), (1e-4, 2.0, 0.5), (1e3, 1e3, 1e-3), (1e5, 3e4, 1e-3), (3e4, 1e5, 1e-4)]:
+                check(op, a, b, sa, rand_z(rng, da), sb, rand_z(rng, db), so, rand_z(rng, do), do)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_broadcast_odd_channel_counts(isa, threads, op):
+    # b broadcast over the channels (period C) for odd C around the vector widths, with the dtype mixes.
+    rng = np.random.default_rng(25)
+    for i, C in enumerate([1, 3, 7, 15, 17, 31, 33, 47, 63, 65, 95, 127, 129, 191, 257]):
+        da, db, do = DTYPE_MIXES[i % len(DTYPE_MIXES)]
+        a = rand_q(rng, da, (2, 3, 5, C))
+        b = rand_q(rng, db, (C,))
+        check(op, a, b, 0.04, rand_z(rng, da), 0.09, rand_z(rng, db), 0.13, rand_z(rng, do), do)
+        check(op, b, a, 0.09, rand_z(rng, db), 0.04, rand_z(rng, da), 0.13, rand_z(rng, do), do)
+
+
 def test_bad_arguments():
     a = np.zeros((2, 3, 4, 5), np.int8)
     kw = dict(a_scale=0.1, b_scale=0.1, out_scale=0.1)

@@ -105,6 +105,54 @@ def test_global_avg_pool(isa, threads):
     np.testing.assert_array_equal(K.global_avg_pool2d(x).ravel(), [-1, 1, 1, -1])
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_every_channel_tail(isa, mode):
+    # C = 1..130: every tail of the 8 / 16 / 32 (AVX2) and 16 / 32 / 64 (AVX-512) channel blocks, both dtypes,
+    # padded 3x3 windows (edge pixels have fewer taps) and extremes planted in the last channels.
+    rng = np.random.default_rng(36)
+    for C in range(1, 131):
+        dtype = "int8" if C % 2 else "uint8"
+        lo, hi = O.RANGES[dtype]
+        x = rand_q(rng, dtype, (1, 5, 4, C))
+        x[0, 1:3, :, -1] = hi
+        x[0, 3:, :, -1] = lo
+        check(x, mode, (3, 3), (2, 1), (1, 1), z=int(rng.integers(lo, hi + 1)))
+
+
+@pytest.mark.parametrize("mode", ["avg_exclude", "avg_include"])
+def test_int32_sums_channel_tails(isa, mode):
+    # Windows of more than 128 taps take the int32-sum path; more than 1024 taps the division path.
+    rng = np.random.default_rng(37)
+    for C in [1, 5, 15, 16, 17, 31, 33, 47, 64, 65, 79]:
+        for dtype in ["int8", "uint8"]:
+            lo, hi = O.RANGES[dtype]
+            x = rand_q(rng, dtype, (1, 14, 13, C))
+            check(x, mode, (12, 11), (2, 2), (1, 2), z=hi)
+            check(x, mode, (12, 11), (1, 1), (0, 0), z=lo)
+    x = rand_q(rng, "int8", (1, 36, 33, 19))
+    check(x, mode, (35, 32), (1, 1), (1, 1), z=-128)   # 1120 taps: the vdivps branch
+    xu = np.full((1, 34, 34, 21), 255, np.uint8)
+    check(xu, mode, (33, 33), (1, 1), (0, 0), z=255)
+
+
+def test_global_avg_pool_channel_tails(isa, threads):
+    # Channel blocks of 256 (the driver), 64 / 16 (the AVX-512 kernel), 8 (the AVX2 kernel) and their tails,
+    # including 1280 (MobileNetV2's last feature map).
+    rng = np.random.default_rng(38)
+    for C in list(range(1, 70)) + [127, 128, 129, 255, 256, 257, 319, 511, 1280, 1283]:
+        dtype = "int8" if C % 3 else "uint8"
+        x = rand_q(rng, dtype, (2, 3, 2, C))
+        want = O.global_avg_pool(x)
+        np.testing.assert_array_equal(K.global_avg_pool2d(x), want)
+        np.testing.assert_array_equal(reference.global_avg_pool2d(x), want)
+    for dtype in ["int8", "uint8"]:
+        lo, hi = O.RANGES[dtype]
+        for v in (lo, hi):   # 1600 positions of an extreme: the vdivps branch, exact at the range ends
+            np.testing.assert_array_equal(K.global_avg_pool2d(np.full((1, 40, 40, 67), v, dtype)), v)
+        x = rand_q(rng, dtype, (1, 41, 39, 70))
+        np.testing.assert_array_equal(K.global_avg_pool2d(x), O.global_avg_pool(x))
+
+
 def test_views(isa, threads):
     rng = np.random.default_rng(35)
     big = rand_q(rng, "int8", (3, 15, 16, 50))

@@ -81,6 +81,33 @@ static inline simde__m512i megq_shim_mm512_cvtepu8_epi32(simde__m128i a) {
   return simde__m512i_from_private(r_);
 }
 
+// vpmovsxbd zmm, xmm: 16 bytes sign-extended to dwords.
+static inline simde__m512i megq_shim_mm512_cvtepi8_epi32(simde__m128i a) {
+  int8_t b[16];
+  memcpy(b, &a, 16);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) r_.i32[i] = b[i];
+  return simde__m512i_from_private(r_);
+}
+
+// vpmovzxbw zmm, ymm: 32 bytes zero-extended to words.
+static inline simde__m512i megq_shim_mm512_cvtepu8_epi16(__m256i a) {
+  uint8_t b[32];
+  memcpy(b, &a, 32);
+  simde__m512i_private r_;
+  for (int i = 0; i < 32; ++i) r_.i16[i] = b[i];
+  return simde__m512i_from_private(r_);
+}
+
+// vpmovsxwd zmm, ymm: 16 words sign-extended to dwords.
+static inline simde__m512i megq_shim_mm512_cvtepi16_epi32(__m256i a) {
+  int16_t w[16];
+  memcpy(w, &a, 32);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) r_.i32[i] = w[i];
+  return simde__m512i_from_private(r_);
+}
+
 // vmovdqu8 zmm{k}{z}, m512: masked-off bytes are zero and are not read.
 static inline simde__m512i megq_shim_mm512_maskz_loadu_epi8(simde__mmask64 k, const void* p) {
   const uint8_t* src = (const uint8_t*)p;
@@ -163,6 +190,15 @@ static inline int32_t megq_shim_mm512_reduce_add_epi32(simde__m512i a) {
 #endif
 #ifndef _mm512_cvtepu8_epi32
 #define _mm512_cvtepu8_epi32(a) megq_shim_mm512_cvtepu8_epi32(a)
+#endif
+#ifndef _mm512_cvtepi8_epi32
+#define _mm512_cvtepi8_epi32(a) megq_shim_mm512_cvtepi8_epi32(a)
+#endif
+#ifndef _mm512_cvtepu8_epi16
+#define _mm512_cvtepu8_epi16(a) megq_shim_mm512_cvtepu8_epi16(a)
+#endif
+#ifndef _mm512_cvtepi16_epi32
+#define _mm512_cvtepi16_epi32(a) megq_shim_mm512_cvtepi16_epi32(a)
 #endif
 #ifndef _mm512_maskz_loadu_epi8
 #define _mm512_maskz_loadu_epi8(k, p) megq_shim_mm512_maskz_loadu_epi8(k, p)
