@@ -136,12 +136,14 @@ void pack_quad_tiles(PackedDepthwiseWeights& p, DwLayout layout) {
   p.packed.resize(tiles * tb);
   const int8_t* w = p.weight.as<int8_t>();
   const int64_t zq = quad_zero_point(p, layout);
+  // Group order for avx512vnni (depthwise_kernels.h); neondot keeps the tile order.
+  const int full_tiles = layout == DwLayout::kQuads ? dw_full_group_tiles(p.Cs) : 0;
   for (int ct = 0; ct < tiles; ++ct) {
     uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
     int32_t* b = reinterpret_cast<int32_t*>(tile + p.KH * Q * 64);
     float* m = reinterpret_cast<float*>(tile + p.KH * Q * 64 + 64);
     for (int k = 0; k < kDwTile; ++k) {
-      const int c = ct * kDwTile + k;
+      const int c = dw_quad_channel(ct, k, full_tiles);
       int64_t sum = 0;
       for (int i = 0; i < p.KH; ++i) {
         for (int q = 0; q < Q; ++q) {
@@ -302,7 +304,8 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   // threads then write bytes of the same output pixels, i.e. the same cache
   // lines, which bounce between the cores: bands come first, and groups are
   // whole multiples of kGroupTiles tiles (64 output bytes) so that only the
-  // lines at their edges are shared.
+  // lines at their edges are shared. (The avx512vnni kernels also rely on
+  // this: a 64-channel group of its tap-quad layout is never split.)
   constexpr int kMinBandRows = 4, kGroupTiles = 4;
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;

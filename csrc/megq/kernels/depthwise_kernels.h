@@ -38,6 +38,16 @@
 // Packed tile (16 output channels): KH x Q vectors of 64 bytes (channel c's
 // 4 weights w[c][i][4q .. 4q + 3], 0 past KW), then 16 int32 b', then 16
 // float multipliers.
+// Group order (avx512vnni only): the first dw_full_group_tiles(Cs) tiles form
+// groups of 4 (64 channels); in a group, tile k's slot (dword) 4 L + i holds
+// channel 64 g + 16 L + 4 k + i (dw_quad_channel), in the packed tiles and in
+// the widened rows alike, and a widened row stores the group's tiles
+// interleaved per column: [OW][Q][4 tiles][64 bytes] from the group's first
+// tile's offset (dw_quad_offset). This is the order a 4 x 4 byte transpose by
+// vpunpck{l,h}bw then vpunpck{l,h}wd produces from 64-byte pixels, and the
+// order vpackssdw then vpacksswb turn back into 64 channel-ordered bytes.
+// The remaining tiles keep the tile order above. Worker tasks split the
+// channels at multiples of 4 tiles (depthwise.cc), never inside a group.
 // Signed-byte form (neondot, for sdot): the same layout with the flip applied
 // to uint8 input instead (byte = x ^ 0x80 = x - 128 as int8; int8 input as
 // is), z' = z_x - 128 for uint8 input (z_x for int8) and b' = b - z' sum w.
@@ -98,6 +108,24 @@ struct DwQuadWidenArgs {
   int ct0, ct1;  // the 16-channel tiles [ct0, ct1) to widen (the others are left alone)
   uint8_t* dst;  // Cs * OW * Q * 4 bytes, 64-byte aligned
 };
+
+// Tiles in full 64-channel groups (group order, avx512vnni; above).
+inline int dw_full_group_tiles(int Cs) { return Cs / (4 * kDwTile) * 4; }
+
+// Channel held by slot s (0..15) of tile ct (avx512vnni layout).
+inline int dw_quad_channel(int ct, int s, int full_tiles) {
+  if (ct < full_tiles) return (ct / 4) * 4 * kDwTile + kDwTile * (s / 4) + 4 * (ct % 4) + s % 4;
+  return ct * kDwTile + s;
+}
+
+// Byte offset of tile ct's 64-byte quad vector (column ow, quad q) in a
+// widened row (avx512vnni layout).
+inline ptrdiff_t dw_quad_offset(int ct, int ow, int q, int OW, int Q, int full_tiles) {
+  if (ct < full_tiles) {
+    return (static_cast<ptrdiff_t>(ct / 4 * 4) * OW * Q + (static_cast<ptrdiff_t>(ow) * Q + q) * 4 + ct % 4) * 64;
+  }
+  return ((static_cast<ptrdiff_t>(ct) * OW + ow) * Q + q) * 64;
+}
 
 namespace avx512vnni {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows

@@ -1,5 +1,5 @@
-// AVX-512 VNNI depthwise conv kernels (contract: depthwise.h; tap-quad layout
-// and the bias compensation: depthwise_kernels.h).
+// AVX-512 VNNI depthwise conv kernels (contract: depthwise.h; tap-quad layout,
+// the 64-channel group order and the bias compensation: depthwise_kernels.h).
 //
 // Why bytes and vpdpbusd rather than int16 and vpdpwssd / vpmaddwd: one
 // vpdpbusd lane multiplies 4 unsigned bytes by 4 signed bytes and adds them
@@ -13,9 +13,17 @@
 // The widening writes, per output column, the KW taps of one kernel row side
 // by side (stride and dilation resolved there), so the kernel reads one
 // aligned 64-byte vector per (16 channels, kernel row) and never shuffles.
-// Kernel: per 16-channel tile the KH x Q weight vectors stay in registers and
-// four output columns are computed at once (independent accumulator chains).
-// Epilogue: requantization exactly as csrc/megq/requantize.h, then vpmovdb.
+// Full groups of 64 channels (4 tiles) use the group order, in which the
+// widening is a byte / word interleave of whole 64-byte pixels (the two
+// vpunpck stages of a 4 x 4 byte transpose) and the epilogue's two packs
+// (int32 -> int16 -> int8) return the 64 bytes of one output pixel in
+// channel order, one store per 64 channels. Remaining tiles (C_out not a
+// multiple of 64) use the tile order, one 16-byte store per 16 channels.
+// Kernel: the KH x Q weight vectors stay in registers; two output columns
+// of a lone tile are computed at once (independent
+// accumulator chains; a group's four vectors are four chains already).
+// Epilogue: requantization exactly as
+// csrc/megq/requantize.h (see requantize_group / requantize16).
 #include <immintrin.h>
 
 #include <cstring>
@@ -68,6 +76,150 @@ inline void store16(uint8_t* dst, __m128i v, int valid) {
 }
 
 inline __m512i load_quad(const uint8_t* p) { return _mm512_load_si512(p); }
+
+// The group epilogue's constants (GroupEpilogue) and rule. With lo' = lo - z
+// and hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
+//   v = float32(acc) * M                      (requantize_group)
+//   q = round_half_away(v), as int32          (requantize_group; see below)
+//   y = clamp(q + z, lo, hi), as bytes        (int16, then bytes: pack_group)
+// This equals requantize.h's clamp-then-round: rounding is monotone and
+// lo', hi' are integers. q is exact only where it matters: when |v| <= 256
+// (the rounding below), and in sign and in being >= 256 in magnitude
+// otherwise, which is all the clamp needs (|lo'|, |hi'| <= 255): every
+// saturation on the way (int32 -> int16 pack, + z in int16, int16 -> int8
+// pack) moves a value that is beyond the bounds further out or to the bound,
+// never across it. |float32(acc)| <= 2^31, so when every multiplier of the
+// group is < 1 (the largest float below 1 is 1 - 2^-24) |v| <= 2^31 - 2^7
+// and the conversion cannot overflow; otherwise v is first clamped to hi' in
+// float. A negative overflow converts to INT32_MIN, which clamps to lo.
+// Rounding: for |v| <= 256, truncating v + copysign(h, v) with h = 0.49999997f
+// (the float just below 0.5) is round half away from zero: the float sum is
+// rounded to nearest even, and an exact 0.5 fraction sums to 1 - 2^-25 above
+// the floor, a tie of the two floats around it that goes to the even one,
+// floor + 1; any smaller fraction stays below floor + 1 after rounding
+// (tests/cpp/test_gemm_kernels.cc checks the identity for every float with
+// |v| <= 256). When lo' >= 0 (ReLU-style bounds) every v < 0 ends at lo
+// whatever it rounds to, and truncating v + h (< 1) keeps it <= 0, so the
+// copysign is skipped.
+struct GroupEpilogue {
+  __m512 hi;      // hi' as a float
+  __m512 half;    // the largest float below 0.5
+  __m512i sign;   // float sign bit
+  __m512i zp16;   // z in every int16 lane (minus 128 for uint8 output)
+  __m512i lo8;    // lo, hi in every byte (minus 128 for uint8 output)
+  __m512i hi8;
+  __m512i flip;   // 0x80 in every byte
+  bool rounds_negative;  // lo' < 0
+  bool add_zero_point;
+  bool unsigned_out;
+};
+
+inline GroupEpilogue make_group_epilogue(const DwRowArgs& a) {
+  GroupEpilogue e;
+  const bool u8 = !a.out_signed;
+  const int bias8 = u8 ? 128 : 0;
+  e.hi = _mm512_set1_ps(static_cast<float>(a.hi - a.zo));
+  e.half = _mm512_set1_ps(0.49999997f);
+  e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(a.zo - bias8));
+  e.lo8 = _mm512_set1_epi8(static_cast<char>(a.lo - bias8));
+  e.hi8 = _mm512_set1_epi8(static_cast<char>(a.hi - bias8));
+  e.flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  e.rounds_negative = a.lo < a.zo;
+  e.add_zero_point = a.zo != bias8;
+  e.unsigned_out = u8;
+  return e;
+}
+
+template <bool kClampFloat>
+inline __m512i requantize_group(const GroupEpilogue& e, __m512i acc, __m512 mult) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
+  if (kClampFloat) v = _mm512_min_ps(v, e.hi);
+  __m512 h = e.half;
+  if (e.rounds_negative) {
+    // copysign(half, v) = (v & sign) | half  (ternary-logic 0xEA: (A & B) | C)
+    h = _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
+  }
+  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
+}
+
+// The four rounded vectors of a group (vector k, lane L, dword i = channel
+// 16 L + 4 k + i) -> the group's 64 output bytes in channel order: the packs
+// work within 128-bit lanes, so lane L of packs(packs(q0, q1), packs(q2, q3))
+// holds channels 16 L + 0..15 in order. Uint8 outputs are computed as
+// y - 128 in signed bytes (zp16, lo8, hi8 carry the -128) and flipped back.
+inline __m512i pack_group(const GroupEpilogue& e, __m512i q0, __m512i q1, __m512i q2, __m512i q3) {
+  __m512i w01 = _mm512_packs_epi32(q0, q1), w23 = _mm512_packs_epi32(q2, q3);
+  if (e.add_zero_point) {
+    w01 = _mm512_adds_epi16(w01, e.zp16);
+    w23 = _mm512_adds_epi16(w23, e.zp16);
+  }
+  __m512i b = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(w01, w23), e.lo8), e.hi8);
+  if (e.unsigned_out) b = _mm512_xor_si512(b, e.flip);
+  return b;
+}
+
+inline void store64(uint8_t* dst, __m512i b, int valid) {
+  if (valid >= 64) {
+    _mm512_storeu_si512(dst, b);
+  } else {
+    _mm512_mask_storeu_epi8(dst, (~0ull) >> (64 - valid), b);
+  }
+}
+
+// One full group (tiles ct .. ct + 3) of one output row. Its packed tiles
+// follow each other; tile k (tile_bytes each) holds the weights of vector
+// k. Row i's quads: qrows[i] + group_off + ((ow * Q + q) * 4 + k) * 64.
+// kKH, kQ > 0: compile-time window (weights in registers); 0: from `a`.
+template <int kKH, int kQ, bool kClampFloat>
+void group_row(const DwRowArgs& a, ptrdiff_t group_off, const uint8_t* tiles, size_t tile_bytes,
+               const GroupEpilogue& e, uint8_t* out, int valid) {
+  const int KH = kKH > 0 ? kKH : a.KH;
+  const int Q = kQ > 0 ? kQ : a.Q;
+  const int n = KH * Q;
+  constexpr bool kFixed = kKH > 0 && kQ > 0;
+  constexpr int kRegs = kFixed ? kKH * kQ : 1;
+  __m512i wr[4][kRegs];
+  auto wptr = [&](int k, int j) { return reinterpret_cast<const __m512i*>(tiles + k * tile_bytes) + j; };
+  if (kFixed) {
+    for (int k = 0; k < 4; ++k)
+      for (int j = 0; j < n; ++j) wr[k][j] = _mm512_load_si512(wptr(k, j));
+  }
+  auto weight = [&](int k, int j) { return kFixed ? wr[k][j] : _mm512_load_si512(wptr(k, j)); };
+  __m512i bias[4];
+  __m512 mult[4];
+  for (int k = 0; k < 4; ++k) {
+    bias[k] = _mm512_load_si512(wptr(k, n));
+    mult[k] = _mm512_castsi512_ps(_mm512_load_si512(wptr(k, n + 1)));
+  }
+  const ptrdiff_t step = static_cast<ptrdiff_t>(Q) * 4 * kQuadBytes;  // per output column
+  const ptrdiff_t out_step = a.C;
+  // One column at a time: 4 KH Q weights, 4 accumulators, 4 biases and 4
+  // multipliers fit the 32 registers (two columns would spill weights, and
+  // the loads, not the dependency chains, bound this loop); the rows'
+  // pointers are copied so that the byte stores cannot make them reloaded.
+  constexpr int kMaxRows = kFixed ? kKH : 1;
+  const uint8_t* rows[kMaxRows];
+  if (kFixed) {
+    for (int i = 0; i < KH; ++i) rows[i] = a.qrows[i] + group_off;
+  }
+  auto row = [&](int i) { return kFixed ? rows[i] : a.qrows[i] + group_off; };
+  for (int ow = 0; ow < a.OW; ++ow) {
+    __m512i c0[4];
+    for (int k = 0; k < 4; ++k) c0[k] = bias[k];
+    for (int i = 0; i < KH; ++i) {
+      const uint8_t* r = row(i) + ow * step;
+      for (int q = 0; q < Q; ++q) {
+        for (int k = 0; k < 4; ++k) {
+          c0[k] = _mm512_dpbusd_epi32(c0[k], load_quad(r + (q * 4 + k) * kQuadBytes), weight(k, i * Q + q));
+        }
+      }
+    }
+    for (int k = 0; k < 4; ++k) c0[k] = requantize_group<kClampFloat>(e, c0[k], mult[k]);
+    store64(out + ow * out_step, pack_group(e, c0[0], c0[1], c0[2], c0[3]), valid);
+  }
+}
 
 // One 16-channel tile of one output row. kKH, kQ > 0: compile-time window
 // (weights in registers); 0: taken from `a`.
@@ -180,6 +332,65 @@ void row3(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad, int s
   }
 }
 
+// A full group (64 channels from src, `valid` of them real, the others read
+// as 0) of one image row, the 3-wide window (dilation 1, stride 1 or 2), in
+// group order: column j's four quad vectors. pad: the zero point, flipped.
+// The interleave of pixels a, b (vpunpck{l,h}bw) holds in word m of 128-bit
+// lane L the pair (a, b) of channel 16 L + m (lo: m < 8, hi: m - 8); the word
+// interleave (vpunpck{l,h}wd) of the pairs (a, b) and (c, d) then holds in
+// dword i of lane L the bytes (a, b, c, d) of channel 16 L + 4 k + i, for
+// k = 0, 1 from lo and 2, 3 from hi: the group order. Column j's quads take
+// the pixels at pos0 + s j + (0, 1, 2, 3); the fourth tap's byte has weight 0
+// (taps outside [0, W) read pad, so nothing is read past the row).
+template <bool kSigned>
+void row3_group(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad, int stride, int pos0, int cols,
+                uint8_t* d) {
+  const __mmask64 mask = valid >= 64 ? ~0ull : (~0ull) >> (64 - valid);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  auto pixel = [&](int pos) {
+    if (pos < 0 || pos >= W) return pad;
+    const __m512i v = _mm512_maskz_loadu_epi8(mask, src + static_cast<ptrdiff_t>(pos) * sw);
+    return kSigned ? _mm512_xor_si512(v, flip) : v;
+  };
+  auto put = [&](int j, __m512i lo_ab, __m512i hi_ab, __m512i lo_cd, __m512i hi_cd) {
+    uint8_t* p = d + static_cast<ptrdiff_t>(j) * 4 * kQuadBytes;
+    _mm512_store_si512(p, _mm512_unpacklo_epi16(lo_ab, lo_cd));
+    _mm512_store_si512(p + kQuadBytes, _mm512_unpackhi_epi16(lo_ab, lo_cd));
+    _mm512_store_si512(p + 2 * kQuadBytes, _mm512_unpacklo_epi16(hi_ab, hi_cd));
+    _mm512_store_si512(p + 3 * kQuadBytes, _mm512_unpackhi_epi16(hi_ab, hi_cd));
+  };
+  if (stride == 1) {
+    // Column j: pairs (pos0 + j, + 1) and (pos0 + j + 2, + 3); each pair is
+    // made once and used by two columns.
+    const __m512i p0 = pixel(pos0), p1 = pixel(pos0 + 1);
+    __m512i prev = pixel(pos0 + 2);
+    __m512i lo0 = _mm512_unpacklo_epi8(p0, p1), hi0 = _mm512_unpackhi_epi8(p0, p1);
+    __m512i lo1 = _mm512_unpacklo_epi8(p1, prev), hi1 = _mm512_unpackhi_epi8(p1, prev);
+    for (int j = 0; j < cols; ++j) {
+      const __m512i n = pixel(pos0 + j + 3);
+      const __m512i lo2 = _mm512_unpacklo_epi8(prev, n), hi2 = _mm512_unpackhi_epi8(prev, n);
+      put(j, lo0, hi0, lo2, hi2);
+      lo0 = lo1;
+      hi0 = hi1;
+      lo1 = lo2;
+      hi1 = hi2;
+      prev = n;
+    }
+  } else {
+    // Column j: pairs (pos0 + 2 j, + 1) and (pos0 + 2 j + 2, + 3).
+    __m512i a = pixel(pos0), b = pixel(pos0 + 1);
+    __m512i lo0 = _mm512_unpacklo_epi8(a, b), hi0 = _mm512_unpackhi_epi8(a, b);
+    for (int j = 0; j < cols; ++j) {
+      a = pixel(pos0 + 2 * j + 2);
+      b = pixel(pos0 + 2 * j + 3);
+      const __m512i lo1 = _mm512_unpacklo_epi8(a, b), hi1 = _mm512_unpackhi_epi8(a, b);
+      put(j, lo0, hi0, lo1, hi1);
+      lo0 = lo1;
+      hi0 = hi1;
+    }
+  }
+}
+
 }  // namespace
 
 void widen_quads(const DwQuadWidenArgs& g) {
@@ -189,21 +400,24 @@ void widen_quads(const DwQuadWidenArgs& g) {
   MEGQ_DCHECK(0 <= g.ct0 && g.ct0 < g.ct1 && g.ct1 <= g.Cs / kDwTile);
   MEGQ_DCHECK(static_cast<int64_t>(g.C_in) * g.multiplier <= g.Cs);
   const int C_out = g.C_in * g.multiplier;
+  const int full_tiles = dw_full_group_tiles(g.Cs);
+  MEGQ_DCHECK(g.ct0 >= full_tiles || g.ct0 % 4 == 0);
+  MEGQ_DCHECK(g.ct1 >= full_tiles || g.ct1 % 4 == 0);
   // Raw zero-point byte at taps outside the image; the flip below turns it
   // (like every loaded byte) into the unsigned domain.
   const uint8_t zraw = static_cast<uint8_t>(g.zero_point);
+  const uint8_t f = g.is_signed ? 0x80 : 0;
   const __m512i pad = _mm512_set1_epi32(zraw);
   const __m512i flip = _mm512_set1_epi32(g.is_signed ? static_cast<int>(0x80808080u) : 0);
   if (g.multiplier != 1) {
     // Output channel o reads input channel o / m: byte gathers (rare layers).
-    const uint8_t f = g.is_signed ? 0x80 : 0;
     for (int ct = g.ct0; ct < g.ct1; ++ct) {
       for (int ow = 0; ow < g.OW; ++ow) {
         const int base = ow * g.stride_w - g.pad_w;
         for (int q = 0; q < g.Q; ++q) {
-          uint8_t* d = g.dst + ((static_cast<ptrdiff_t>(ct) * g.OW + ow) * g.Q + q) * kQuadBytes;
+          uint8_t* d = g.dst + dw_quad_offset(ct, ow, q, g.OW, g.Q, full_tiles);
           for (int c = 0; c < kDwTile; ++c) {
-            const int o = ct * kDwTile + c;
+            const int o = dw_quad_channel(ct, c, full_tiles);
             for (int k = 0; k < 4; ++k) {
               const int t = 4 * q + k, pos = base + t * g.dil_w;
               uint8_t v = zraw;
@@ -217,7 +431,39 @@ void widen_quads(const DwQuadWidenArgs& g) {
     return;
   }
   const bool row3_path = g.KW == 3 && g.dil_w == 1 && g.stride_w <= 2;
-  for (int ct = g.ct0; ct < g.ct1; ++ct) {
+  int ct = g.ct0;
+  for (; ct < g.ct1 && ct < full_tiles; ct += 4) {  // full groups
+    const int c0 = ct * kDwTile;
+    const int valid = C_out - c0 < 4 * kDwTile ? C_out - c0 : 4 * kDwTile;
+    uint8_t* d = g.dst + static_cast<ptrdiff_t>(ct) * g.OW * g.Q * kQuadBytes;
+    if (row3_path) {
+      const __m512i zpad = _mm512_set1_epi8(static_cast<char>(zraw ^ f));
+      if (g.is_signed) {
+        row3_group<true>(g.src + c0, g.sw, g.W, valid, zpad, g.stride_w, -g.pad_w, g.OW, d);
+      } else {
+        row3_group<false>(g.src + c0, g.sw, g.W, valid, zpad, g.stride_w, -g.pad_w, g.OW, d);
+      }
+    } else {
+      // Tile-order quads of the four tiles, then 16-byte lane k of tile L's
+      // quad goes to lane L of vector k (group order: depthwise_kernels.h).
+      alignas(64) uint8_t tmp[4][kQuadBytes];
+      for (int ow = 0; ow < g.OW; ++ow) {
+        for (int q = 0; q < g.Q; ++q) {
+          for (int L = 0; L < 4; ++L) {
+            const int v = valid - L * kDwTile;
+            const __m512i quad =
+                v > 0 ? _mm512_xor_si512(gather_quad(g, ow, q, c0 + L * kDwTile, v < kDwTile ? v : kDwTile, pad), flip)
+                      : _mm512_setzero_si512();
+            _mm512_store_si512(tmp[L], quad);
+          }
+          uint8_t* dq = d + (static_cast<ptrdiff_t>(ow) * g.Q + q) * 4 * kQuadBytes;
+          for (int k = 0; k < 4; ++k)
+            for (int L = 0; L < 4; ++L) std::memcpy(dq + k * kQuadBytes + L * 16, tmp[L] + k * 16, 16);
+        }
+      }
+    }
+  }
+  for (; ct < g.ct1; ++ct) {  // remaining tiles, tile order
     const int c0 = ct * kDwTile;
     const int valid = C_out - c0 < kDwTile ? C_out - c0 : kDwTile;
     uint8_t* d = g.dst + static_cast<ptrdiff_t>(ct) * g.OW * g.Q * kQuadBytes;
@@ -239,6 +485,27 @@ void widen_quads(const DwQuadWidenArgs& g) {
   }
 }
 
+namespace {
+
+template <int kKH, int kQ>
+void group_row_any(const DwRowArgs& a, ptrdiff_t group_off, const uint8_t* tiles, size_t tile_bytes,
+                   const GroupEpilogue& e, uint8_t* out, int valid) {
+  // The float clamp is needed only if some multiplier of the group is >= 1
+  // (requantize_group); channels beyond C_out hold multiplier 0.
+  __m512 mx = _mm512_setzero_ps();
+  const int n = a.KH * a.Q;
+  for (int k = 0; k < 4; ++k) {
+    mx = _mm512_max_ps(mx, _mm512_load_ps(tiles + k * tile_bytes + (n + 1) * kQuadBytes));
+  }
+  if (_mm512_cmp_ps_mask(mx, _mm512_set1_ps(1.0f), _CMP_GE_OQ) != 0) {
+    group_row<kKH, kQ, true>(a, group_off, tiles, tile_bytes, e, out, valid);
+  } else {
+    group_row<kKH, kQ, false>(a, group_off, tiles, tile_bytes, e, out, valid);
+  }
+}
+
+}  // namespace
+
 void depthwise_row(const DwRowArgs& a) {
   MEGQ_DCHECK_DEPTHWISE_ROW(a);
   MEGQ_DCHECK(a.qrows != nullptr && a.packed != nullptr && MEGQ_ALIGNED(a.packed, 64));
@@ -246,11 +513,28 @@ void depthwise_row(const DwRowArgs& a) {
   MEGQ_DCHECK(0 <= a.ct0 && a.ct0 < a.ct1 && a.ct1 <= a.Cs / kDwTile);
   const int n = a.KH * a.Q;
   const size_t tile_bytes = static_cast<size_t>(n + 2) * kQuadBytes;
+  const int full_tiles = dw_full_group_tiles(a.Cs);
+  int ct = a.ct0;
+  if (ct < full_tiles) {
+    const GroupEpilogue e = make_group_epilogue(a);
+    for (; ct < a.ct1 && ct < full_tiles; ct += 4) {
+      const ptrdiff_t group_off = static_cast<ptrdiff_t>(ct) * a.OW * a.Q * kQuadBytes;
+      const uint8_t* tiles = a.packed + ct * tile_bytes;
+      const int valid = a.C - ct * kDwTile;
+      uint8_t* out = a.out + ct * kDwTile;
+      if (a.KH == 3 && a.Q == 1) {
+        group_row_any<3, 1>(a, group_off, tiles, tile_bytes, e, out, valid);
+      } else {
+        group_row_any<0, 0>(a, group_off, tiles, tile_bytes, e, out, valid);
+      }
+    }
+  }
+  if (ct >= a.ct1) return;
   Epilogue ep;
   ep.lo = _mm512_set1_ps(static_cast<float>(a.lo - a.zo));
   ep.hi = _mm512_set1_ps(static_cast<float>(a.hi - a.zo));
   ep.zo = _mm512_set1_epi32(a.zo);
-  for (int ct = a.ct0; ct < a.ct1; ++ct) {
+  for (; ct < a.ct1; ++ct) {
     const __m512i* w = reinterpret_cast<const __m512i*>(a.packed + ct * tile_bytes);
     ep.bias = _mm512_load_si512(w + n);
     ep.mult = _mm512_castsi512_ps(_mm512_load_si512(w + n + 1));
