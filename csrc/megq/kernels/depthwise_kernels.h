@@ -48,6 +48,20 @@
 // order vpackssdw then vpacksswb turn back into 64 channel-ordered bytes.
 // The remaining tiles keep the tile order above. Worker tasks split the
 // channels at multiples of 4 tiles (depthwise.cc), never inside a group.
+// Vertical-quad layout (avx512vnni, channel multiplier 1 and KH <= 4): a
+// quad holds the KH kernel rows' bytes of one pixel column instead,
+//   byte i of input column iw's quad = x[oh * stride_h - pad_h + i * dil_h, iw, c] ^ flip
+// (z' outside the image, anything for i >= KH), built in registers from the
+// image rows by the kernel itself; output column ow adds, for each dx, the
+// quad of column ow * stride_w - pad_w + dx * dil_w times the weights
+// (w[c][0][dx], .., w[c][3][dx]) (0 past KH). Channels go in units of 4, 2
+// or 1 tiles (64, 32 or 16 channels: the tiles [ct0, ct1) split greedily,
+// 4 while 4 are left; tasks split at multiples of 4 tiles, so every split
+// finds the same units), in the group order of the unit's width B = 16 x
+// tiles bytes: dword i of 16-byte lane L of vector k holds channel
+// c0 + 16 L + 4 k + i. Packed unit (at tile ct0 x (KW + 2) x 64 bytes):
+// KW x 4 weight vectors of B bytes (dx major), then 4 vectors of b' (int32)
+// and 4 of multipliers (float), same channel order.
 // Signed-byte form (neondot, for sdot): the same layout with the flip applied
 // to uint8 input instead (byte = x ^ 0x80 = x - 128 as int8; int8 input as
 // is), z' = z_x - 128 for uint8 input (z_x for int8) and b' = b - z' sum w.
@@ -78,6 +92,15 @@ struct DwRowArgs {
   int32_t zo, lo, hi;
   uint8_t* out;                // OW x C bytes
   const int16_t** taps;        // scratch for KH * KW + 1 pointers
+  // Vertical-quad layout (avx512vnni, no widening): the KH image rows
+  // (null above / below the image), their pixel stride and width, the
+  // padding in front of column 0, the input sign and z' (the byte read
+  // outside the image, in the unsigned domain).
+  const uint8_t* const* xrows = nullptr;
+  ptrdiff_t sw = 0;
+  int W = 0, pad_w = 0;
+  bool in_signed = false;
+  uint8_t zq = 0;
 };
 
 // Each ISA namespace provides:
@@ -130,6 +153,7 @@ inline ptrdiff_t dw_quad_offset(int ct, int ow, int q, int OW, int Q, int full_t
 namespace avx512vnni {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows
 void widen_quads(const DwQuadWidenArgs& w);
+void depthwise_row_vertical(const DwRowArgs& a);  // reads a.xrows (vertical-quad layout)
 }  // namespace avx512vnni
 namespace neondot {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows (signed-byte form)

@@ -391,6 +391,208 @@ void row3_group(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad,
   }
 }
 
+// ---- Vertical-quad kernels (multiplier 1, KH <= 4; layout: depthwise_kernels.h) ----
+//
+// Each input column's quads hold the KH kernel rows' bytes of one pixel
+// column side by side, so one quad vector serves every output column whose
+// window covers that input column: at stride 1 a 3-wide window reads each
+// built vector three times from registers, and nothing is written to memory
+// but the output. A unit is 64, 32 or 16 channels (zmm, ymm or xmm vectors:
+// Zen-class cores run a 512-bit operation as two 256-bit halves, so the
+// narrower units cost the same per channel).
+
+// The operations on one vector width, spelled once per width.
+#define MEGQ_DW_VEC_TRAITS(Name, V, F, bits, Mask, suffix)                                                       \
+  struct Name {                                                                                                  \
+    using Vec = V;                                                                                               \
+    using Flt = F;                                                                                               \
+    static constexpr int kBytes = bits / 8;                                                                      \
+    static Vec loadm(const uint8_t* p, uint64_t m) { return _mm##suffix##_maskz_loadu_epi8(static_cast<Mask>(m), p); } \
+    static Vec load(const uint8_t* p) { return _mm##suffix##_load_si##bits(reinterpret_cast<const V*>(p)); }     \
+    static void storem(uint8_t* p, uint64_t m, Vec v) { _mm##suffix##_mask_storeu_epi8(p, static_cast<Mask>(m), v); } \
+    static Vec set8(int c) { return _mm##suffix##_set1_epi8(static_cast<char>(c)); }                           \
+    static Vec set16(int c) { return _mm##suffix##_set1_epi16(static_cast<int16_t>(c)); }                      \
+    static Vec set32(int c) { return _mm##suffix##_set1_epi32(c); }                                            \
+    static Flt loadf(const uint8_t* p) { return _mm##suffix##_load_ps(reinterpret_cast<const float*>(p)); }     \
+    static Flt setf(float f) { return _mm##suffix##_set1_ps(f); }                                              \
+    static Vec xor_(Vec a, Vec b) { return _mm##suffix##_xor_si##bits(a, b); }                                 \
+    static Vec lo8(Vec a, Vec b) { return _mm##suffix##_unpacklo_epi8(a, b); }                                 \
+    static Vec hi8(Vec a, Vec b) { return _mm##suffix##_unpackhi_epi8(a, b); }                                 \
+    static Vec lo16(Vec a, Vec b) { return _mm##suffix##_unpacklo_epi16(a, b); }                               \
+    static Vec hi16(Vec a, Vec b) { return _mm##suffix##_unpackhi_epi16(a, b); }                               \
+    static Vec dp(Vec acc, Vec x, Vec w) { return _mm##suffix##_dpbusd_epi32(acc, x, w); }                     \
+    static Flt mulf(Vec acc, Flt m) { return _mm##suffix##_mul_ps(_mm##suffix##_cvtepi32_ps(acc), m); }       \
+    static Flt minf(Flt a, Flt b) { return _mm##suffix##_min_ps(a, b); }                                       \
+    static Flt copysignf(Flt v, Vec sign, Flt half) {                                                            \
+      return _mm##suffix##_castsi##bits##_ps(_mm##suffix##_ternarylogic_epi32(                                   \
+          _mm##suffix##_castps_si##bits(v), sign, _mm##suffix##_castps_si##bits(half), 0xEA));                   \
+    }                                                                                                            \
+    static Vec round(Flt v, Flt h) { return _mm##suffix##_cvttps_epi32(_mm##suffix##_add_ps(v, h)); }         \
+    static Vec packs32(Vec a, Vec b) { return _mm##suffix##_packs_epi32(a, b); }                               \
+    static Vec adds16(Vec a, Vec b) { return _mm##suffix##_adds_epi16(a, b); }                                 \
+    static Vec packs16(Vec a, Vec b) { return _mm##suffix##_packs_epi16(a, b); }                               \
+    static Vec clamp8(Vec v, Vec lo, Vec hi) { return _mm##suffix##_min_epi8(_mm##suffix##_max_epi8(v, lo), hi); } \
+    static bool any_ge1(const uint8_t* m) {                                                                      \
+      return _mm##suffix##_cmp_ps_mask(_mm##suffix##_load_ps(reinterpret_cast<const float*>(m)),               \
+                                       _mm##suffix##_set1_ps(1.0f), _CMP_GE_OQ) != 0;                            \
+    }                                                                                                            \
+  };
+MEGQ_DW_VEC_TRAITS(VecZ, __m512i, __m512, 512, __mmask64, 512)
+MEGQ_DW_VEC_TRAITS(VecY, __m256i, __m256, 256, __mmask32, 256)
+MEGQ_DW_VEC_TRAITS(VecX, __m128i, __m128, 128, __mmask16, )
+#undef MEGQ_DW_VEC_TRAITS
+
+// A unit's epilogue constants (the rule and its proof: GroupEpilogue).
+template <class T>
+struct UnitEpilogue {
+  typename T::Flt hi, half;
+  typename T::Vec sign, zp16, lo8, hi8, flip;
+  bool rounds_negative, add_zero_point, unsigned_out;
+  explicit UnitEpilogue(const DwRowArgs& a) {
+    const int bias8 = a.out_signed ? 0 : 128;
+    hi = T::setf(static_cast<float>(a.hi - a.zo));
+    half = T::setf(0.49999997f);
+    sign = T::set32(static_cast<int>(0x80000000u));
+    zp16 = T::set16(a.zo - bias8);
+    lo8 = T::set8(a.lo - bias8);
+    hi8 = T::set8(a.hi - bias8);
+    flip = T::set8(0x80);
+    rounds_negative = a.lo < a.zo;
+    add_zero_point = a.zo != bias8;
+    unsigned_out = !a.out_signed;
+  }
+};
+
+// Four accumulators (vector k, lane L, dword i = channel 16 L + 4 k + i) ->
+// the unit's output bytes in channel order, as requantize_group and
+// pack_group (which prove the rule).
+template <class T, bool kClampFloat>
+inline typename T::Vec finish_unit(const UnitEpilogue<T>& e, const typename T::Vec* acc, const uint8_t* mult) {
+  typename T::Vec q[4];
+  for (int k = 0; k < 4; ++k) {
+    typename T::Flt v = T::mulf(acc[k], T::loadf(mult + k * T::kBytes));
+    if (kClampFloat) v = T::minf(v, e.hi);
+    const typename T::Flt h = e.rounds_negative ? T::copysignf(v, e.sign, e.half) : e.half;
+    q[k] = T::round(v, h);
+  }
+  typename T::Vec w01 = T::packs32(q[0], q[1]), w23 = T::packs32(q[2], q[3]);
+  if (e.add_zero_point) {
+    w01 = T::adds16(w01, e.zp16);
+    w23 = T::adds16(w23, e.zp16);
+  }
+  typename T::Vec b = T::clamp8(T::packs16(w01, w23), e.lo8, e.hi8);
+  if (e.unsigned_out) b = T::xor_(b, e.flip);
+  return b;
+}
+
+// One unit (c0: its first channel, `valid` of its channels real) of one
+// output row. Packed unit: KW x 4 weight vectors (dx major), 4 bias
+// vectors, 4 multiplier vectors (depthwise_kernels.h). kRoll3: KW = 3 and
+// dil_w = 1, where each built column is kept in registers for the next
+// output columns (stride 1: two reused, one built; stride 2: one reused,
+// two built); otherwise every (column, tap) builds its own.
+template <class T, bool kRoll3, bool kClampFloat>
+void unit_row(const DwRowArgs& a, const uint8_t* unit, int c0, int valid, const UnitEpilogue<T>& e) {
+  using Vec = typename T::Vec;
+  constexpr int B = T::kBytes;
+  const uint64_t mask = valid >= B ? ~0ull >> (64 - B) : (~0ull) >> (64 - valid);
+  const Vec flip = T::set8(a.in_signed ? 0x80 : 0);
+  const Vec pad = T::set8(a.zq);
+  const uint8_t* rows[4];
+  for (int i = 0; i < 4; ++i) {
+    // Kernel rows past KH repeat the last one: their weight bytes are 0.
+    const uint8_t* r = a.xrows[i < a.KH ? i : a.KH - 1];
+    rows[i] = r != nullptr ? r + c0 : nullptr;
+  }
+  const ptrdiff_t sw = a.sw;
+  const int W = a.W;
+  auto build = [&](int col, Vec* v) {
+    Vec p[4];
+    const bool inside = col >= 0 && col < W;
+    for (int i = 0; i < 4; ++i) {
+      p[i] = inside && rows[i] != nullptr ? T::xor_(T::loadm(rows[i] + col * sw, mask), flip) : pad;
+    }
+    const Vec l01 = T::lo8(p[0], p[1]), h01 = T::hi8(p[0], p[1]);
+    const Vec l23 = T::lo8(p[2], p[3]), h23 = T::hi8(p[2], p[3]);
+    v[0] = T::lo16(l01, l23);
+    v[1] = T::hi16(l01, l23);
+    v[2] = T::lo16(h01, h23);
+    v[3] = T::hi16(h01, h23);
+  };
+  const uint8_t* bias = unit + static_cast<ptrdiff_t>(a.KW) * 4 * B;
+  const uint8_t* mult = bias + 4 * B;
+  uint8_t* out = a.out + c0;
+  const ptrdiff_t out_step = a.C;
+  const int col0 = -a.pad_w;
+  if constexpr (kRoll3) {
+    Vec w[3][4];
+    for (int dx = 0; dx < 3; ++dx)
+      for (int k = 0; k < 4; ++k) w[dx][k] = T::load(unit + (dx * 4 + k) * B);
+    Vec va[4], vb[4], vc[4];
+    if (a.stride_w == 1) {
+      build(col0, va);
+      build(col0 + 1, vb);
+      for (int j = 0; j < a.OW; ++j) {
+        build(col0 + j + 2, vc);
+        Vec acc[4];
+        for (int k = 0; k < 4; ++k) {
+          acc[k] = T::dp(T::dp(T::dp(T::load(bias + k * B), va[k], w[0][k]), vb[k], w[1][k]), vc[k], w[2][k]);
+        }
+        T::storem(out + j * out_step, mask, finish_unit<T, kClampFloat>(e, acc, mult));
+        for (int k = 0; k < 4; ++k) {
+          va[k] = vb[k];
+          vb[k] = vc[k];
+        }
+      }
+    } else {  // stride 2
+      build(col0, va);
+      for (int j = 0; j < a.OW; ++j) {
+        build(col0 + 2 * j + 1, vb);
+        build(col0 + 2 * j + 2, vc);
+        Vec acc[4];
+        for (int k = 0; k < 4; ++k) {
+          acc[k] = T::dp(T::dp(T::dp(T::load(bias + k * B), va[k], w[0][k]), vb[k], w[1][k]), vc[k], w[2][k]);
+        }
+        T::storem(out + j * out_step, mask, finish_unit<T, kClampFloat>(e, acc, mult));
+        for (int k = 0; k < 4; ++k) va[k] = vc[k];
+      }
+    }
+  } else {
+    for (int j = 0; j < a.OW; ++j) {
+      Vec acc[4];
+      for (int k = 0; k < 4; ++k) acc[k] = T::load(bias + k * B);
+      for (int dx = 0; dx < a.KW; ++dx) {
+        Vec v[4];
+        build(col0 + j * a.stride_w + dx * a.dil_w, v);
+        for (int k = 0; k < 4; ++k) acc[k] = T::dp(acc[k], v[k], T::load(unit + (dx * 4 + k) * B));
+      }
+      T::storem(out + j * out_step, mask, finish_unit<T, kClampFloat>(e, acc, mult));
+    }
+  }
+}
+
+template <class T>
+void unit_row_any(const DwRowArgs& a, const uint8_t* unit, int c0, int valid) {
+  const UnitEpilogue<T> e(a);
+  // The float clamp only if some multiplier of the unit is >= 1
+  // (requantize_group); channels beyond C_out hold multiplier 0.
+  const uint8_t* mult = unit + static_cast<ptrdiff_t>(a.KW + 1) * 4 * T::kBytes;
+  bool clamp = false;
+  for (int k = 0; k < 4; ++k) clamp = clamp || T::any_ge1(mult + k * T::kBytes);
+  const bool roll = a.KW == 3 && a.dil_w == 1 && a.stride_w <= 2;
+  if (roll) {
+    if (clamp) {
+      unit_row<T, true, true>(a, unit, c0, valid, e);
+    } else {
+      unit_row<T, true, false>(a, unit, c0, valid, e);
+    }
+  } else if (clamp) {
+    unit_row<T, false, true>(a, unit, c0, valid, e);
+  } else {
+    unit_row<T, false, false>(a, unit, c0, valid, e);
+  }
+}
+
 }  // namespace
 
 void widen_quads(const DwQuadWidenArgs& g) {
@@ -546,6 +748,29 @@ void depthwise_row(const DwRowArgs& a) {
       tile_row<5, 2>(a, ct, w, ep, out, valid);
     } else {
       tile_row<0, 0>(a, ct, w, ep, out, valid);
+    }
+  }
+}
+
+void depthwise_row_vertical(const DwRowArgs& a) {
+  MEGQ_DCHECK(a.out != nullptr && a.Cs % kDwTile == 0 && 1 <= a.C && a.C <= a.Cs && a.lo <= a.hi);
+  MEGQ_DCHECK(a.KH >= 1 && a.KW >= 1 && a.OW >= 1 && a.stride_w >= 1 && a.dil_w >= 1 && a.W >= 1);
+  MEGQ_DCHECK(a.xrows != nullptr && a.packed != nullptr && MEGQ_ALIGNED(a.packed, 64));
+  MEGQ_DCHECK(a.KH <= 4 && 0 <= a.ct0 && a.ct0 < a.ct1 && a.ct1 <= a.Cs / kDwTile);
+  const size_t tile_bytes = static_cast<size_t>(a.KW + 2) * kQuadBytes;
+  int ct = a.ct0;
+  while (ct < a.ct1) {
+    const int left = a.ct1 - ct, c0 = ct * kDwTile, valid = a.C - c0;
+    const uint8_t* unit = a.packed + ct * tile_bytes;
+    if (left >= 4) {
+      unit_row_any<VecZ>(a, unit, c0, valid);
+      ct += 4;
+    } else if (left >= 2) {
+      unit_row_any<VecY>(a, unit, c0, valid);
+      ct += 2;
+    } else {
+      unit_row_any<VecX>(a, unit, c0, valid);
+      ct += 1;
     }
   }
 }
