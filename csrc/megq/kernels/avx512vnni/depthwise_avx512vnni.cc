@@ -487,8 +487,8 @@ inline typename T::Vec finish_unit(const UnitEpilogue<T>& e, const typename T::V
 
 // One unit (c0: its first channel, `valid` of its channels real) of one
 // output row. Packed unit: KW x 4 weight vectors (dx major), 4 bias
-// vectors, 4 multiplier vectors (depthwise_kernels.h). kRoll3: KW = 3 and
-// dil_w = 1, where each built column is kept in registers for the next
+// vectors, 4 multiplier vectors (depthwise_kernels.h). kRoll3: KH = KW = 3
+// and dil_w = 1, where each built column is kept in registers for the next
 // output columns (stride 1: two reused, one built; stride 2: one reused,
 // two built); otherwise every (column, tap) builds its own.
 template <class T, bool kRoll3, bool kClampFloat>
@@ -499,18 +499,19 @@ void unit_row(const DwRowArgs& a, const uint8_t* unit, int c0, int valid, const 
   const Vec flip = T::set8(a.in_signed ? 0x80 : 0);
   const Vec pad = T::set8(a.zq);
   const uint8_t* rows[4];
-  for (int i = 0; i < 4; ++i) {
-    // Kernel rows past KH repeat the last one: their weight bytes are 0.
-    const uint8_t* r = a.xrows[i < a.KH ? i : a.KH - 1];
-    rows[i] = r != nullptr ? r + c0 : nullptr;
-  }
+  const int KH = kRoll3 ? 3 : a.KH;
+  for (int i = 0; i < KH; ++i) rows[i] = a.xrows[i] != nullptr ? a.xrows[i] + c0 : nullptr;
   const ptrdiff_t sw = a.sw;
   const int W = a.W;
   auto build = [&](int col, Vec* v) {
     Vec p[4];
     const bool inside = col >= 0 && col < W;
     for (int i = 0; i < 4; ++i) {
-      p[i] = inside && rows[i] != nullptr ? T::xor_(T::loadm(rows[i] + col * sw, mask), flip) : pad;
+      if (i >= KH) {
+        p[i] = p[KH - 1];  // any byte: the weights past KH are 0
+      } else {
+        p[i] = inside && rows[i] != nullptr ? T::xor_(T::loadm(rows[i] + col * sw, mask), flip) : pad;
+      }
     }
     const Vec l01 = T::lo8(p[0], p[1]), h01 = T::hi8(p[0], p[1]);
     const Vec l23 = T::lo8(p[2], p[3]), h23 = T::hi8(p[2], p[3]);
@@ -579,7 +580,7 @@ void unit_row_any(const DwRowArgs& a, const uint8_t* unit, int c0, int valid) {
   const uint8_t* mult = unit + static_cast<ptrdiff_t>(a.KW + 1) * 4 * T::kBytes;
   bool clamp = false;
   for (int k = 0; k < 4; ++k) clamp = clamp || T::any_ge1(mult + k * T::kBytes);
-  const bool roll = a.KW == 3 && a.dil_w == 1 && a.stride_w <= 2;
+  const bool roll = a.KH == 3 && a.KW == 3 && a.dil_w == 1 && a.stride_w <= 2;
   if (roll) {
     if (clamp) {
       unit_row<T, true, true>(a, unit, c0, valid, e);
