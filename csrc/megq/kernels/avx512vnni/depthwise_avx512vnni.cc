@@ -10,20 +10,24 @@
 // so the int32 accumulator is exact modulo 2^32, and exact because the packed
 // weights proved that the true value fits.
 //
-// The widening writes, per output column, the KW taps of one kernel row side
-// by side (stride and dilation resolved there), so the kernel reads one
-// aligned 64-byte vector per (16 channels, kernel row) and never shuffles.
-// Full groups of 64 channels (4 tiles) use the group order, in which the
-// widening is a byte / word interleave of whole 64-byte pixels (the two
-// vpunpck stages of a 4 x 4 byte transpose) and the epilogue's two packs
-// (int32 -> int16 -> int8) return the 64 bytes of one output pixel in
-// channel order, one store per 64 channels. Remaining tiles (C_out not a
-// multiple of 64) use the tile order, one 16-byte store per 16 channels.
-// Kernel: the KH x Q weight vectors stay in registers; two output columns
-// of a lone tile are computed at once (independent
-// accumulator chains; a group's four vectors are four chains already).
-// Epilogue: requantization exactly as
-// csrc/megq/requantize.h (see requantize_group / requantize16).
+// Two schemes (layouts: depthwise_kernels.h). Vertical quads (channel
+// multiplier 1, KH <= 4; depthwise_row_vertical): each pixel column's KH
+// kernel-row bytes sit side by side in one lane, built in registers from the
+// image rows and reused by every output column whose window covers that
+// column, so nothing but the output is written (see unit_row). Tap quads
+// (the other windows; widen_quads + depthwise_row): the widening writes, per
+// output column, the KW taps of one kernel row side by side (stride and
+// dilation resolved there), so the kernel reads one aligned 64-byte vector
+// per (16 channels, kernel row) and never shuffles; the driver runs them one
+// 64-channel group at a time.
+// Both order the channels of a 64-channel group (32, 16 for the vertical
+// units) as a byte / word interleave of whole pixels leaves them (the two
+// vpunpck stages of a 4 x 4 byte transpose); the epilogue's two packs
+// (int32 -> int16 -> int8) of the four accumulator vectors return the bytes
+// of one output pixel in channel order, one store per group. Tap-quad tiles
+// outside full groups use the tile order (16-byte stores, four output
+// columns per step). Epilogue: requantization exactly as
+// csrc/megq/requantize.h (requantize_group, requantize16).
 #include <immintrin.h>
 
 #include <cstring>
@@ -402,14 +406,39 @@ void row3_group(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad,
 // narrower units cost the same per channel).
 
 // The operations on one vector width, spelled once per width.
-#define MEGQ_DW_VEC_TRAITS(Name, V, F, bits, Mask, suffix)                                                       \
+// Masked byte loads and stores (masked-off bytes are neither read nor
+// written). The narrow forms need AVX512VL + BW; a build without them (the
+// SIMDe-emulated test build) uses the 512-bit forms and the low part of the
+// register, which are slower on hardware but equivalent.
+#if defined(__AVX512VL__) && defined(__AVX512BW__)
+inline __m256i maskz_load(const uint8_t* p, uint64_t m, __m256i) {
+  return _mm256_maskz_loadu_epi8(static_cast<__mmask32>(m), p);
+}
+inline __m128i maskz_load(const uint8_t* p, uint64_t m, __m128i) {
+  return _mm_maskz_loadu_epi8(static_cast<__mmask16>(m), p);
+}
+inline void mask_store(uint8_t* p, uint64_t m, __m256i v) { _mm256_mask_storeu_epi8(p, static_cast<__mmask32>(m), v); }
+inline void mask_store(uint8_t* p, uint64_t m, __m128i v) { _mm_mask_storeu_epi8(p, static_cast<__mmask16>(m), v); }
+#else
+inline __m256i maskz_load(const uint8_t* p, uint64_t m, __m256i) {
+  return _mm512_castsi512_si256(_mm512_maskz_loadu_epi8(m, p));
+}
+inline __m128i maskz_load(const uint8_t* p, uint64_t m, __m128i) {
+  return _mm512_castsi512_si128(_mm512_maskz_loadu_epi8(m, p));
+}
+inline void mask_store(uint8_t* p, uint64_t m, __m256i v) { _mm512_mask_storeu_epi8(p, m, _mm512_castsi256_si512(v)); }
+inline void mask_store(uint8_t* p, uint64_t m, __m128i v) { _mm512_mask_storeu_epi8(p, m, _mm512_castsi128_si512(v)); }
+#endif
+inline __m512i maskz_load(const uint8_t* p, uint64_t m, __m512i) { return _mm512_maskz_loadu_epi8(m, p); }
+inline void mask_store(uint8_t* p, uint64_t m, __m512i v) { _mm512_mask_storeu_epi8(p, m, v); }
+#define MEGQ_DW_VEC_TRAITS(Name, V, F, bits, suffix)                                                             \
   struct Name {                                                                                                  \
     using Vec = V;                                                                                               \
     using Flt = F;                                                                                               \
     static constexpr int kBytes = bits / 8;                                                                      \
-    static Vec loadm(const uint8_t* p, uint64_t m) { return _mm##suffix##_maskz_loadu_epi8(static_cast<Mask>(m), p); } \
+    static Vec loadm(const uint8_t* p, uint64_t m) { return maskz_load(p, m, Vec()); }                          \
     static Vec load(const uint8_t* p) { return _mm##suffix##_load_si##bits(reinterpret_cast<const V*>(p)); }     \
-    static void storem(uint8_t* p, uint64_t m, Vec v) { _mm##suffix##_mask_storeu_epi8(p, static_cast<Mask>(m), v); } \
+    static void storem(uint8_t* p, uint64_t m, Vec v) { mask_store(p, m, v); }                                   \
     static Vec set8(int c) { return _mm##suffix##_set1_epi8(static_cast<char>(c)); }                           \
     static Vec set16(int c) { return _mm##suffix##_set1_epi16(static_cast<int16_t>(c)); }                      \
     static Vec set32(int c) { return _mm##suffix##_set1_epi32(c); }                                            \
@@ -437,9 +466,9 @@ void row3_group(const uint8_t* src, ptrdiff_t sw, int W, int valid, __m512i pad,
                                        _mm##suffix##_set1_ps(1.0f), _CMP_GE_OQ) != 0;                            \
     }                                                                                                            \
   };
-MEGQ_DW_VEC_TRAITS(VecZ, __m512i, __m512, 512, __mmask64, 512)
-MEGQ_DW_VEC_TRAITS(VecY, __m256i, __m256, 256, __mmask32, 256)
-MEGQ_DW_VEC_TRAITS(VecX, __m128i, __m128, 128, __mmask16, )
+MEGQ_DW_VEC_TRAITS(VecZ, __m512i, __m512, 512, 512)
+MEGQ_DW_VEC_TRAITS(VecY, __m256i, __m256, 256, 256)
+MEGQ_DW_VEC_TRAITS(VecX, __m128i, __m128, 128, )
 #undef MEGQ_DW_VEC_TRAITS
 
 // A unit's epilogue constants (the rule and its proof: GroupEpilogue).
