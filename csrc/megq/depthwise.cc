@@ -484,44 +484,41 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     a.lo = dp.min;
     a.hi = dp.max;
     a.taps = tap_ptrs.data();
-    // Cache blocking (avx512vnni): the task's channels go in blocks of one
-    // 64-channel group, each running the band's rows on its own, so that
-    // the ring of widened rows, which the kernel reads three times per
-    // widened byte, holds one group's columns (in L1 for the 3 x 3 layers
-    // of up to 14 columns, in L2 for any realistic width).
+    // Cache blocking (avx512vnni tap quads): the task's channels go in
+    // blocks of one 64-channel group, each running the band's rows on its
+    // own, so that the ring of widened rows, which the kernel reads KH times
+    // per widened byte, holds one group's columns only (256 bytes per column
+    // and row instead of 4 C_out).
     const bool blocked = entry.layout == DwLayout::kQuads;
     const int block_tiles = blocked ? kGroupTiles : ct1 - ct0;
     if (quads) std::memset(zero_bytes, zq, row_bytes);
     for (int cb = ct0; cb < ct1; cb += block_tiles) {
       a.ct0 = wq.ct0 = cb;
       a.ct1 = wq.ct1 = std::min(ct1, cb + block_tiles);
-      {
-        const int ow0 = 0;
-        int next_ih = 0;  // rows below this are widened (or not needed)
-        for (int oh = oh0; oh < oh1; ++oh) {
-          const int first = oh * dp.stride_h - dp.pad_h, last = first + span - 1;
-          // Row ih goes to slot ih % span; the row it replaces (ih - span or
-          // older) lies before `first`, so no longer needed.
-          for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
-            if (quads) {
-              wq.src = image + ih * sh;
-              wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
-              entry.widen_quads(wq);
-            } else {
-              entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point,
-                          dp.pad_w, Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
-            }
+      int next_ih = 0;  // rows below this are widened (or not needed)
+      for (int oh = oh0; oh < oh1; ++oh) {
+        const int first = oh * dp.stride_h - dp.pad_h, last = first + span - 1;
+        // Row ih goes to slot ih % span; the row it replaces (ih - span or
+        // older) lies before `first`, so no longer needed.
+        for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
+          if (quads) {
+            wq.src = image + ih * sh;
+            wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+            entry.widen_quads(wq);
+          } else {
+            entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point,
+                        dp.pad_w, Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
           }
-          next_ih = std::max(next_ih, last + 1);
-          for (int i = 0; i < p.KH; ++i) {
-            const int ih = first + i * dp.dil_h;
-            const bool outside = ih < 0 || ih >= H;
-            row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
-            qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
-          }
-          a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW + ow0) * p.C_out;
-          entry.row(a);
         }
+        next_ih = std::max(next_ih, last + 1);
+        for (int i = 0; i < p.KH; ++i) {
+          const int ih = first + i * dp.dil_h;
+          const bool outside = ih < 0 || ih >= H;
+          row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+          qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+        }
+        a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
+        entry.row(a);
       }
     }
   };
