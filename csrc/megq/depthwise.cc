@@ -25,6 +25,7 @@ enum class DwLayout {
   kNeonTaps,   // int16 rows, NEON tap-major tiles
   kQuads,      // tap-quad rows and tiles, unsigned bytes (avx512vnni: vpdpbusd)
   kQuadsS8,    // tap-quad rows and tiles, signed bytes (neondot: sdot)
+  kVertical,   // vertical-quad units, no widening (avx512vnni, multiplier 1 and KH <= 4)
 };
 
 struct DepthwiseIsaEntry {
@@ -32,13 +33,15 @@ struct DepthwiseIsaEntry {
   void (*widen)(const uint8_t*, ptrdiff_t, int, int, int, bool, int32_t, int, int, int, int16_t*);  // int16 rows
   void (*widen_quads)(const DwQuadWidenArgs&);                                                   // kQuads*
   DwLayout layout;
+  void (*row_vertical)(const DwRowArgs&) = nullptr;  // kVertical, where the ISA has it
 };
 
 DepthwiseIsaEntry depthwise_entry(Isa isa) {
   switch (isa) {
 #ifdef MEGQ_BUILT_AVX512VNNI
     case Isa::kAvx512Vnni:
-      return {avx512vnni::depthwise_row, nullptr, avx512vnni::widen_quads, DwLayout::kQuads};
+      return {avx512vnni::depthwise_row, nullptr, avx512vnni::widen_quads, DwLayout::kQuads,
+              avx512vnni::depthwise_row_vertical};
 #endif
 #ifdef MEGQ_BUILT_AVX2
     case Isa::kAvx2:
@@ -61,6 +64,14 @@ DepthwiseIsaEntry depthwise_entry(Isa isa) {
     default:
       return {scalar::depthwise_row, scalar::widen_row, nullptr, DwLayout::kPlain};
   }
+}
+
+// The layout packed for these weights: the ISA's, or vertical quads where
+// the ISA has them and the window fits one quad per pixel column.
+DwLayout layout_of(Isa isa, int KH, int multiplier) {
+  const DepthwiseIsaEntry e = depthwise_entry(isa);
+  if (e.row_vertical != nullptr && multiplier == 1 && KH <= 4) return DwLayout::kVertical;
+  return e.layout;
 }
 
 constexpr int kLoChannel[8] = {0, 1, 2, 3, 8, 9, 10, 11};
@@ -136,12 +147,14 @@ void pack_quad_tiles(PackedDepthwiseWeights& p, DwLayout layout) {
   p.packed.resize(tiles * tb);
   const int8_t* w = p.weight.as<int8_t>();
   const int64_t zq = quad_zero_point(p, layout);
+  // Group order for avx512vnni (depthwise_kernels.h); neondot keeps the tile order.
+  const int full_tiles = layout == DwLayout::kQuads ? dw_full_group_tiles(p.Cs) : 0;
   for (int ct = 0; ct < tiles; ++ct) {
     uint8_t* tile = p.packed.as<uint8_t>() + ct * tb;
     int32_t* b = reinterpret_cast<int32_t*>(tile + p.KH * Q * 64);
     float* m = reinterpret_cast<float*>(tile + p.KH * Q * 64 + 64);
     for (int k = 0; k < kDwTile; ++k) {
-      const int c = ct * kDwTile + k;
+      const int c = dw_quad_channel(ct, k, full_tiles);
       int64_t sum = 0;
       for (int i = 0; i < p.KH; ++i) {
         for (int q = 0; q < Q; ++q) {
@@ -157,6 +170,43 @@ void pack_quad_tiles(PackedDepthwiseWeights& p, DwLayout layout) {
       b[k] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(bc)));  // mod 2^32
       m[k] = c < p.C_out ? p.multiplier_values.as<float>()[c] : 0.0f;
     }
+  }
+}
+
+// Vertical-quad units (depthwise_kernels.h): b' = b - z' sum w as for the
+// tap quads (z' read outside the image, the same compensation).
+void pack_vertical_units(PackedDepthwiseWeights& p) {
+  const int T = p.KH * p.KW, tiles = p.Cs / kDwTile;
+  const size_t tb = static_cast<size_t>(p.KW + 2) * 64;
+  p.packed.resize(tiles * tb);
+  std::memset(p.packed.as<uint8_t>(), 0, tiles * tb);
+  const int8_t* w = p.weight.as<int8_t>();
+  const int64_t zq = quad_zero_point(p, DwLayout::kQuads);
+  for (int ct = 0; ct < tiles;) {
+    const int nt = tiles - ct >= 4 ? 4 : tiles - ct >= 2 ? 2 : 1, B = 16 * nt;
+    uint8_t* unit = p.packed.as<uint8_t>() + ct * tb;
+    int32_t* bias = reinterpret_cast<int32_t*>(unit + p.KW * 4 * B);
+    float* mult = reinterpret_cast<float*>(unit + (p.KW + 1) * 4 * B);
+    for (int k = 0; k < 4; ++k) {
+      for (int L = 0; L < nt; ++L) {
+        for (int i = 0; i < 4; ++i) {
+          const int c = ct * kDwTile + 16 * L + 4 * k + i, slot = k * (B / 4) + 4 * L + i;  // dword index
+          if (c >= p.C_out) continue;  // zero weights, bias and multiplier
+          int64_t sum = 0;
+          for (int dx = 0; dx < p.KW; ++dx) {
+            for (int r = 0; r < p.KH; ++r) {
+              const int8_t v = w[c * T + r * p.KW + dx];
+              unit[(dx * 4 + k) * B + (4 * L + i) * 4 + r] = static_cast<uint8_t>(v);
+              sum += v;
+            }
+          }
+          const int64_t bc = p.bias.as<int32_t>()[c] - zq * sum;
+          bias[slot] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(bc)));  // mod 2^32
+          mult[slot] = p.multiplier_values.as<float>()[c];
+        }
+      }
+    }
+    ct += nt;
   }
 }
 
@@ -228,7 +278,8 @@ std::unique_ptr<PackedDepthwiseWeights> pack_depthwise_weights(const int8_t* w, 
     p->bias.as<int32_t>()[c] = o.bias ? o.bias[c] : 0;
     p->multiplier_values.as<float>()[c] = o.multiplier[o.multiplier_count == 1 ? 0 : c];
   }
-  switch (depthwise_entry(isa).layout) {
+  switch (layout_of(isa, KH, multiplier)) {
+    case DwLayout::kVertical: pack_vertical_units(*p); break;
     case DwLayout::kAvx2Pairs: pack_tiles(*p); break;
     case DwLayout::kNeonTaps: pack_neon_tiles(*p); break;
     case DwLayout::kQuads:
@@ -276,7 +327,8 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
                         std::to_string(dp.pad_w) + " positions is too wide (limit MAX_OUTPUT_BYTES for its scratch)");
   }
   const DepthwiseIsaEntry entry = depthwise_entry(p.isa);
-  const bool quads = entry.layout == DwLayout::kQuads || entry.layout == DwLayout::kQuadsS8;
+  const bool vertical = layout_of(p.isa, p.KH, p.multiplier) == DwLayout::kVertical;
+  const bool quads = !vertical && (entry.layout == DwLayout::kQuads || entry.layout == DwLayout::kQuadsS8);
   const int Q = (p.KW + 3) / 4;
   // A tap-quad row holds OW x Q quads of Cs channels (no larger than an output
   // row times 4 Q; with W's padding already bounded above).
@@ -302,7 +354,8 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   // threads then write bytes of the same output pixels, i.e. the same cache
   // lines, which bounce between the cores: bands come first, and groups are
   // whole multiples of kGroupTiles tiles (64 output bytes) so that only the
-  // lines at their edges are shared.
+  // lines at their edges are shared. (The avx512vnni kernels also rely on
+  // this: a 64-channel group of its tap-quad layout is never split.)
   constexpr int kMinBandRows = 4, kGroupTiles = 4;
   const int threads = get_num_threads();
   const double macs = static_cast<double>(N) * OH * OW * p.C_out * T;
@@ -323,6 +376,58 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   bands = ceil_div_int(OH, band);
   const int span = (p.KH - 1) * dp.dil_h + 1;
 
+  // Vertical quads: no scratch, each output row reads its image rows.
+  auto vertical_task = [&](int t) {
+    const int n = t / bands;
+    const int oh0 = t % bands * band, oh1 = std::min(OH, oh0 + band);
+    const uint8_t* image = x + n * sn;
+    const uint8_t* xrows[4] = {};
+    DwRowArgs a;
+    a.rows = nullptr;
+    a.qrows = nullptr;
+    a.ct0 = 0;
+    a.ct1 = tiles;
+    a.Cs = p.Cs;
+    a.C = p.C_out;
+    a.KH = p.KH;
+    a.KW = p.KW;
+    a.stride_w = dp.stride_w;
+    a.dil_w = dp.dil_w;
+    a.OW = OW;
+    a.packed = p.packed.as<uint8_t>();
+    a.weights = p.weight.as<int8_t>();
+    a.bias = p.bias.as<int32_t>();
+    a.multiplier = p.multiplier_values.as<float>();
+    a.out_signed = out_signed;
+    a.zo = dp.zero_point;
+    a.lo = dp.min;
+    a.hi = dp.max;
+    a.taps = nullptr;
+    a.xrows = xrows;
+    a.sw = sw;
+    a.W = W;
+    a.pad_w = dp.pad_w;
+    a.in_signed = p.input_signed;
+    a.zq = zq;
+    for (int oh = oh0; oh < oh1; ++oh) {
+      for (int i = 0; i < p.KH; ++i) {
+        const int ih = oh * dp.stride_h - dp.pad_h + i * dp.dil_h;
+        xrows[i] = ih < 0 || ih >= H ? nullptr : image + ih * sh;
+      }
+      a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
+      entry.row_vertical(a);
+    }
+  };
+  if (vertical) {
+    const int tasks = N * bands;
+    if (parallel && tasks > 1) {
+      parallel_for(tasks, vertical_task);
+    } else {
+      for (int t = 0; t < tasks; ++t) vertical_task(t);
+    }
+    return;
+  }
+
   auto task = [&](int t) {
     thread_local AlignedBuffer scratch;
     scratch.reserve((static_cast<size_t>(span) + 1) * row_bytes);
@@ -337,12 +442,7 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     const int g = t % groups;
     const int ct0 = std::min(tiles, g * units / groups * kGroupTiles);
     const int ct1 = std::min(tiles, (g + 1) * units / groups * kGroupTiles);
-    if (quads) {  // only this task's tiles of the row are read
-      const size_t tile_row = static_cast<size_t>(OW) * Q * 64;
-      std::memset(zero_bytes + ct0 * tile_row, zq, (ct1 - ct0) * tile_row);
-    } else {
-      std::memset(zero_bytes, 0, row_bytes);
-    }
+    if (!quads) std::memset(zero_bytes, 0, row_bytes);
     const int16_t* zero_row = reinterpret_cast<const int16_t*>(zero_bytes);
     int16_t* ring = reinterpret_cast<int16_t*>(ring_bytes);
     DwQuadWidenArgs wq;
@@ -384,30 +484,42 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     a.lo = dp.min;
     a.hi = dp.max;
     a.taps = tap_ptrs.data();
-    int next_ih = 0;  // rows below this are widened (or not needed)
-    for (int oh = oh0; oh < oh1; ++oh) {
-      const int first = oh * dp.stride_h - dp.pad_h, last = first + span - 1;
-      // Row ih goes to slot ih % span; the row it replaces (ih - span or
-      // older) lies before `first`, so no longer needed.
-      for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
-        if (quads) {
-          wq.src = image + ih * sh;
-          wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
-          entry.widen_quads(wq);
-        } else {
-          entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point, dp.pad_w,
-                      Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+    // Cache blocking (avx512vnni tap quads): the task's channels go in
+    // blocks of one 64-channel group, each running the band's rows on its
+    // own, so that the ring of widened rows, which the kernel reads KH times
+    // per widened byte, holds one group's columns only (256 bytes per column
+    // and row instead of 4 C_out).
+    const bool blocked = entry.layout == DwLayout::kQuads;
+    const int block_tiles = blocked ? kGroupTiles : ct1 - ct0;
+    if (quads) std::memset(zero_bytes, zq, row_bytes);
+    for (int cb = ct0; cb < ct1; cb += block_tiles) {
+      a.ct0 = wq.ct0 = cb;
+      a.ct1 = wq.ct1 = std::min(ct1, cb + block_tiles);
+      int next_ih = 0;  // rows below this are widened (or not needed)
+      for (int oh = oh0; oh < oh1; ++oh) {
+        const int first = oh * dp.stride_h - dp.pad_h, last = first + span - 1;
+        // Row ih goes to slot ih % span; the row it replaces (ih - span or
+        // older) lies before `first`, so no longer needed.
+        for (int ih = std::max({first, next_ih, 0}); ih <= std::min(last, H - 1); ++ih) {
+          if (quads) {
+            wq.src = image + ih * sh;
+            wq.dst = ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+            entry.widen_quads(wq);
+          } else {
+            entry.widen(image + ih * sh, sw, W, p.C_in, p.multiplier, p.input_signed, p.input_zero_point,
+                        dp.pad_w, Wp, p.Cs, ring + static_cast<size_t>(ih % span) * row_elems);
+          }
         }
+        next_ih = std::max(next_ih, last + 1);
+        for (int i = 0; i < p.KH; ++i) {
+          const int ih = first + i * dp.dil_h;
+          const bool outside = ih < 0 || ih >= H;
+          row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
+          qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
+        }
+        a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
+        entry.row(a);
       }
-      next_ih = std::max(next_ih, last + 1);
-      for (int i = 0; i < p.KH; ++i) {
-        const int ih = first + i * dp.dil_h;
-        const bool outside = ih < 0 || ih >= H;
-        row_ptrs[i] = outside ? zero_row : ring + static_cast<size_t>(ih % span) * row_elems;
-        qrow_ptrs[i] = outside ? zero_bytes : ring_bytes + static_cast<size_t>(ih % span) * row_bytes;
-      }
-      a.out = y + ((static_cast<int64_t>(n) * OH + oh) * OW) * p.C_out;
-      entry.row(a);
     }
   };
   const int tasks = N * bands * groups;

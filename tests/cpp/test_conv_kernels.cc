@@ -445,7 +445,7 @@ void depthwise_random(Runner& run, int cases) {
     c.name = "random";
     c.depthwise = true;
     random_geometry(c, rng, 11);
-    c.groups = rng.irange(1, 40);  // C_in: tails of the 16-channel tiles
+    c.groups = rng.irange(1, 80);  // C_in: tails of the 16-channel tiles and of the 64 / 32-channel units
     c.cin_g = 1;
     c.cout_g = rng.coin(75) ? 1 : rng.irange(2, 3);  // channel multiplier
     fill(c, rng);
@@ -499,8 +499,8 @@ void depthwise_mobilenet(Runner& run, int cases) {
     const int span = (c.kh - 1) * c.dil_h + 1;
     c.H = std::max(rng.irange(1, 12), span - 2 * c.pad_h);
     c.W = std::max(rng.irange(1, 24), span - 2 * c.pad_w);
-    const int channels[] = {16, 32, 48, 96, 144, 5, 17, 33, 100};
-    c.groups = channels[rng.irange(0, 8)];
+    const int channels[] = {16, 32, 48, 96, 144, 5, 17, 33, 100, 64, 80, 112, 200};
+    c.groups = channels[rng.irange(0, 12)];
     c.cin_g = 1;
     c.cout_g = rng.coin(90) ? 1 : 2;
     fill(c, rng);

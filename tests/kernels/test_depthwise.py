@@ -57,6 +57,40 @@ def test_channel_sweep(isa, threads, k, s):
         check(x, w, b, mult, z_x=z_x, stride=(s, s), padding=(k // 2, k // 2), z_y=int(rng.integers(-5, 5)))
 
 
+@pytest.mark.parametrize("s", [1, 2])
+def test_channel_groups(isa, threads, s):
+    # 64-channel groups (the avx512vnni kernel's byte-transposed layout) with and without a partial last
+    # group and with 1-3 tiles after the groups; every output clamp style (ReLU-style lo >= z skips the
+    # sign of the rounding offset), multipliers >= 1 (the float clamp), uint8 and int8 outputs.
+    rng = np.random.default_rng(60 + s)
+    for C in [49, 63, 65, 80, 112, 128, 176, 192, 208]:
+        for case in range(3):
+            dtype = ("int8", "uint8")[(C + case) % 2]
+            z_x = int(rng.integers(-20, 20)) if dtype == "int8" else int(rng.integers(0, 256))
+            x = rand_q(rng, dtype, (1, 6, 9 + case, C))
+            w, b, mult = make(rng, C, 3)
+            out_dtype = ("int8", "uint8")[(C // 16 + case) % 2]
+            z_y = int(rng.integers(-20, 20)) + (128 if out_dtype == "uint8" else 0)
+            lo = hi = None
+            if case == 1:  # ReLU6-style bounds: lo = z_y
+                lo, hi = z_y, min(z_y + 100, O.RANGES[out_dtype][1])
+            if case == 2:  # saturating multipliers, some >= 1
+                mult = (mult * np.float32(300.0)).astype(np.float32)
+                lo, hi = O.RANGES[out_dtype][0] + 3, O.RANGES[out_dtype][1] - 5
+            check(x, w, b, mult, z_x=z_x, stride=(s, s), padding=(1, 1), z_y=z_y, out_dtype=out_dtype,
+                  out_min=lo, out_max=hi)
+    # the general widening (dilation, stride 3, 5-wide windows) and channel multipliers into groups
+    x = rand_q(rng, "int8", (1, 11, 12, 72))
+    for k, st, dil in [((3, 3), (3, 3), (1, 1)), ((3, 3), (1, 1), (2, 2)), ((5, 5), (s, s), (1, 1)),
+                       ((1, 5), (s, 1), (1, 1)), ((4, 3), (1, s), (1, 2))]:
+        w, b, mult = make(rng, 72, k)
+        check(x, w, b, mult, z_x=5, stride=st, padding=(1, 2), dilation=dil, z_y=-3)
+    for C, m in [(32, 2), (22, 3), (17, 4)]:
+        x = rand_q(rng, "uint8", (1, 7, 8, C))
+        w, b, mult = make(rng, C, 3, m)
+        check(x, w, b, mult, z_x=100, stride=(s, s), padding=(1, 1), out_dtype="uint8", z_y=128)
+
+
 def test_geometry_sweep(isa):
     rng = np.random.default_rng(51)
     x = rand_q(rng, "int8", (1, 9, 10, 21))

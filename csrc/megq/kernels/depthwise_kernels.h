@@ -38,6 +38,30 @@
 // Packed tile (16 output channels): KH x Q vectors of 64 bytes (channel c's
 // 4 weights w[c][i][4q .. 4q + 3], 0 past KW), then 16 int32 b', then 16
 // float multipliers.
+// Group order (avx512vnni only): the first dw_full_group_tiles(Cs) tiles form
+// groups of 4 (64 channels); in a group, tile k's slot (dword) 4 L + i holds
+// channel 64 g + 16 L + 4 k + i (dw_quad_channel), in the packed tiles and in
+// the widened rows alike, and a widened row stores the group's tiles
+// interleaved per column: [OW][Q][4 tiles][64 bytes] from the group's first
+// tile's offset (dw_quad_offset). This is the order a 4 x 4 byte transpose by
+// vpunpck{l,h}bw then vpunpck{l,h}wd produces from 64-byte pixels, and the
+// order vpackssdw then vpacksswb turn back into 64 channel-ordered bytes.
+// The remaining tiles keep the tile order above. Worker tasks split the
+// channels at multiples of 4 tiles (depthwise.cc), never inside a group.
+// Vertical-quad layout (avx512vnni, channel multiplier 1 and KH <= 4): a
+// quad holds the KH kernel rows' bytes of one pixel column instead,
+//   byte i of input column iw's quad = x[oh * stride_h - pad_h + i * dil_h, iw, c] ^ flip
+// (z' outside the image, anything for i >= KH), built in registers from the
+// image rows by the kernel itself; output column ow adds, for each dx, the
+// quad of column ow * stride_w - pad_w + dx * dil_w times the weights
+// (w[c][0][dx], .., w[c][3][dx]) (0 past KH). Channels go in units of 4, 2
+// or 1 tiles (64, 32 or 16 channels: the tiles [ct0, ct1) split greedily,
+// 4 while 4 are left; tasks split at multiples of 4 tiles, so every split
+// finds the same units), in the group order of the unit's width B = 16 x
+// tiles bytes: dword i of 16-byte lane L of vector k holds channel
+// c0 + 16 L + 4 k + i. Packed unit (at tile ct0 x (KW + 2) x 64 bytes):
+// KW x 4 weight vectors of B bytes (dx major), then 4 vectors of b' (int32)
+// and 4 of multipliers (float), same channel order.
 // Signed-byte form (neondot, for sdot): the same layout with the flip applied
 // to uint8 input instead (byte = x ^ 0x80 = x - 128 as int8; int8 input as
 // is), z' = z_x - 128 for uint8 input (z_x for int8) and b' = b - z' sum w.
@@ -68,6 +92,15 @@ struct DwRowArgs {
   int32_t zo, lo, hi;
   uint8_t* out;                // OW x C bytes
   const int16_t** taps;        // scratch for KH * KW + 1 pointers
+  // Vertical-quad layout (avx512vnni, no widening): the KH image rows
+  // (null above / below the image), their pixel stride and width, the
+  // padding in front of column 0, the input sign and z' (the byte read
+  // outside the image, in the unsigned domain).
+  const uint8_t* const* xrows = nullptr;
+  ptrdiff_t sw = 0;
+  int W = 0, pad_w = 0;
+  bool in_signed = false;
+  uint8_t zq = 0;
 };
 
 // Each ISA namespace provides:
@@ -99,9 +132,28 @@ struct DwQuadWidenArgs {
   uint8_t* dst;  // Cs * OW * Q * 4 bytes, 64-byte aligned
 };
 
+// Tiles in full 64-channel groups (group order, avx512vnni; above).
+inline int dw_full_group_tiles(int Cs) { return Cs / (4 * kDwTile) * 4; }
+
+// Channel held by slot s (0..15) of tile ct (avx512vnni layout).
+inline int dw_quad_channel(int ct, int s, int full_tiles) {
+  if (ct < full_tiles) return (ct / 4) * 4 * kDwTile + kDwTile * (s / 4) + 4 * (ct % 4) + s % 4;
+  return ct * kDwTile + s;
+}
+
+// Byte offset of tile ct's 64-byte quad vector (column ow, quad q) in a
+// widened row (avx512vnni layout).
+inline ptrdiff_t dw_quad_offset(int ct, int ow, int q, int OW, int Q, int full_tiles) {
+  if (ct < full_tiles) {
+    return (static_cast<ptrdiff_t>(ct / 4 * 4) * OW * Q + (static_cast<ptrdiff_t>(ow) * Q + q) * 4 + ct % 4) * 64;
+  }
+  return ((static_cast<ptrdiff_t>(ct) * OW + ow) * Q + q) * 64;
+}
+
 namespace avx512vnni {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows
 void widen_quads(const DwQuadWidenArgs& w);
+void depthwise_row_vertical(const DwRowArgs& a);  // reads a.xrows (vertical-quad layout)
 }  // namespace avx512vnni
 namespace neondot {
 void depthwise_row(const DwRowArgs& a);  // reads a.qrows (signed-byte form)
