@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace megq {
 
@@ -18,6 +19,35 @@ struct EltParams {
   int32_t lo, hi;  // output clamp (fused ReLU raises lo to zo)
   float ma, mb;    // add: M_a, M_b; mul: ma = M (mb unused)
 };
+
+// Calls fn(is_add, a_signed, b_signed, out_signed), each a std::integral_constant<bool>, for p's op and
+// signedness: a kernel instantiates one loop per combination (no per-vector branches on them), e.g.
+//   with_elementwise_variant(p, [&](auto add, auto sa, auto sb, auto so) {
+//     run<decltype(add)::value, decltype(sa)::value, decltype(sb)::value, decltype(so)::value>(...);
+//   });
+template <typename Fn>
+inline void with_elementwise_variant(const EltParams& p, Fn&& fn) {
+  using T = std::true_type;
+  using F = std::false_type;
+  auto by_signedness = [&](auto add) {
+    const int key = (p.a_signed ? 4 : 0) | (p.b_signed ? 2 : 0) | (p.out_signed ? 1 : 0);
+    switch (key) {
+      case 0: fn(add, F{}, F{}, F{}); break;
+      case 1: fn(add, F{}, F{}, T{}); break;
+      case 2: fn(add, F{}, T{}, F{}); break;
+      case 3: fn(add, F{}, T{}, T{}); break;
+      case 4: fn(add, T{}, F{}, F{}); break;
+      case 5: fn(add, T{}, F{}, T{}); break;
+      case 6: fn(add, T{}, T{}, F{}); break;
+      default: fn(add, T{}, T{}, T{}); break;
+    }
+  };
+  if (p.op == EltOp::kAdd) {
+    by_signedness(T{});
+  } else {
+    by_signedness(F{});
+  }
+}
 
 #define MEGQ_DECLARE_ELEMENTWISE_ISA(ns)                                                           \
   namespace ns {                                                                                   \

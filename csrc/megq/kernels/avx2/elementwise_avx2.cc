@@ -47,30 +47,12 @@ void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltPar
   }
 }
 
-// Signedness as template parameters: no per-vector branches in the loop.
-template <bool kAdd>
-void dispatch(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
-  const int key = (p.a_signed ? 4 : 0) | (p.b_signed ? 2 : 0) | (p.out_signed ? 1 : 0);
-  switch (key) {
-    case 0: run<kAdd, false, false, false>(a, b, y, n, p); break;
-    case 1: run<kAdd, false, false, true>(a, b, y, n, p); break;
-    case 2: run<kAdd, false, true, false>(a, b, y, n, p); break;
-    case 3: run<kAdd, false, true, true>(a, b, y, n, p); break;
-    case 4: run<kAdd, true, false, false>(a, b, y, n, p); break;
-    case 5: run<kAdd, true, false, true>(a, b, y, n, p); break;
-    case 6: run<kAdd, true, true, false>(a, b, y, n, p); break;
-    default: run<kAdd, true, true, true>(a, b, y, n, p); break;
-  }
-}
-
 }  // namespace
 
 void elementwise_row(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
-  if (p.op == EltOp::kAdd) {
-    dispatch<true>(a, b, y, n, p);
-  } else {
-    dispatch<false>(a, b, y, n, p);
-  }
+  with_elementwise_variant(p, [&](auto add, auto sa, auto sb, auto so) {
+    run<decltype(add)::value, decltype(sa)::value, decltype(sb)::value, decltype(so)::value>(a, b, y, n, p);
+  });
 }
 
 }  // namespace avx2

@@ -27,7 +27,7 @@
 // of one output pixel in channel order, one store per group. Tap-quad tiles
 // outside full groups use the tile order (16-byte stores, four output
 // columns per step). Epilogue: requantization exactly as
-// csrc/megq/requantize.h (requantize_group, requantize16).
+// csrc/megq/requantize.h (groups: byte_epilogue.h; tiles: requantize16 below).
 #include <immintrin.h>
 
 #include <cstring>
@@ -39,6 +39,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "megq/kernels/avx512vnni/byte_epilogue.h"
 #include "megq/kernels/depthwise_kernels.h"
 
 namespace megq {
@@ -81,96 +82,11 @@ inline void store16(uint8_t* dst, __m128i v, int valid) {
 
 inline __m512i load_quad(const uint8_t* p) { return _mm512_load_si512(p); }
 
-// The group epilogue's constants (GroupEpilogue) and rule. With lo' = lo - z
-// and hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
-//   v = float32(acc) * M                      (requantize_group)
-//   q = round_half_away(v), as int32          (requantize_group; see below)
-//   y = clamp(q + z, lo, hi), as bytes        (int16, then bytes: pack_group)
-// This equals requantize.h's clamp-then-round: rounding is monotone and
-// lo', hi' are integers. q is exact only where it matters: when |v| <= 256
-// (the rounding below), and in sign and in being >= 256 in magnitude
-// otherwise, which is all the clamp needs (|lo'|, |hi'| <= 255): every
-// saturation on the way (int32 -> int16 pack, + z in int16, int16 -> int8
-// pack) moves a value that is beyond the bounds further out or to the bound,
-// never across it. |float32(acc)| <= 2^31, so when every multiplier of the
-// group is < 1 (the largest float below 1 is 1 - 2^-24) |v| <= 2^31 - 2^7
-// and the conversion cannot overflow; otherwise v is first clamped to hi' in
-// float. A negative overflow converts to INT32_MIN, which clamps to lo.
-// Rounding: for |v| <= 256, truncating v + copysign(h, v) with h = 0.49999997f
-// (the float just below 0.5) is round half away from zero: the float sum is
-// rounded to nearest even, and an exact 0.5 fraction sums to 1 - 2^-25 above
-// the floor, a tie of the two floats around it that goes to the even one,
-// floor + 1; any smaller fraction stays below floor + 1 after rounding
-// (tests/cpp/test_gemm_kernels.cc checks the identity for every float with
-// |v| <= 256). When lo' >= 0 (ReLU-style bounds) every v < 0 ends at lo
-// whatever it rounds to, and truncating v + h (< 1) keeps it <= 0, so the
-// copysign is skipped.
-struct GroupEpilogue {
-  __m512 hi;      // hi' as a float
-  __m512 half;    // the largest float below 0.5
-  __m512i sign;   // float sign bit
-  __m512i zp16;   // z in every int16 lane (minus 128 for uint8 output)
-  __m512i lo8;    // lo, hi in every byte (minus 128 for uint8 output)
-  __m512i hi8;
-  __m512i flip;   // 0x80 in every byte
-  bool rounds_negative;  // lo' < 0
-  bool add_zero_point;
-  bool unsigned_out;
-};
-
-inline GroupEpilogue make_group_epilogue(const DwRowArgs& a) {
-  GroupEpilogue e;
-  const bool u8 = !a.out_signed;
-  const int bias8 = u8 ? 128 : 0;
-  e.hi = _mm512_set1_ps(static_cast<float>(a.hi - a.zo));
-  e.half = _mm512_set1_ps(0.49999997f);
-  e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(a.zo - bias8));
-  e.lo8 = _mm512_set1_epi8(static_cast<char>(a.lo - bias8));
-  e.hi8 = _mm512_set1_epi8(static_cast<char>(a.hi - bias8));
-  e.flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  e.rounds_negative = a.lo < a.zo;
-  e.add_zero_point = a.zo != bias8;
-  e.unsigned_out = u8;
-  return e;
-}
-
-template <bool kClampFloat>
-inline __m512i requantize_group(const GroupEpilogue& e, __m512i acc, __m512 mult) {
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
-  if (kClampFloat) v = _mm512_min_ps(v, e.hi);
-  __m512 h = e.half;
-  if (e.rounds_negative) {
-    // copysign(half, v) = (v & sign) | half  (ternary-logic 0xEA: (A & B) | C)
-    h = _mm512_castsi512_ps(
-        _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
-  }
-  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
-}
-
-// The four rounded vectors of a group (vector k, lane L, dword i = channel
-// 16 L + 4 k + i) -> the group's 64 output bytes in channel order: the packs
-// work within 128-bit lanes, so lane L of packs(packs(q0, q1), packs(q2, q3))
-// holds channels 16 L + 0..15 in order. Uint8 outputs are computed as
-// y - 128 in signed bytes (zp16, lo8, hi8 carry the -128) and flipped back.
-inline __m512i pack_group(const GroupEpilogue& e, __m512i q0, __m512i q1, __m512i q2, __m512i q3) {
-  __m512i w01 = _mm512_packs_epi32(q0, q1), w23 = _mm512_packs_epi32(q2, q3);
-  if (e.add_zero_point) {
-    w01 = _mm512_adds_epi16(w01, e.zp16);
-    w23 = _mm512_adds_epi16(w23, e.zp16);
-  }
-  __m512i b = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(w01, w23), e.lo8), e.hi8);
-  if (e.unsigned_out) b = _mm512_xor_si512(b, e.flip);
-  return b;
-}
-
-inline void store64(uint8_t* dst, __m512i b, int valid) {
-  if (valid >= 64) {
-    _mm512_storeu_si512(dst, b);
-  } else {
-    _mm512_mask_storeu_epi8(dst, (~0ull) >> (64 - valid), b);
-  }
-}
+// The group epilogue: byte_epilogue.h (the rule and its proof). The four
+// rounded vectors of a group (vector k, lane L, dword i = channel
+// 16 L + 4 k + i) pack (pack4_in_lanes) into the group's 64 output bytes
+// already in channel order: lane L of packs(packs(q0, q1), packs(q2, q3))
+// holds channels 16 L + 0..15 in order.
 
 // One full group (tiles ct .. ct + 3) of one output row. Its packed tiles
 // follow each other; tile k (tile_bytes each) holds the weights of vector
@@ -178,7 +94,7 @@ inline void store64(uint8_t* dst, __m512i b, int valid) {
 // kKH, kQ > 0: compile-time window (weights in registers); 0: from `a`.
 template <int kKH, int kQ, bool kClampFloat>
 void group_row(const DwRowArgs& a, ptrdiff_t group_off, const uint8_t* tiles, size_t tile_bytes,
-               const GroupEpilogue& e, uint8_t* out, int valid) {
+               const ByteEpilogue& e, uint8_t* out, int valid) {
   const int KH = kKH > 0 ? kKH : a.KH;
   const int Q = kQ > 0 ? kQ : a.Q;
   const int n = KH * Q;
@@ -220,8 +136,8 @@ void group_row(const DwRowArgs& a, ptrdiff_t group_off, const uint8_t* tiles, si
         }
       }
     }
-    for (int k = 0; k < 4; ++k) c0[k] = requantize_group<kClampFloat>(e, c0[k], mult[k]);
-    store64(out + ow * out_step, pack_group(e, c0[0], c0[1], c0[2], c0[3]), valid);
+    for (int k = 0; k < 4; ++k) c0[k] = requantize16(e, c0[k], mult[k], kClampFloat);
+    store_bytes64(out + ow * out_step, pack4_in_lanes(e, c0[0], c0[1], c0[2], c0[3]), valid);
   }
 }
 
@@ -471,7 +387,7 @@ MEGQ_DW_VEC_TRAITS(VecY, __m256i, __m256, 256, 256)
 MEGQ_DW_VEC_TRAITS(VecX, __m128i, __m128, 128, )
 #undef MEGQ_DW_VEC_TRAITS
 
-// A unit's epilogue constants (the rule and its proof: GroupEpilogue).
+// A unit's epilogue constants (the rule and its proof: byte_epilogue.h).
 template <class T>
 struct UnitEpilogue {
   typename T::Flt hi, half;
@@ -493,8 +409,8 @@ struct UnitEpilogue {
 };
 
 // Four accumulators (vector k, lane L, dword i = channel 16 L + 4 k + i) ->
-// the unit's output bytes in channel order, as requantize_group and
-// pack_group (which prove the rule).
+// the unit's output bytes in channel order, as requantize16 and
+// pack4_in_lanes of byte_epilogue.h (which prove the rule).
 template <class T, bool kClampFloat>
 inline typename T::Vec finish_unit(const UnitEpilogue<T>& e, const typename T::Vec* acc, const uint8_t* mult) {
   typename T::Vec q[4];
@@ -605,7 +521,7 @@ template <class T>
 void unit_row_any(const DwRowArgs& a, const uint8_t* unit, int c0, int valid) {
   const UnitEpilogue<T> e(a);
   // The float clamp only if some multiplier of the unit is >= 1
-  // (requantize_group); channels beyond C_out hold multiplier 0.
+  // (byte_epilogue.h); channels beyond C_out hold multiplier 0.
   const uint8_t* mult = unit + static_cast<ptrdiff_t>(a.KW + 1) * 4 * T::kBytes;
   bool clamp = false;
   for (int k = 0; k < 4; ++k) clamp = clamp || T::any_ge1(mult + k * T::kBytes);
@@ -721,9 +637,9 @@ namespace {
 
 template <int kKH, int kQ>
 void group_row_any(const DwRowArgs& a, ptrdiff_t group_off, const uint8_t* tiles, size_t tile_bytes,
-                   const GroupEpilogue& e, uint8_t* out, int valid) {
+                   const ByteEpilogue& e, uint8_t* out, int valid) {
   // The float clamp is needed only if some multiplier of the group is >= 1
-  // (requantize_group); channels beyond C_out hold multiplier 0.
+  // (byte_epilogue.h); channels beyond C_out hold multiplier 0.
   __m512 mx = _mm512_setzero_ps();
   const int n = a.KH * a.Q;
   for (int k = 0; k < 4; ++k) {
@@ -748,7 +664,7 @@ void depthwise_row(const DwRowArgs& a) {
   const int full_tiles = dw_full_group_tiles(a.Cs);
   int ct = a.ct0;
   if (ct < full_tiles) {
-    const GroupEpilogue e = make_group_epilogue(a);
+    const ByteEpilogue e = make_byte_epilogue(a.lo, a.hi, a.zo, !a.out_signed);
     for (; ct < a.ct1 && ct < full_tiles; ct += 4) {
       const ptrdiff_t group_off = static_cast<ptrdiff_t>(ct) * a.OW * a.Q * kQuadBytes;
       const uint8_t* tiles = a.packed + ct * tile_bytes;

@@ -174,30 +174,12 @@ void clamp_dispatch(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, c
   }
 }
 
-// Signedness as template parameters: no per-vector branches in the loop.
-template <bool kAdd>
-void dispatch(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
-  const int key = (p.a_signed ? 4 : 0) | (p.b_signed ? 2 : 0) | (p.out_signed ? 1 : 0);
-  switch (key) {
-    case 0: clamp_dispatch<kAdd, false, false, false>(a, b, y, n, p); break;
-    case 1: clamp_dispatch<kAdd, false, false, true>(a, b, y, n, p); break;
-    case 2: clamp_dispatch<kAdd, false, true, false>(a, b, y, n, p); break;
-    case 3: clamp_dispatch<kAdd, false, true, true>(a, b, y, n, p); break;
-    case 4: clamp_dispatch<kAdd, true, false, false>(a, b, y, n, p); break;
-    case 5: clamp_dispatch<kAdd, true, false, true>(a, b, y, n, p); break;
-    case 6: clamp_dispatch<kAdd, true, true, false>(a, b, y, n, p); break;
-    default: clamp_dispatch<kAdd, true, true, true>(a, b, y, n, p); break;
-  }
-}
-
 }  // namespace
 
 void elementwise_row(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
-  if (p.op == EltOp::kAdd) {
-    dispatch<true>(a, b, y, n, p);
-  } else {
-    dispatch<false>(a, b, y, n, p);
-  }
+  with_elementwise_variant(p, [&](auto add, auto sa, auto sb, auto so) {
+    clamp_dispatch<decltype(add)::value, decltype(sa)::value, decltype(sb)::value, decltype(so)::value>(a, b, y, n, p);
+  });
 }
 
 }  // namespace avx512vnni

@@ -22,6 +22,7 @@
 // Masked stores for the N tail.
 #include <immintrin.h>
 
+#include "megq/kernels/avx512vnni/byte_epilogue.h"
 #include "megq/kernels/gemm_block_loop.h"
 #include "megq/kernels/gemm_kernels.h"
 
@@ -77,41 +78,19 @@ void pack_a_rows(const GemmArgs& g, int m, int rows, uint8_t* dst) {
 
 // The epilogue's per-call constants, built once per gemm_block in registers.
 // (Built inside each store, they would be reloaded from GemmArgs after every
-// byte store, which the compiler must assume may alias them.)
+// byte store, which the compiler must assume may alias them.) The
+// requantization rule and its proof: byte_epilogue.h.
 struct Epilogue {
-  __m512 hi;       // upper clamp bound minus the zero point, as a float
-  __m512 half;     // the largest float below 0.5
-  __m512i sign;    // float sign bit
-  __m512i zp16;    // zero point in every int16 lane (minus 128 for uint8 output)
-  __m512i lo8;     // clamp bounds in every byte (minus 128 for uint8 output)
-  __m512i hi8;
-  __m512i flip;    // 0x80 in every byte
-  __m512i order;   // dword permutation undoing the in-lane packs
+  ByteEpilogue b;
+  __m512i order;     // dword permutation undoing the in-lane packs
   bool clamp_float;  // clamp v <= hi' in float (some multiplier >= 1)
-  bool rounds_negative;  // lo' < 0: negative v must round half away from zero
-  bool add_zero_point;
-  bool unsigned_out;
 };
 
 inline Epilogue make_epilogue(const GemmArgs& g, int panel_begin, int panel_end) {
   Epilogue e;
-  const bool u8 = g.out_type == OutputType::kUint8;
-  const int bias8 = u8 ? 128 : 0;
-  e.hi = _mm512_set1_ps(static_cast<float>(g.out_max - g.out_zero_point));
-  e.half = _mm512_set1_ps(0.49999997f);
-  e.sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  e.zp16 = _mm512_set1_epi16(static_cast<int16_t>(g.out_zero_point - bias8));
-  e.lo8 = _mm512_set1_epi8(static_cast<char>(g.out_min - bias8));
-  e.hi8 = _mm512_set1_epi8(static_cast<char>(g.out_max - bias8));
-  e.flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  e.b = make_byte_epilogue(g.out_min, g.out_max, g.out_zero_point, g.out_type == OutputType::kUint8);
   e.order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  e.rounds_negative = g.out_min < g.out_zero_point;
-  e.add_zero_point = g.out_zero_point != bias8;
-  e.unsigned_out = u8;
-  // |float32(acc)| <= 2^31, so with every multiplier M < 1 (the largest float
-  // below 1 is 1 - 2^-24) |v| <= 2^31 - 2^7 and the conversion to int32
-  // cannot overflow; otherwise v is clamped to hi' in float first. Columns
-  // beyond N hold multiplier 0.
+  // Columns beyond N hold multiplier 0.
   e.clamp_float = false;
   if (g.out_type != OutputType::kInt32) {
     __m512 mx = _mm512_setzero_ps();
@@ -123,73 +102,22 @@ inline Epilogue make_epilogue(const GemmArgs& g, int panel_begin, int panel_end)
   return e;
 }
 
-// The requantization of csrc/megq/requantize.h, with lo' = lo - z and
-// hi' = hi - z (integers in [-255, 255]: lo, hi and z are output values):
-//   v = float32(acc) * M                      (float, requantize16)
-//   q = round_half_away(v), as int32          (requantize16; see below)
-//   y = clamp(q + z, lo, hi), as bytes        (int16, then bytes: pack64)
-// q is exact only where it matters: when |v| <= 256 (the rounding below) and
-// in sign and in being >= 256 in magnitude otherwise, which is all the clamp
-// needs (|lo'|, |hi'| <= 255): every saturation on the way (int32 -> int16
-// pack, + z in int16, int16 -> int8 pack) moves a value that is beyond the
-// bounds further out or to the bound, never across it. v never overflows
-// int32 in the positive direction (see clamp_float); a negative overflow
-// converts to INT32_MIN, which clamps to lo as it should.
-// Rounding: for |v| <= 256, truncating v + copysign(h, v) with
-// h = 0.49999997f (the float just below 0.5) is round half away from zero:
-// the float sum is rounded to nearest even, and an exact 0.5 fraction sums to
-// 1 - 2^-25 above the floor, a tie of the two floats around it that goes to
-// the even one, floor + 1; any smaller fraction stays below floor + 1 after
-// rounding. tests/cpp/test_gemm_kernels.cc checks it for every float with
-// |v| <= 256. (Adding 0.5 instead is wrong for 0.49999997f.) When lo' >= 0
-// (ReLU-style bounds, !rounds_negative) every v < 0 ends at lo whatever it
-// rounds to, and truncating v + h (< 1) keeps it <= 0, so the copysign is
-// skipped.
-inline __m512i requantize16(const Epilogue& e, __m512i acc, const float* multiplier) {
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(multiplier));
-  if (e.clamp_float) v = _mm512_min_ps(v, e.hi);
-  __m512 h = e.half;
-  if (e.rounds_negative) {
-    // copysign(half, v) = (v & sign) | half
-    h = _mm512_castsi512_ps(
-        _mm512_ternarylogic_epi32(_mm512_castps_si512(v), e.sign, _mm512_castps_si512(e.half), 0xEA));
-  }
-  return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
-}
-
 // requantize16 for 8 values (the last 8 columns of a 24-wide tile).
 inline __m256i requantize8(const Epilogue& e, __m256i acc, const float* multiplier) {
   __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(multiplier));
-  if (e.clamp_float) v = _mm256_min_ps(v, _mm512_castps512_ps256(e.hi));
-  __m256 h = _mm512_castps512_ps256(e.half);
-  if (e.rounds_negative) {
-    h = _mm256_castsi256_ps(_mm256_ternarylogic_epi32(_mm256_castps_si256(v), _mm512_castsi512_si256(e.sign),
+  if (e.clamp_float) v = _mm256_min_ps(v, _mm512_castps512_ps256(e.b.hi));
+  __m256 h = _mm512_castps512_ps256(e.b.half);
+  if (e.b.rounds_negative) {
+    h = _mm256_castsi256_ps(_mm256_ternarylogic_epi32(_mm256_castps_si256(v), _mm512_castsi512_si256(e.b.sign),
                                                       _mm256_castps_si256(h), 0xEA));
   }
   return _mm256_cvttps_epi32(_mm256_add_ps(v, h));
 }
 
 // Four vectors of 16 rounded values -> their 64 output bytes in order
-// (q0's 16, then q1's, q2's, q3's). Uint8 outputs are computed as y - 128 in
-// signed bytes (zp16, lo8, hi8 carry the -128) and flipped back at the end.
-// The packs work within 128-bit lanes; `order` gathers the bytes back.
+// (q0's 16, then q1's, q2's, q3's): `order` gathers the in-lane packs back.
 inline __m512i pack64(const Epilogue& e, __m512i q0, __m512i q1, __m512i q2, __m512i q3) {
-  __m512i w01 = _mm512_packs_epi32(q0, q1), w23 = _mm512_packs_epi32(q2, q3);
-  if (e.add_zero_point) {
-    w01 = _mm512_adds_epi16(w01, e.zp16);
-    w23 = _mm512_adds_epi16(w23, e.zp16);
-  }
-  __m512i b = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(w01, w23), e.lo8), e.hi8);
-  if (e.unsigned_out) b = _mm512_xor_si512(b, e.flip);
-  return _mm512_permutexvar_epi32(e.order, b);
-}
-
-inline void store_bytes64(uint8_t* c, __m512i b, int valid) {
-  if (valid >= 64) {
-    _mm512_storeu_si512(c, b);
-  } else if (valid > 0) {
-    _mm512_mask_storeu_epi8(c, (~0ull) >> (64 - valid), b);
-  }
+  return _mm512_permutexvar_epi32(e.order, pack4_in_lanes(e.b, q0, q1, q2, q3));
 }
 
 inline void store_bytes32(uint8_t* c, __m256i b, int valid) {
@@ -290,7 +218,8 @@ void tile(const GemmArgs& g, const Epilogue& e, const uint8_t* a, ptrdiff_t a_st
     for (int j = 0; j < kVectors; ++j) {
       acc[r][j] = kYmmTail && j == 1 ? _mm512_castsi256_si512(requantize8(e, _mm512_castsi512_si256(acc[r][j]),
                                                                           multiplier + 16 * j))
-                                     : requantize16(e, acc[r][j], multiplier + 16 * j);
+                                     : requantize16(e.b, acc[r][j], _mm512_loadu_ps(multiplier + 16 * j),
+                                                    e.clamp_float);
     }
   // Bytes: four vectors per pack64, grouped so that each result is one or a
   // few contiguous runs of C (missing rows repeat the last one; not stored).
