@@ -210,7 +210,7 @@ def bench_model(name: str, data, args) -> List[str]:
             if best is None or c > best[0]:
                 best = (c, pname, oname, qm)
     ev = x[:min(len(x), 40)]
-    for label, (c, pname, oname, qm) in (("best", best), ("worst", worst)):
+    for label, (_c, pname, oname, qm) in (("best", best), ("worst", worst)):
         if label == "best" and best[1:3] == worst[1:3]:
             continue
         report = Q.compare(float_reference(net, presets()[pname], calib, OPTIONS[oname]), qm,

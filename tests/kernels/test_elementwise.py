@@ -145,7 +145,8 @@ def test_saturation_in_every_lane(isa, op):
         for n in (63, 64, 65, 127, 128, 129, 200):
             a, b = rand_q(rng, da, (n,)), rand_q(rng, db, (n,))
             # the last two exceed the AVX-512 kernel's bound on |v| (its capped, general clamp path)
-            for sa, sb, so in [(4.0, 3.0, 0.01), (1e-4, 2.0, 0.5), (1e3, 1e3, 1e-3), (1e5, 3e4, 1e-3), (3e4, 1e5, 1e-4)]:
+            scales = [(4.0, 3.0, 0.01), (1e-4, 2.0, 0.5), (1e3, 1e3, 1e-3), (1e5, 3e4, 1e-3), (3e4, 1e5, 1e-4)]
+            for sa, sb, so in scales:
                 check(op, a, b, sa, rand_z(rng, da), sb, rand_z(rng, db), so, rand_z(rng, do), do)
 
 

@@ -187,8 +187,8 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
     ``batches``: input batches (arrays or Tensors, or ``(input, label)`` pairs), the first ``num_batches`` used.
     ``float_model`` may be a QAT model (run on its float path, see the module docstring: the reference for
     equalized models). Both models are run in eval mode. Layers are matched by their ``named_modules`` name;
-    quantized layers the float model does not have (e.g. the stubs around a skipped layer) are left out. Returns a :class:`CompareReport`
-    (``.table()``, ``.to_json()``, ``.plot(path)``).
+    quantized layers the float model does not have (e.g. the stubs around a skipped layer) are left out. Returns a
+    :class:`CompareReport` (``.table()``, ``.to_json()``, ``.plot(path)``).
     """
     from .ptq._common import collect_batches
     from .ptq._state import quant_state

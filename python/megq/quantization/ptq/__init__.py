@@ -28,7 +28,8 @@ from .equalize import equalize
 from .range_search import search_ranges
 from .weight_rounding import round_weights
 
-__all__ = ["ends_minmax", "equalize", "equalize_activations", "bias_correct", "search_ranges", "round_weights", "ensure_fake_quant"]
+__all__ = ["ends_minmax", "equalize", "equalize_activations", "bias_correct", "search_ranges", "round_weights",
+           "ensure_fake_quant"]
 
 
 def _flag(name: str, value: Any) -> dict:
