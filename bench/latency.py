@@ -74,8 +74,9 @@ def _verdict(net_name: str, batch: int, n: int, cs: List[Contestant]) -> Tuple[s
          f"{ratio:.2f}x ({'MET' if met else 'MISSED'}, bar {bar})")
     if n == 1:
         bc = min(peers, key=lambda c: c.cpu_ms)
+        cpu_ratio = megq.cpu_ms / bc.cpu_ms if batch == 1 else bc.cpu_ms / megq.cpu_ms  # same sense as `ratio`
         v += (f"; by process CPU time (load-robust at 1 thread): megq {megq.cpu_ms:.2f} ms vs {bc.name} "
-              f"{bc.cpu_ms:.2f} ms -> {megq.cpu_ms / bc.cpu_ms:.2f}x")
+              f"{bc.cpu_ms:.2f} ms -> {cpu_ratio:.2f}x")
     row = dict(net=NETS[net_name]["title"], batch=batch, threads=n, megq=megq, best=best, ratio=ratio, met=met,
                bar=bar)
     return v, row
