@@ -168,7 +168,10 @@ def plan_bench(args) -> int:
         preamble = ("Written by `python -m bench plan --write` (bench/plan.py): megq's Q networks (the weights and "
                     "calibration of `python -m bench latency`) run layer by layer, through their plan, and with each "
                     "batch split of `Plan.run`; then the plan's own per-step profile. megq only: the ratios against "
-                    "peers are in the section above.")
+                    "peers are in the section above. At 2 threads, separate processes on the 2-vCPU virtual machine "
+                    "these figures come from gave MobileNetV2 batch 1 anywhere from 1.12 to 1.95 ms with megq's worker "
+                    "taking part in every job (counted), i.e. the two vCPUs ran slower together in some processes "
+                    "than in others: compare 2-thread rows within one run only.")
         body = [f"Command: `{cmd}` ({total_s:.0f} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
                 f"CPU: {cpu}; {isa}.", f"Machine: {R.machine()}.",
                 f"Median of {args.rounds} rounds x {args.calls} calls per variant (interleaved, one untimed call "
