@@ -112,12 +112,7 @@ def _table(net_name: str, batch: int, threads: List[int], by_threads: Dict[int, 
 
 
 def latency(args) -> int:
-    threads = [int(t) for t in args.threads.split(",")]
-    batches = [int(b) for b in args.batch.split(",")]
-    nets = args.nets.split(",")
-    bad = [n for n in nets if n not in NETS]
-    if bad:
-        raise SystemExit(f"--nets: unknown network(s) {bad}; choose from {sorted(NETS)}")
+    threads, batches, nets = N.parse_net_args(args)
     if not args.peer_spin:
         N.quiet_thread_pools()  # before torch is imported
     settle = args.settle / 1e3 if args.peer_spin else 0.0

@@ -104,6 +104,17 @@ NETS = {
 }
 
 
+def parse_net_args(args) -> Tuple[List[int], List[int], List[str]]:
+    """``--threads``, ``--batch`` and ``--nets`` (comma lists) of the whole-network suites, checked."""
+    threads = [int(t) for t in args.threads.split(",")]
+    batches = [int(b) for b in args.batch.split(",")]
+    nets = args.nets.split(",")
+    bad = [n for n in nets if n not in NETS]
+    if bad:
+        raise SystemExit(f"--nets: unknown network(s) {bad}; choose from {sorted(NETS)}")
+    return threads, batches, nets
+
+
 def title(net_name: str, batch: int) -> str:
     return f"{NETS[net_name]['title']}, batch {batch}"
 

@@ -127,12 +127,7 @@ def _table(net: str, batch: int, threads: List[int], results: Dict[int, dict]) -
 
 
 def plan_bench(args) -> int:
-    threads = [int(t) for t in args.threads.split(",")]
-    batches = [int(b) for b in args.batch.split(",")]
-    nets = args.nets.split(",")
-    bad = [n for n in nets if n not in NETS]
-    if bad:
-        raise SystemExit(f"--nets: unknown network(s) {bad}; choose from {sorted(NETS)}")
+    threads, batches, nets = N.parse_net_args(args)
     import megq
 
     t_start = time.perf_counter()
