@@ -376,32 +376,36 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
   bands = ceil_div_int(OH, band);
   const int span = (p.KH - 1) * dp.dil_h + 1;
 
+  // The row arguments every task passes alike (each task adds its rows,
+  // channel tiles and output).
+  DwRowArgs common;
+  common.Cs = p.Cs;
+  common.C = p.C_out;
+  common.KH = p.KH;
+  common.KW = p.KW;
+  common.stride_w = dp.stride_w;
+  common.dil_w = dp.dil_w;
+  common.OW = OW;
+  common.packed = p.packed.as<uint8_t>();
+  common.weights = p.weight.as<int8_t>();
+  common.bias = p.bias.as<int32_t>();
+  common.multiplier = p.multiplier_values.as<float>();
+  common.out_signed = out_signed;
+  common.zo = dp.zero_point;
+  common.lo = dp.min;
+  common.hi = dp.max;
+
   // Vertical quads: no scratch, each output row reads its image rows.
   auto vertical_task = [&](int t) {
     const int n = t / bands;
     const int oh0 = t % bands * band, oh1 = std::min(OH, oh0 + band);
     const uint8_t* image = x + n * sn;
     const uint8_t* xrows[4] = {};
-    DwRowArgs a;
+    DwRowArgs a = common;
     a.rows = nullptr;
     a.qrows = nullptr;
     a.ct0 = 0;
     a.ct1 = tiles;
-    a.Cs = p.Cs;
-    a.C = p.C_out;
-    a.KH = p.KH;
-    a.KW = p.KW;
-    a.stride_w = dp.stride_w;
-    a.dil_w = dp.dil_w;
-    a.OW = OW;
-    a.packed = p.packed.as<uint8_t>();
-    a.weights = p.weight.as<int8_t>();
-    a.bias = p.bias.as<int32_t>();
-    a.multiplier = p.multiplier_values.as<float>();
-    a.out_signed = out_signed;
-    a.zo = dp.zero_point;
-    a.lo = dp.min;
-    a.hi = dp.max;
     a.taps = nullptr;
     a.xrows = xrows;
     a.sw = sw;
@@ -462,27 +466,12 @@ void depthwise_conv2d(const PackedDepthwiseWeights& p, const uint8_t* x, int N, 
     wq.ct0 = ct0;
     wq.ct1 = ct1;
     const uint8_t* image = x + n * sn;
-    DwRowArgs a;
+    DwRowArgs a = common;
     a.rows = row_ptrs.data();
     a.qrows = quads ? qrow_ptrs.data() : nullptr;
     a.Q = Q;
     a.ct0 = ct0;
     a.ct1 = ct1;
-    a.Cs = p.Cs;
-    a.C = p.C_out;
-    a.KH = p.KH;
-    a.KW = p.KW;
-    a.stride_w = dp.stride_w;
-    a.dil_w = dp.dil_w;
-    a.OW = OW;
-    a.packed = p.packed.as<uint8_t>();
-    a.weights = p.weight.as<int8_t>();
-    a.bias = p.bias.as<int32_t>();
-    a.multiplier = p.multiplier_values.as<float>();
-    a.out_signed = out_signed;
-    a.zo = dp.zero_point;
-    a.lo = dp.min;
-    a.hi = dp.max;
     a.taps = tap_ptrs.data();
     // Cache blocking (avx512vnni tap quads): the task's channels go in
     // blocks of one 64-channel group, each running the band's rows on its
