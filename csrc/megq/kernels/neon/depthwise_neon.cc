@@ -11,41 +11,15 @@
 // round half away from zero, + z, saturating narrows of in-range values).
 #include <arm_neon.h>
 
-#include <cstring>
-
 #include "megq/kernels/depthwise_kernels.h"
+#include "megq/kernels/neon/ops_neon_util.h"
 
 namespace megq {
 namespace neon {
 namespace {
 
-struct Epilogue {
-  int32x4_t bias[4];
-  float32x4_t mult[4];
-  float32x4_t lo, hi;
-  int32x4_t zo;
-};
-
-inline int32x4_t requant4(const Epilogue& e, int32x4_t acc, int k) {
-  float32x4_t v = vmulq_f32(vcvtq_f32_s32(acc), e.mult[k]);
-  v = vminq_f32(vmaxq_f32(v, e.lo), e.hi);
-  return vaddq_s32(vcvtaq_s32_f32(v), e.zo);
-}
-
-template <bool kSigned>
-inline void finish(const Epilogue& e, const int32x4_t (&acc)[4], uint8_t* dst, int valid) {
-  const int16x8_t a = vcombine_s16(vqmovn_s32(requant4(e, acc[0], 0)), vqmovn_s32(requant4(e, acc[1], 1)));
-  const int16x8_t b = vcombine_s16(vqmovn_s32(requant4(e, acc[2], 2)), vqmovn_s32(requant4(e, acc[3], 3)));
-  const uint8x16_t bytes = kSigned ? vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)))
-                                   : vcombine_u8(vqmovun_s16(a), vqmovun_s16(b));
-  if (valid >= kDwTile) {
-    vst1q_u8(dst, bytes);
-  } else {
-    uint8_t tmp[16];
-    vst1q_u8(tmp, bytes);
-    std::memcpy(dst, tmp, static_cast<size_t>(valid));
-  }
-}
+using neon_util::DwEpilogue;
+using neon_util::finish_dw_tile;
 
 inline void mac(int32x4_t (&acc)[4], const int16_t* x, int16x8_t w0, int16x8_t w1) {
   const int16x8_t x0 = vld1q_s16(x), x1 = vld1q_s16(x + 8);
@@ -58,7 +32,7 @@ inline void mac(int32x4_t (&acc)[4], const int16_t* x, int16x8_t w0, int16x8_t w
 // One 16-channel tile of one output row. kT > 0: compile-time tap count with
 // the weights in registers; 0: runtime T, weights loaded per tap.
 template <int kT, bool kSigned>
-void tile_row(const DwRowArgs& a, int T_rt, const int16_t* w, const Epilogue& ep, uint8_t* out, int valid) {
+void tile_row(const DwRowArgs& a, int T_rt, const int16_t* w, const DwEpilogue& ep, uint8_t* out, int valid) {
   const int T = kT > 0 ? kT : T_rt;
   const ptrdiff_t step = static_cast<ptrdiff_t>(a.stride_w) * a.Cs;
   constexpr int kRegs = kT > 0 ? kT : 1;
@@ -79,7 +53,7 @@ void tile_row(const DwRowArgs& a, int T_rt, const int16_t* w, const Epilogue& ep
         mac(acc, a.taps[t] + o, vld1q_s16(w + t * kDwTile), vld1q_s16(w + t * kDwTile + 8));
       }
     }
-    finish<kSigned>(ep, acc, out + ow * static_cast<ptrdiff_t>(a.C), valid);
+    finish_dw_tile<kSigned>(ep, acc, out + ow * static_cast<ptrdiff_t>(a.C), valid);
   }
 }
 
@@ -129,7 +103,7 @@ void depthwise_row(const DwRowArgs& a) {
   const int T = a.KH * a.KW;
   const size_t tile_bytes = static_cast<size_t>(T) * 32 + 128;
   const int tiles = a.Cs / kDwTile;
-  Epilogue ep;
+  DwEpilogue ep;
   ep.lo = vdupq_n_f32(static_cast<float>(a.lo - a.zo));
   ep.hi = vdupq_n_f32(static_cast<float>(a.hi - a.zo));
   ep.zo = vdupq_n_s32(a.zo);

@@ -9,27 +9,14 @@
 #include <cstring>
 
 #include "megq/kernels/elementwise_kernels.h"
+#include "megq/kernels/neon/ops_neon_util.h"
 
 namespace megq {
 namespace neon {
 namespace {
 
-// 16 bytes -> four int32x4 (sign- or zero-extended) minus z.
-template <bool kSigned>
-inline void widen16(uint8x16_t v, int32x4_t z, int32x4_t (&out)[4]) {
-  int16x8_t lo, hi;
-  if (kSigned) {
-    lo = vmovl_s8(vget_low_s8(vreinterpretq_s8_u8(v)));
-    hi = vmovl_high_s8(vreinterpretq_s8_u8(v));
-  } else {
-    lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v)));
-    hi = vreinterpretq_s16_u16(vmovl_high_u8(v));
-  }
-  out[0] = vsubq_s32(vmovl_s16(vget_low_s16(lo)), z);
-  out[1] = vsubq_s32(vmovl_high_s16(lo), z);
-  out[2] = vsubq_s32(vmovl_s16(vget_low_s16(hi)), z);
-  out[3] = vsubq_s32(vmovl_high_s16(hi), z);
-}
+using neon_util::narrow16;
+using neon_util::widen16;
 
 template <bool kAdd, bool kSa, bool kSb, bool kSo>
 void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltParams& p) {
@@ -44,14 +31,9 @@ void run(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const EltPar
     for (int k = 0; k < 4; ++k) {
       const float32x4_t fa = vcvtq_f32_s32(xa[k]), fb = vcvtq_f32_s32(xb[k]);
       float32x4_t v = kAdd ? vaddq_f32(vmulq_f32(fa, ma), vmulq_f32(fb, mb)) : vmulq_f32(vmulq_f32(fa, fb), ma);
-      v = vminq_f32(vmaxq_f32(v, lo), hi);
-      q[k] = vaddq_s32(vcvtaq_s32_f32(v), zo);
+      q[k] = neon_util::clamp_round_add(v, lo, hi, zo);
     }
-    const int16x8_t q0 = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
-    const int16x8_t q1 = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
-    const uint8x16_t r = kSo ? vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(q0), vqmovn_s16(q1)))
-                             : vcombine_u8(vqmovun_s16(q0), vqmovun_s16(q1));
-    vst1q_u8(py, r);
+    vst1q_u8(py, narrow16<kSo>(q));
   };
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) sixteen(a + i, b + i, y + i);

@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "megq/kernels/neon/ops_neon_util.h"
 #include "megq/kernels/pooling_kernels.h"
 
 namespace megq {
@@ -25,15 +26,8 @@ inline uint8_t mean1(int32_t sum, int32_t count) {
 // Adds 16 bytes (sign- or zero-extended) to four int32x4 sums.
 template <bool kSigned>
 inline void accumulate16(const uint8_t* p, int32x4_t (&s)[4]) {
-  const uint8x16_t v = vld1q_u8(p);
   int16x8_t lo, hi;
-  if (kSigned) {
-    lo = vmovl_s8(vget_low_s8(vreinterpretq_s8_u8(v)));
-    hi = vmovl_high_s8(vreinterpretq_s8_u8(v));
-  } else {
-    lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v)));
-    hi = vreinterpretq_s16_u16(vmovl_high_u8(v));
-  }
+  neon_util::widen16_s16<kSigned>(vld1q_u8(p), &lo, &hi);
   s[0] = vaddw_s16(s[0], vget_low_s16(lo));
   s[1] = vaddw_high_s16(s[1], lo);
   s[2] = vaddw_s16(s[2], vget_low_s16(hi));
@@ -46,10 +40,7 @@ template <bool kSigned>
 inline void store_means(const int32x4_t (&s)[4], float32x4_t count, uint8_t* out) {
   int32x4_t q[4];
   for (int k = 0; k < 4; ++k) q[k] = vcvtaq_s32_f32(vdivq_f32(vcvtq_f32_s32(s[k]), count));
-  const int16x8_t a = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
-  const int16x8_t b = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
-  vst1q_u8(out, kSigned ? vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)))
-                        : vcombine_u8(vqmovun_s16(a), vqmovun_s16(b)));
+  vst1q_u8(out, neon_util::narrow16<kSigned>(q));
 }
 
 template <bool kSigned>

@@ -11,42 +11,16 @@
 
 #include <cstring>
 
+#include "megq/kernels/neon/ops_neon_util.h"
 #include "megq/kernels/quantize_kernels.h"
 
 namespace megq {
 namespace neon {
 namespace {
 
-// Four int32x4 (in the byte dtype's range) -> 16 bytes.
-template <bool kSigned>
-inline uint8x16_t narrow16(const int32x4_t (&q)[4]) {
-  const int16x8_t a = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
-  const int16x8_t b = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
-  return kSigned ? vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)))
-                 : vcombine_u8(vqmovun_s16(a), vqmovun_s16(b));
-}
-
-// 16 bytes -> four int32x4 minus z.
-template <bool kSigned>
-inline void widen16(uint8x16_t v, int32x4_t z, int32x4_t (&out)[4]) {
-  int16x8_t lo, hi;
-  if (kSigned) {
-    lo = vmovl_s8(vget_low_s8(vreinterpretq_s8_u8(v)));
-    hi = vmovl_high_s8(vreinterpretq_s8_u8(v));
-  } else {
-    lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v)));
-    hi = vreinterpretq_s16_u16(vmovl_high_u8(v));
-  }
-  out[0] = vsubq_s32(vmovl_s16(vget_low_s16(lo)), z);
-  out[1] = vsubq_s32(vmovl_high_s16(lo), z);
-  out[2] = vsubq_s32(vmovl_s16(vget_low_s16(hi)), z);
-  out[3] = vsubq_s32(vmovl_high_s16(hi), z);
-}
-
-// clamp(v, lo, hi) in float, round half away from zero, + z.
-inline int32x4_t clamp_round_add(float32x4_t v, float32x4_t lo, float32x4_t hi, int32x4_t z) {
-  return vaddq_s32(vcvtaq_s32_f32(vminq_f32(vmaxq_f32(v, lo), hi)), z);
-}
+using neon_util::clamp_round_add;
+using neon_util::narrow16;
+using neon_util::widen16;
 
 // Quantizes P contiguous floats into P bytes; returns true if any was NaN
 // (its byte is then unspecified).

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "megq/kernels/depthwise_kernels.h"
+#include "megq/kernels/neon/ops_neon_util.h"
 
 namespace megq {
 namespace neondot {
@@ -25,38 +26,13 @@ namespace {
 
 constexpr int kQuadBytes = 64;  // 16 channels x 4 taps
 
-struct Epilogue {
-  int32x4_t bias[4];
-  float32x4_t mult[4];
-  float32x4_t lo, hi;
-  int32x4_t zo;
-};
-
-inline int32x4_t requant4(const Epilogue& e, int32x4_t acc, int k) {
-  float32x4_t v = vmulq_f32(vcvtq_f32_s32(acc), e.mult[k]);
-  v = vminq_f32(vmaxq_f32(v, e.lo), e.hi);
-  return vaddq_s32(vcvtaq_s32_f32(v), e.zo);
-}
-
-template <bool kSigned>
-inline void finish(const Epilogue& e, const int32x4_t (&acc)[4], uint8_t* dst, int valid) {
-  const int16x8_t a = vcombine_s16(vqmovn_s32(requant4(e, acc[0], 0)), vqmovn_s32(requant4(e, acc[1], 1)));
-  const int16x8_t b = vcombine_s16(vqmovn_s32(requant4(e, acc[2], 2)), vqmovn_s32(requant4(e, acc[3], 3)));
-  const uint8x16_t bytes = kSigned ? vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)))
-                                   : vcombine_u8(vqmovun_s16(a), vqmovun_s16(b));
-  if (valid >= kDwTile) {
-    vst1q_u8(dst, bytes);
-  } else {
-    uint8_t tmp[16];
-    vst1q_u8(tmp, bytes);
-    std::memcpy(dst, tmp, static_cast<size_t>(valid));
-  }
-}
+using neon_util::DwEpilogue;
+using neon_util::finish_dw_tile;
 
 // One 16-channel tile of one output row. kKH, kQ > 0: compile-time window
 // (weights in registers); 0: taken from `a`.
 template <int kKH, int kQ, bool kSigned>
-void tile_row(const DwRowArgs& a, int ct, const int8_t* w, const Epilogue& ep, uint8_t* out, int valid) {
+void tile_row(const DwRowArgs& a, int ct, const int8_t* w, const DwEpilogue& ep, uint8_t* out, int valid) {
   const int KH = kKH > 0 ? kKH : a.KH;
   const int Q = kQ > 0 ? kQ : a.Q;
   constexpr bool kFixed = kKH > 0 && kQ > 0;
@@ -79,7 +55,7 @@ void tile_row(const DwRowArgs& a, int ct, const int8_t* w, const Epilogue& ep, u
         }
       }
     }
-    finish<kSigned>(ep, acc, out + ow * static_cast<ptrdiff_t>(a.C), valid);
+    finish_dw_tile<kSigned>(ep, acc, out + ow * static_cast<ptrdiff_t>(a.C), valid);
   }
 }
 
@@ -158,7 +134,7 @@ void depthwise_row(const DwRowArgs& a) {
   MEGQ_DCHECK(0 <= a.ct0 && a.ct0 < a.ct1 && a.ct1 <= a.Cs / kDwTile);
   const int n = a.KH * a.Q;
   const size_t tile_bytes = static_cast<size_t>(n + 2) * kQuadBytes;
-  Epilogue ep;
+  DwEpilogue ep;
   ep.lo = vdupq_n_f32(static_cast<float>(a.lo - a.zo));
   ep.hi = vdupq_n_f32(static_cast<float>(a.hi - a.zo));
   ep.zo = vdupq_n_s32(a.zo);
