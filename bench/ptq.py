@@ -11,7 +11,10 @@ bias correction), the calibration time, what skipping the worst layers buys back
 
 Every quantized model is checked: the QFloat model (exact eval) predicts the Q model bit for bit.
 
-Usage: python -m bench ptq [--models mobilenet_v2,resnet8] [--presets ...] [--options ...] [--quick]
+Usage: python -m bench ptq [--models mobilenet_v2,resnet8] [--presets ...] [--options ...] [--calib-sets N] [--quick]
+
+``--calib-sets N`` repeats every MobileNetV2 preset x option on N calibration view sets: the cosine moves by a few
+1e-4 with the calibration data alone, so differences of that size between options are not findings.
 """
 from __future__ import annotations
 
@@ -123,10 +126,36 @@ def float_reference(net, qconfig, calib: List[np.ndarray], options: dict):
     return ref
 
 
-def mobilenet_v2_data(quick: bool):
+# Calibration view sets of the photos (resize of the shorter side, mirrored, crop offsets): set 0 is the one every
+# table uses; the others are equally valid choices, run by --calib-sets to show how much the cosine moves with the
+# calibration data alone (none of them contains the centre crops the evaluation uses).
+CALIB_VIEWS = (
+    (288, True, ((0.0, 0.0), (1.0, 1.0))),
+    (288, True, ((1.0, 0.0), (0.0, 1.0))),
+    (288, False, ((0.0, 0.0), (1.0, 1.0))),
+    (288, False, ((1.0, 0.0), (0.0, 1.0))),
+    (320, True, ((0.0, 0.0), (1.0, 1.0))),
+    (320, False, ((1.0, 0.0), (0.0, 1.0))),
+)
+
+
+def _photo_helpers():
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     from interop import helpers
 
+    return helpers
+
+
+def mobilenet_v2_calib_set(paths: Sequence[str], index: int) -> List[np.ndarray]:
+    """Calibration view set ``index`` of CALIB_VIEWS, in batches of 10."""
+    helpers = _photo_helpers()
+    resize, flip, offsets = CALIB_VIEWS[index]
+    calib = np.concatenate([helpers.imagenet_batch(paths, resize=resize, flip=flip, offset=o) for o in offsets])
+    return [calib[i:i + 10] for i in range(0, len(calib), 10)]
+
+
+def mobilenet_v2_data(quick: bool):
+    helpers = _photo_helpers()
     ckpt, paths = helpers.pretrained_mobilenet_v2_path(), helpers.photo_paths()
     if ckpt is None or paths is None:
         return None
@@ -135,10 +164,8 @@ def mobilenet_v2_data(quick: bool):
     if quick:
         paths = paths[:4]
     x = helpers.imagenet_batch(paths)
-    calib = np.concatenate([helpers.imagenet_batch(paths, resize=288, flip=True, offset=o)
-                            for o in ((0.0, 0.0), (1.0, 1.0))])
     net = from_torch(models.mobilenet_v2(), ckpt).eval()
-    return net, x, [calib[i:i + 10] for i in range(0, len(calib), 10)], None
+    return net, x, mobilenet_v2_calib_set(paths, 0), None, paths
 
 
 def nncf_anchor(x: np.ndarray, calib: List[np.ndarray], y_float: np.ndarray) -> List[str]:
@@ -178,11 +205,32 @@ def resnet_data(name: str, args):
         if i >= args.calib_batches:
             break
         calib.append(np.asarray(xb, np.float32))
-    return net.eval(), np.concatenate(xs), calib, np.concatenate(ys)
+    return net.eval(), np.concatenate(xs), calib, np.concatenate(ys), None
+
+
+def calib_spread(net, x: np.ndarray, y_float: np.ndarray, paths: Sequence[str], args) -> List[str]:
+    """Every preset x option calibrated on each of the first ``args.calib_sets`` view sets (CALIB_VIEWS): the
+    spread of the cosine that comes from the choice of calibration data alone."""
+    n = min(args.calib_sets, len(CALIB_VIEWS))
+    sets = [mobilenet_v2_calib_set(paths, i) for i in range(n)]
+    out = [f"\nThe first table's preset x option rows, calibrated on each of {n} view sets of the photos (bench/ptq.py "
+           "CALIB_VIEWS; set 0 is the one every other table uses): mean logit cosine per set\n",
+           "| preset | option | " + " | ".join(f"set {i}" for i in range(n)) + " | mean | min | max |",
+           "|---|---|" + "---|" * (n + 3)]
+    for pname in args.presets:
+        for oname in args.options:
+            cs = []
+            for calib in sets:
+                _, qm, _ = quantized(net, presets()[pname], calib, OPTIONS[oname], ends_minmax=pname in ENDS_MINMAX)
+                cs.append(float(cosine(run(qm, x), y_float).mean()))
+            out.append(f"| {pname} | {oname} | " + " | ".join(f"{c:.4f}" for c in cs)
+                       + f" | {np.mean(cs):.4f} | {min(cs):.4f} | {max(cs):.4f} |")
+            log(out[-1])
+    return out
 
 
 def bench_model(name: str, data, args) -> List[str]:
-    net, x, calib, labels = data
+    net, x, calib, labels, paths = data
     y_float = run(net, x)
     top_float = y_float.argmax(1)
     out = [f"\n### {name}: {len(x)} evaluation inputs, {sum(len(c) for c in calib)} calibration inputs\n"]
@@ -230,6 +278,8 @@ def bench_model(name: str, data, args) -> List[str]:
         out.append(f"| {', '.join(names)} | {cosine(y2, y_float).mean():.4f} | "
                    f"{(y2.argmax(1) == top_float).sum()}/{len(x)} |")
         log(out[-1])
+    if paths is not None and args.calib_sets > 1:
+        out += calib_spread(net, x, y_float, paths, args)
     return out
 
 
@@ -242,22 +292,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=float, default=None, help="ResNet float training epochs (default 2)")
     ap.add_argument("--train-subset", type=int, default=0)
     ap.add_argument("--test-subset", type=int, default=0)
+    ap.add_argument("--calib-sets", type=int, default=1,
+                    help="MobileNetV2: also calibrate every preset x option on this many view sets of the photos "
+                         f"(at most {len(CALIB_VIEWS)}) and report the spread of the cosine")
     ap.add_argument("--no-nncf", dest="nncf", action="store_false",
                     help="skip the NNCF anchor on MobileNetV2 (run when nncf is installed)")
     ap.add_argument("--quick", action="store_true", help="MobileNetV2 on 4 photos (or resnet8 on 2,000 images), "
-                                                         "1 preset, 2 options (smoke test)")
+                                                         "1 preset, 2 options, 2 calibration sets (smoke test)")
     args = ap.parse_args(argv)
     args.presets = args.presets.split(",") if isinstance(args.presets, str) else args.presets
     args.options = args.options.split(",") if isinstance(args.options, str) else args.options
     for p in args.presets:
         if p not in presets():
             ap.error(f"--presets: unknown {p!r} (known: {', '.join(presets())})")
+    if args.calib_sets < 1:
+        ap.error(f"--calib-sets: expected a positive number, got {args.calib_sets}")
     for o in args.options:
         if o not in OPTIONS:
             ap.error(f"--options: unknown {o!r} (known: {', '.join(OPTIONS)})")
     if args.quick:
         args.presets, args.options = ["per_channel_quint8_kl"], ["none", "equalize+bias_correction"]
-        args.nncf = False
+        args.nncf, args.calib_sets = False, 2
         args.train_subset, args.test_subset, args.epochs, args.calib_batches = 2000, 500, 0.2, 2
     lines = [f"megq {megq.__version__}, PTQ options of megq.quantization.calibrate"]
     for name in args.models.split(","):
