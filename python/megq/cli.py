@@ -111,6 +111,9 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--num-batches", type=int, default=4, help="validation batches (default 4)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--plot", default=None, help="also write a PNG plot (needs matplotlib)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also rank the activation quantizers by what each costs at the output (leaves one float "
+                        "at a time: one more pass of the batches per quantizer)")
     p.add_argument("--json", action="store_true", help="end with one JSON line (the report)")
     common(p, seed=False)
 
@@ -149,7 +152,7 @@ def _run_workflow(args: argparse.Namespace) -> int:
                              args.batch_size, args.seed, progress, args.quiet, args.train_subset, _names(args.skip))
         elif args.command == "compare":
             res = W.compare(args.data, args.checkpoint, args.quantized, args.num_batches, args.batch_size,
-                            args.plot, args.quiet)
+                            args.plot, args.quiet, args.sensitivity)
         elif args.command == "test":
             res = W.test(args.data, args.checkpoint, args.batch_size, progress, args.quiet)
         else:

@@ -317,10 +317,12 @@ def _quantize_qat(model: Module, qconfig: str, skip: Optional[Sequence[str]]) ->
 
 
 def compare(data: str, checkpoint: str, quantized: str, num_batches: int = 4, batch_size: int = 64,
-            plot: Optional[str] = None, quiet: bool = False) -> Dict[str, Any]:
+            plot: Optional[str] = None, quiet: bool = False, sensitivity: bool = False) -> Dict[str, Any]:
     """Per-layer error of the quantized model of ``quantized`` against the float model of ``checkpoint`` on
     ``num_batches`` validation batches (:func:`megq.quantization.compare`): a table worst layer first, optionally
-    a PNG plot. Returns the report as a dict."""
+    a PNG plot. With ``sensitivity`` also what each activation quantizer costs at the output
+    (:func:`megq.quantization.sensitivity` on the checkpoint's QFloat model: one more pass of the batches per
+    quantizer). Returns the report as a dict (``"sensitivity"``: that report's dict)."""
     _positive(num_batches=num_batches, batch_size=batch_size)
     fl, qu = _load(checkpoint, "float"), _load(quantized, "quantized")
     meta = fl["meta"]
@@ -335,7 +337,14 @@ def compare(data: str, checkpoint: str, quantized: str, num_batches: int = 4, ba
         except ImportError as e:
             raise WorkflowError(f"--plot: {e}") from None
         _log(f"plot saved to {plot}", quiet)
-    return report.to_dict()
+    result = report.to_dict()
+    if sensitivity:
+        sens = Q.sensitivity(fl["model"], qu["qfloat"], _loader(ds.val, meta, batch_size, False, 0),
+                             num_batches=num_batches)
+        _log("\nwhat each activation quantizer costs at the output (left float one at a time):\n" + sens.table(),
+             quiet)
+        result["sensitivity"] = sens.to_dict()
+    return result
 
 
 def parse_options(items: Sequence[str]) -> Dict[str, Any]:

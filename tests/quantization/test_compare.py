@@ -140,6 +140,17 @@ def test_megq_compare_and_skip_commands(tmp_path, capsys):
     assert [r["name"] for r in got["layers"]] == [r["name"] for r in expect["layers"]]
     assert got["output"]["sqnr_db"] == pytest.approx(expect["output"]["sqnr_db"], rel=1e-12)
     assert not any(r["name"].startswith("fc") for r in got["layers"])  # the float layer is not compared
+    # --sensitivity: the report of sensitivity() on the checkpoint's QFloat model, same batches
+    assert cli.main(["compare", "--data", data, "--checkpoint", f, "--quantized", q, "--num-batches", "2",
+                     "--batch-size", "4", "--json", "--sensitivity"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("| quantizer off |") for line in out)
+    got = json.loads(out[-1])["sensitivity"]
+    expect = Q.sensitivity(megq.load(f)["model"], megq.load(q)["qfloat"],
+                           workflow._loader(ds.val, meta, 4, False, 0), num_batches=2).to_dict()
+    assert [r["name"] for r in got["quantizers"]] == [r["name"] for r in expect["quantizers"]]
+    assert [r["cosine"] for r in got["quantizers"]] == pytest.approx([r["cosine"] for r in expect["quantizers"]],
+                                                                      rel=1e-12)
     # errors name the flag
     assert cli.main(["calibrate", "--data", data, "--checkpoint", f, "--out", q, "--skip", "nope", "--quiet"]) == 2
     assert "--skip" in capsys.readouterr().err

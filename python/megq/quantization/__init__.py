@@ -84,6 +84,7 @@ from .quantize import (
     quantize_qat,
     reset_qconfig,
 )
+from .sensitivity import QuantizerGain, SensitivityReport, sensitivity  # noqa: E402
 from .utils import LSQParams, QParams, QuantMode, create_qparams, fake_quant_bias, fake_quant_tensor
 
 __all__ = [
@@ -109,7 +110,7 @@ __all__ = [
     "calibration_qconfig_meanminmax_per_channel",
     "integer_eval", "INTEGER_FORWARD", "register_integer_forward", "integer_eval_enabled", "set_integer_eval",
     "IntegerLayer", "act_qparams", "quantize_weight",
-    "compare", "CompareReport", "LayerError", "ptq",
+    "compare", "CompareReport", "LayerError", "sensitivity", "SensitivityReport", "QuantizerGain", "ptq",
     "calibrate", "freeze_calibration", "PTQ_OPTIONS", "register_ptq_option", "set_integer_eval_backend",
     "get_integer_eval_backend", "compile",
 ]
