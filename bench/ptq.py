@@ -254,11 +254,11 @@ def bench_model(name: str, data, args) -> List[str]:
             out.append(row)
             log(row)
             if worst is None or c < worst[0]:
-                worst = (c, pname, oname, qm)
+                worst = (c, pname, oname, qm, qat)
             if best is None or c > best[0]:
-                best = (c, pname, oname, qm)
+                best = (c, pname, oname, qm, qat)
     ev = x[:min(len(x), 40)]
-    for label, (_c, pname, oname, qm) in (("best", best), ("worst", worst)):
+    for label, (_c, pname, oname, qm, _) in (("best", best), ("worst", worst)):
         if label == "best" and best[1:3] == worst[1:3]:
             continue
         report = Q.compare(float_reference(net, presets()[pname], calib, OPTIONS[oname]), qm,
@@ -266,7 +266,7 @@ def bench_model(name: str, data, args) -> List[str]:
         out.append(f"\nPer-layer error of the {label} case ({pname}, {oname}), 10 worst layers by isolated SQNR "
                    f"(`megq.quantization.compare` against the float model with the same equalization):\n")
         out.append(report.table(limit=10))
-    c, pname, oname, qm = worst
+    c, pname, oname, qm, _ = worst
     # what skipping the worst layers buys back (mixed precision by name)
     out.append(f"\nSkipping the worst layers of that report (`quantize_qat(..., skip=[...])`, {pname}, {oname}):\n")
     out.append("| skipped (float) | mean logit cosine | top-1 = float |\n|---|---|---|")
@@ -278,6 +278,13 @@ def bench_model(name: str, data, args) -> List[str]:
         out.append(f"| {', '.join(names)} | {cosine(y2, y_float).mean():.4f} | "
                    f"{(y2.argmax(1) == top_float).sum()}/{len(x)} |")
         log(out[-1])
+    # what each activation quantizer of the best case costs at the output (left float one at a time)
+    _c, pname, oname, _, qat_best = best
+    sens = Q.sensitivity(net, qat_best, [ev[i:i + 10] for i in range(0, len(ev), 10)])
+    out.append(f"\nWhat each activation quantizer of the best case ({pname}, {oname}) costs at the output, 10 "
+               f"costliest (`megq.quantization.sensitivity`: left float one at a time, mean logit cosine against "
+               f"float):\n")
+    out.append(sens.table(limit=10))
     if paths is not None and args.calib_sets > 1:
         out += calib_spread(net, x, y_float, paths, args)
     return out
