@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from quantization.test_compare import small_net  # the same 4-layer conv net compare() is tested on
 
 import megq
 import megq.module as M
@@ -66,16 +67,6 @@ def test_rows_match_a_numpy_oracle():
     # worst first
     gains = [r.cosine_gain for r in report.quantizers]
     assert gains == sorted(gains, reverse=True)
-
-
-def small_net(rng):
-    net = M.Sequential(M.QuantStub(), M.ConvBnRelu2d(3, 8, 3, padding=1), M.ConvBnRelu2d(8, 8, 3, padding=1),
-                       M.ConvBn2d(8, 8, 3, padding=1), M.ReLU(), M.Flatten(), M.Linear(8 * 6 * 6, 5),
-                       M.DequantStub())
-    for m in net.modules():
-        if isinstance(m, M.BatchNorm2d):
-            m.bias.set_value((rng.standard_normal(m.bias.shape) * 0.1).astype(np.float32))
-    return net.eval()
 
 
 def _broken(rng):
