@@ -77,6 +77,8 @@ OPTIONS = {
     "equalize_activations(linear)": {"equalize_activations": {"linear": True}},
     "equalize_activations(linear)+weight_rounding": {"equalize_activations": {"linear": True},
                                                      "weight_rounding": True},
+    "equalize_activations(linear,max_factor=64)+weight_rounding": {
+        "equalize_activations": {"linear": True, "max_factor": 64}, "weight_rounding": True},
     "equalize_activations(linear)+weight_rounding+bias_correction": {"equalize_activations": {"linear": True},
                                                                      "weight_rounding": True,
                                                                      "bias_correction": True},
