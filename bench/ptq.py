@@ -260,11 +260,11 @@ def bench_model(name: str, data, args) -> List[str]:
             if best is None or c > best[0]:
                 best = (c, pname, oname, qm, qat)
     ev = x[:min(len(x), 40)]
+    ev_batches = [ev[i:i + 10] for i in range(0, len(ev), 10)]
     for label, (_c, pname, oname, qm, _) in (("best", best), ("worst", worst)):
         if label == "best" and best[1:3] == worst[1:3]:
             continue
-        report = Q.compare(float_reference(net, presets()[pname], calib, OPTIONS[oname]), qm,
-                           [ev[i:i + 10] for i in range(0, len(ev), 10)])
+        report = Q.compare(float_reference(net, presets()[pname], calib, OPTIONS[oname]), qm, ev_batches)
         out.append(f"\nPer-layer error of the {label} case ({pname}, {oname}), 10 worst layers by isolated SQNR "
                    f"(`megq.quantization.compare` against the float model with the same equalization):\n")
         out.append(report.table(limit=10))
@@ -282,7 +282,7 @@ def bench_model(name: str, data, args) -> List[str]:
         log(out[-1])
     # what each activation quantizer of the best case costs at the output (left float one at a time)
     _c, pname, oname, _, qat_best = best
-    sens = Q.sensitivity(net, qat_best, [ev[i:i + 10] for i in range(0, len(ev), 10)])
+    sens = Q.sensitivity(net, qat_best, ev_batches)
     out.append(f"\nWhat each activation quantizer of the best case ({pname}, {oname}) costs at the output, 10 "
                f"costliest (`megq.quantization.sensitivity`: left float one at a time, mean logit cosine against "
                f"float):\n")
