@@ -63,6 +63,7 @@ def presets() -> Dict[str, Q.QConfig]:
 #: of every image above the mean, the one that decides top-1 (NNCF leaves the output float).
 ENDS_MINMAX = {"calibration_qconfig_meanminmax_per_channel", "calibration_qconfig_meanminmax"}
 
+# Option names never contain "," (it separates the --options list).
 OPTIONS = {
     "none": {},
     "range_search": {"range_search": True},
@@ -77,7 +78,7 @@ OPTIONS = {
     "equalize_activations(linear)": {"equalize_activations": {"linear": True}},
     "equalize_activations(linear)+weight_rounding": {"equalize_activations": {"linear": True},
                                                      "weight_rounding": True},
-    "equalize_activations(linear,max_factor=64)+weight_rounding": {
+    "equalize_activations(linear;max_factor=64)+weight_rounding": {
         "equalize_activations": {"linear": True, "max_factor": 64}, "weight_rounding": True},
     "equalize_activations(linear)+weight_rounding+bias_correction": {"equalize_activations": {"linear": True},
                                                                      "weight_rounding": True,
