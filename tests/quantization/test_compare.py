@@ -24,6 +24,20 @@ def small_net(rng):
     return net.eval()
 
 
+def layer_outputs(model, index, batches):
+    """Oracle input: the float values of ``model[index]``'s output on each batch, gathered by a forward hook."""
+    outs = []
+    h = model[index].register_forward_hook(lambda m, i, o: outs.append(
+        np.asarray(o.dequantize() if hasattr(o, "dequantize") else o.numpy(), np.float64)))
+    try:
+        with no_grad():
+            for x in batches:
+                model(megq.Tensor(x))
+    finally:
+        h.remove()
+    return outs
+
+
 def calibrated(net, batches, **kw):
     qat = Q.quantize_qat(net, inplace=False, qconfig=Q.calibration_qconfig_per_channel, **kw)
     return Q.calibrate(qat, batches, progress=False)
@@ -45,14 +59,7 @@ def test_broken_layer_is_ranked_first_and_metrics_match_an_oracle():
     assert by["3"].sqnr_db < by["3"].isolated_sqnr_db - 6
     assert by["2"].isolated_sqnr_db < by["3"].isolated_sqnr_db
     # oracle for layer "1": the float and quantized outputs of the layer, gathered by hooks
-    outs = {}
-    for tag, model in (("f", net), ("q", qat)):
-        h = model[1].register_forward_hook(lambda m, i, o, tag=tag: outs.setdefault(tag, []).append(
-            np.asarray(o.dequantize() if hasattr(o, "dequantize") else o.numpy(), np.float64)))
-        with no_grad():
-            for x in batches:
-                model(megq.Tensor(x))
-        h.remove()
+    outs = {"f": layer_outputs(net, 1, batches), "q": layer_outputs(qat, 1, batches)}
     f = np.concatenate([a.ravel() for a in outs["f"]])
     q = np.concatenate([a.ravel() for a in outs["q"]])
     assert by["1"].sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / ((q - f) ** 2).sum()), rel=1e-9)
@@ -181,14 +188,7 @@ def test_equalized_model_is_compared_against_the_equalized_float_path():
     plain = {r.name: r for r in Q.compare(net, qat, batches).layers}
     fair = {r.name: r for r in Q.compare(ref, Q.quantize(qat, inplace=False), batches).layers}
     assert plain["1"].sqnr_db < 0 < 20 < fair["1"].sqnr_db
-    outs = {}
-    for tag, model in (("f", net), ("q", qat)):
-        h = model[1].register_forward_hook(lambda m, i, o, tag=tag: outs.setdefault(tag, []).append(
-            np.asarray(o.dequantize() if hasattr(o, "dequantize") else o.numpy(), np.float64)))
-        with no_grad():
-            for x in batches:
-                model(megq.Tensor(x))
-        h.remove()
+    outs = {"f": layer_outputs(net, 1, batches), "q": layer_outputs(qat, 1, batches)}
     f = np.concatenate([(a * c.reshape(1, -1, 1, 1)).ravel() for a in outs["f"]])
     q = np.concatenate([a.ravel() for a in outs["q"]])
     assert fair["1"].sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / ((q - f) ** 2).sum()), rel=1e-4)

@@ -25,7 +25,6 @@ would vanish from the report.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -191,7 +190,7 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
     :class:`CompareReport` (``.table()``, ``.to_json()``, ``.plot(path)``).
     """
     from .ptq._common import collect_batches
-    from .ptq._state import quant_state
+    from .ptq._state import float_path
 
     for arg, v in (("float_model", float_model), ("quantized_model", quantized_model)):
         if not isinstance(v, Module):
@@ -209,14 +208,6 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
         raise ValueError("compare: no quantized layer has a float counterpart of the same name")
     float_model.eval()
     quantized_model.eval()
-    float_is_qat = any(isinstance(m, qat.QATModule) for m in float_model.modules())
-
-    def float_path() -> Any:
-        """A QAT float reference runs with fake quants and observers off (flags restored after); in eval mode with
-        its fake quants off a QAT module takes its float forward, not the integer one."""
-        if not float_is_qat:
-            return contextlib.nullcontext()
-        return quant_state(float_model, fake_quant=False, observer=False, restore=True)
     e2e = {n: _Acc() for n in names}
     iso = {n: _Acc() for n in names}
     out_acc = _Acc()
@@ -240,7 +231,7 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
         handles += [qlayers[n].register_forward_hook(rec(q_rec, n)) for n in names]
         try:
             with no_grad():
-                with float_path():
+                with float_path(float_model):
                     yf = float_model(Tensor(x))
                 yq = quantized_model(Tensor(x))
             for n in names:
@@ -270,7 +261,7 @@ def compare(float_model: Module, quantized_model: Module, batches: Iterable[Any]
                 try:
                     with no_grad():
                         iv = _values(qlayers[n](*args))
-                        with float_path():
+                        with float_path(float_model):
                             rv = _values(ftable[n](*fargs))
                 finally:
                     state["isolating"] = False

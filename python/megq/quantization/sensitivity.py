@@ -147,7 +147,7 @@ def sensitivity(float_model: Module, qfloat_model: Module, batches: Iterable[Any
     converted from), ValueError for an empty batch list or an uncalibrated model.
     """
     from .ptq._common import collect_batches
-    from .ptq._state import quant_state
+    from .ptq._state import float_path, quant_state
     from .quantize import _has_seen_data
 
     for arg, v in (("float_model", float_model), ("qfloat_model", qfloat_model)):
@@ -169,16 +169,12 @@ def sensitivity(float_model: Module, qfloat_model: Module, batches: Iterable[Any
         ob = getattr(m, "act_observer", None)
         if ob is not None and not _has_seen_data(ob):
             raise ValueError(f"sensitivity: '{n}' has not been calibrated (run calibrate on qfloat_model first)")
-    float_is_qat = any(isinstance(m, qat.QATModule) for m in float_model.modules())
     training = (float_model.training, qfloat_model.training)
     float_model.eval()
     qfloat_model.eval()
     try:
         with no_grad():
-            if float_is_qat:
-                with quant_state(float_model, fake_quant=False, observer=False, restore=True):
-                    refs = [_array(float_model(Tensor(x))) for x in data]
-            else:
+            with float_path(float_model):
                 refs = [_array(float_model(Tensor(x))) for x in data]
 
         def score() -> Tuple[float, float]:

@@ -72,41 +72,21 @@ static inline simde__m128i megq_shim_mm512_cvtepi32_epi8(simde__m512i a) {
   return r;
 }
 
-// vpmovzxbd zmm, xmm: 16 bytes zero-extended to dwords.
-static inline simde__m512i megq_shim_mm512_cvtepu8_epi32(simde__m128i a) {
-  uint8_t b[16];
-  memcpy(b, &a, 16);
-  simde__m512i_private r_;
-  for (int i = 0; i < 16; ++i) r_.i32[i] = b[i];
-  return simde__m512i_from_private(r_);
-}
-
-// vpmovsxbd zmm, xmm: 16 bytes sign-extended to dwords.
-static inline simde__m512i megq_shim_mm512_cvtepi8_epi32(simde__m128i a) {
-  int8_t b[16];
-  memcpy(b, &a, 16);
-  simde__m512i_private r_;
-  for (int i = 0; i < 16; ++i) r_.i32[i] = b[i];
-  return simde__m512i_from_private(r_);
-}
-
-// vpmovzxbw zmm, ymm: 32 bytes zero-extended to words.
-static inline simde__m512i megq_shim_mm512_cvtepu8_epi16(__m256i a) {
-  uint8_t b[32];
-  memcpy(b, &a, 32);
-  simde__m512i_private r_;
-  for (int i = 0; i < 32; ++i) r_.i16[i] = b[i];
-  return simde__m512i_from_private(r_);
-}
-
-// vpmovsxwd zmm, ymm: 16 words sign-extended to dwords.
-static inline simde__m512i megq_shim_mm512_cvtepi16_epi32(__m256i a) {
-  int16_t w[16];
-  memcpy(w, &a, 32);
-  simde__m512i_private r_;
-  for (int i = 0; i < 16; ++i) r_.i32[i] = w[i];
-  return simde__m512i_from_private(r_);
-}
+// Widening moves: the n lanes of `a` (C++ type src_t) zero- or sign-extended,
+// by that type, into the dst lanes of a zmm.
+#define MEGQ_SHIM_WIDEN(name, in_t, src_t, n, dst)      \
+  static inline simde__m512i name(in_t a) {             \
+    src_t b[n];                                         \
+    memcpy(b, &a, sizeof(b));                           \
+    simde__m512i_private r_;                            \
+    for (int i = 0; i < n; ++i) r_.dst[i] = b[i];       \
+    return simde__m512i_from_private(r_);               \
+  }
+MEGQ_SHIM_WIDEN(megq_shim_mm512_cvtepu8_epi32, simde__m128i, uint8_t, 16, i32)  // vpmovzxbd zmm, xmm
+MEGQ_SHIM_WIDEN(megq_shim_mm512_cvtepi8_epi32, simde__m128i, int8_t, 16, i32)   // vpmovsxbd zmm, xmm
+MEGQ_SHIM_WIDEN(megq_shim_mm512_cvtepu8_epi16, __m256i, uint8_t, 32, i16)       // vpmovzxbw zmm, ymm
+MEGQ_SHIM_WIDEN(megq_shim_mm512_cvtepi16_epi32, __m256i, int16_t, 16, i32)      // vpmovsxwd zmm, ymm
+#undef MEGQ_SHIM_WIDEN
 
 // vmovdqu8 zmm{k}{z}, m512: masked-off bytes are zero and are not read.
 static inline simde__m512i megq_shim_mm512_maskz_loadu_epi8(simde__mmask64 k, const void* p) {

@@ -32,12 +32,7 @@
 
 #include <cstring>
 
-// GCC 12 reports the _mm512_undefined_* operands inside its own zero-extend
-// and down-convert intrinsics as "maybe uninitialized" (GCC bug 105593, fixed
-// in GCC 13); the warning says nothing about this file.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "megq/kernels/avx512vnni/gcc12_intrinsics_warning.h"
 
 #include "megq/kernels/avx512vnni/byte_epilogue.h"
 #include "megq/kernels/depthwise_kernels.h"

@@ -12,7 +12,7 @@ from ...module.module import Module
 from ...tensor import Tensor
 from ..integer_eval import integer_eval
 
-__all__ = ["quant_state", "quantized_pass"]
+__all__ = ["quant_state", "float_path", "quantized_pass"]
 
 
 @contextlib.contextmanager
@@ -38,6 +38,15 @@ def quant_state(model: Module, *, fake_quant: Optional[bool] = None, observer: O
         if restore:
             for obj, flag in saved:
                 obj.enabled = flag
+
+
+def float_path(model: Module) -> Any:
+    """Context in which ``model`` computes its float function: a QAT model runs with fake quants and observers off
+    (flags restored after; in eval mode a QAT module with its fake quants off takes its float forward, not the
+    integer one), a float model as it is. The reference of ``compare`` and ``sensitivity``."""
+    if not any(isinstance(m, qat.QATModule) for m in model.modules()):
+        return contextlib.nullcontext()
+    return quant_state(model, fake_quant=False, observer=False, restore=True)
 
 
 def quantized_pass(qat_model: Module, hooks: Sequence[Tuple[Module, Callable[..., Any]]],
